@@ -1,0 +1,35 @@
+"""Which projects a user may see, by project membership; admins see every project."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from labeling.models import Membership, Project
+from prefstudio.roles import Role, roles_of
+
+
+def is_admin(user: Any) -> bool:
+    return Role.ADMIN in roles_of(user)
+
+
+def projects_for(
+    user: Any, *, roles: tuple[str, ...] = (Membership.Role.ANNOTATOR, Membership.Role.LEAD)
+) -> QuerySet[Project]:
+    """Active projects where the user is an active member with one of `roles` (all of them for admins)."""
+    projects = Project.objects.filter(archived=False)
+    if is_admin(user):
+        return projects
+    return projects.filter(
+        memberships__user=user, memberships__active=True, memberships__role__in=roles
+    ).distinct()
+
+
+def project_for(user: Any, slug: str, **kwargs: Any) -> Project:
+    """The project with `slug` if the user may see it; 404 otherwise, so foreign projects stay invisible."""
+    try:
+        return projects_for(user, **kwargs).get(slug=slug)
+    except Project.DoesNotExist:
+        raise Http404("No such project.") from None

@@ -1,0 +1,78 @@
+"""Create the demo users and the demo project. Safe to run again: it converges to the same state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from labeling.models import Membership, Project
+from prefstudio.roles import Role
+
+DEMO_PASSWORD = "prefstudio-demo"
+DEMO_USERS: list[tuple[str, Role]] = [
+    ("admin", Role.ADMIN),
+    ("lead", Role.LEAD),
+    ("annotator1", Role.ANNOTATOR),
+    ("annotator2", Role.ANNOTATOR),
+    ("annotator3", Role.ANNOTATOR),
+]
+DEMO_RUBRIC = """\
+Pick the response a careful expert would rather send to this user.
+
+1. **Correct first.** A wrong fact or a bug outweighs style.
+2. **Helpful.** Does it answer what was asked, completely, without padding?
+3. **Kind and clear.** Respectful tone, plain words, good structure.
+
+Choose *tie* only when you would be equally happy sending either one, and *both bad* when
+you would send neither.
+"""
+
+
+class Command(BaseCommand):
+    help = "Create demo users (admin, lead, annotator1..3) and a demo project. Idempotent."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--allow-production",
+            action="store_true",
+            help="Seed even when DEBUG is off (the demo passwords are public: never on a real site).",
+        )
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG and not options["allow_production"]:
+            raise CommandError(
+                "Refusing to create demo users with public passwords while DEBUG is off. "
+                "Pass --allow-production if this really is a throwaway instance."
+            )
+        User = get_user_model()
+        project, _ = Project.objects.update_or_create(
+            slug="demo",
+            defaults={
+                "name": "Demo: everyday and coding help",
+                "description": "Everyday questions, coding help and a few chats: which answer is better?",
+                "rubric": DEMO_RUBRIC,
+                "archived": False,
+            },
+        )
+        for username, role in DEMO_USERS:
+            user, _ = User.objects.get_or_create(username=username)
+            user.email = f"{username}@example.com"
+            user.is_staff = user.is_superuser = role is Role.ADMIN
+            user.is_active = True
+            user.set_password(DEMO_PASSWORD)
+            user.save()
+            user.groups.set([Group.objects.get(name=role.value)])
+            if role is not Role.ADMIN:
+                Membership.objects.update_or_create(
+                    project=project, user=user, defaults={"role": role.value, "active": True}
+                )
+        self.stdout.write(self.style.SUCCESS(f"Demo project '{project.slug}' is ready."))
+        self.stdout.write("Demo logins (all share one password, for local use only):")
+        for username, role in DEMO_USERS:
+            self.stdout.write(f"  {username:<11} {role.value:<10} password: {DEMO_PASSWORD}")

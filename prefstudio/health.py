@@ -1,0 +1,30 @@
+"""Liveness of the services prefstudio needs: the database and Redis."""
+
+from __future__ import annotations
+
+import redis
+from django.conf import settings
+from django.db import connections
+
+
+def database_status() -> str:
+    """'ok', or the reason the default database cannot answer a query."""
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - any failure means "down"; the reason is reported
+        return f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return "ok"
+
+
+def redis_status(url: str | None = None) -> str:
+    """'ok', or the reason Redis at `url` (default REDIS_URL) does not answer PING."""
+    client = redis.Redis.from_url(url or settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"error: {type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return "ok"

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from prefstudio import views
+from prefstudio.roles import public
+
+admin.site.site_header = "prefstudio admin"
+admin.site.site_title = "prefstudio"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("login/", public(auth_views.LoginView.as_view(redirect_authenticated_user=True)), name="login"),
+    path("logout/", public(auth_views.LogoutView.as_view()), name="logout"),
+    path("", include("labeling.urls")),
+    path("training/", include("training.urls")),
+    # django-rq's dashboard: every view is staff_member_required; only admins are staff here.
+    path("admin/rq/", include("django_rq.urls")),
+    path("admin/", admin.site.urls),
+]

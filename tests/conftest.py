@@ -1,0 +1,59 @@
+"""Fixtures shared by the whole suite: users for each role and a project with members."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+
+from labeling.models import Membership, Project
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, *roles: str, **fields):
+        user = django_user_model.objects.create_user(username=username, password=PASSWORD, **fields)
+        user.groups.set(Group.objects.filter(name__in=roles))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def project(db) -> Project:
+    return Project.objects.create(slug="alpha", name="Alpha", rubric="Prefer **correct** answers.")
+
+
+@pytest.fixture
+def other_project(db) -> Project:
+    return Project.objects.create(slug="bravo", name="Bravo")
+
+
+@pytest.fixture
+def annotator(make_user, project):
+    user = make_user("ann", "annotator")
+    Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
+    return user
+
+
+@pytest.fixture
+def lead(make_user, project):
+    user = make_user("leah", "lead")
+    Membership.objects.create(project=project, user=user, role=Membership.Role.LEAD)
+    return user
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user("root", "admin", is_staff=True)
+
+
+@pytest.fixture
+def no_role_user(make_user):
+    return make_user("nobody")
+
+
+@pytest.fixture
+def users(annotator, lead, admin_user, no_role_user) -> dict:
+    return {"annotator": annotator, "lead": lead, "admin": admin_user, "none": no_role_user}

@@ -1,0 +1,134 @@
+"""Every URL in the URLconf is guarded on the server: anonymous -> login, missing role -> 403.
+
+The table is built by walking the URLconf, so a new view is covered as soon as it is routed.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from labeling.models import Membership
+
+# Third-party URL trees with their own guards, tested separately below.
+EXTERNAL_NAMESPACES = {"admin", "django_rq"}
+
+
+def walk(patterns, prefix="", namespace=None):
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            ns = p.namespace or namespace
+            yield from walk(p.url_patterns, prefix + str(p.pattern), ns)
+        elif isinstance(p, URLPattern):
+            yield prefix + str(p.pattern), namespace, p
+
+
+def our_routes():
+    for route, namespace, pattern in walk(get_resolver().url_patterns):
+        if namespace in EXTERNAL_NAMESPACES:
+            continue
+        yield route, pattern
+
+
+def concrete(route: str, project) -> str:
+    path = "/" + route.replace("<slug:slug>", project.slug)
+    assert "<" not in path, f"add a sample value for {route} to tests/test_access.py"
+    return path
+
+
+def test_every_view_declares_its_access():
+    for route, pattern in our_routes():
+        assert getattr(pattern.callback, "access", None), (
+            f"/{route} has no access mark: guard it with prefstudio.roles.requires() or mark it public()"
+        )
+
+
+@pytest.mark.django_db
+def test_anonymous_users_are_sent_to_login(project, client):
+    for route, pattern in our_routes():
+        if pattern.callback.access == "public":
+            continue
+        path = concrete(route, project)
+        response = client.get(path)
+        assert response.status_code == 302, path
+        assert response["Location"] == f"/login/?next={quote(path)}", path
+
+
+@pytest.mark.django_db
+def test_each_role_gets_exactly_the_pages_its_permission_allows(project, users):
+    for role, user in users.items():
+        client = Client()
+        client.force_login(user)
+        for route, pattern in our_routes():
+            access = pattern.callback.access
+            if access == "public" or pattern.name == "logout":
+                continue
+            path = concrete(route, project)
+            allowed = access == "authenticated" or user.has_perm(access)
+            response = client.get(path)
+            expected = 200 if allowed else 403
+            assert response.status_code == expected, f"{role} GET {path}: {response.status_code}"
+
+
+@pytest.mark.django_db
+def test_project_pages_of_other_projects_are_404(project, other_project, annotator, lead, client):
+    Membership.objects.create(project=other_project, user=lead, role=Membership.Role.ANNOTATOR, active=False)
+    for user in (annotator, lead):
+        client.force_login(user)
+        assert client.get(f"/projects/{other_project.slug}/").status_code == 404
+        assert client.get(f"/projects/{project.slug}/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_annotators_see_no_member_list_but_leads_do(project, annotator, lead, client):
+    client.force_login(annotator)
+    assert "Members" not in client.get(f"/projects/{project.slug}/").content.decode()
+    client.force_login(lead)
+    body = client.get(f"/projects/{project.slug}/").content.decode()
+    assert "Members" in body and "ann" in body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/admin/", "/admin/rq/", "/admin/labeling/project/"])
+def test_admin_and_queue_dashboard_are_for_admins_only(path, users):
+    for role, user in users.items():
+        client = Client()
+        client.force_login(user)
+        response = client.get(path)
+        if role == "admin":
+            assert response.status_code == 200, (role, path)
+        else:
+            assert response.status_code == 302 and response["Location"].startswith("/admin/login/"), (
+                role,
+                path,
+            )
+
+
+@pytest.mark.django_db
+def test_navigation_follows_roles(users):
+    expected = {
+        "annotator": ["Label"],
+        "lead": ["Label", "Review", "Export"],
+        "admin": ["Label", "Review", "Export", "Training", "Admin"],
+        "none": [],
+    }
+    for role, user in users.items():
+        client = Client()
+        client.force_login(user)
+        items = [item["label"] for item in client.get("/").context["nav_items"]]
+        assert items == expected[role], role
+
+
+@pytest.mark.django_db
+def test_every_unsafe_request_needs_a_csrf_token(project, admin_user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    routes = [concrete(route, project) for route, _ in our_routes()] + ["/admin/rq/", "/admin/"]
+    for path in routes:
+        for method in (client.post, client.put, client.patch, client.delete):
+            response = method(path)
+            assert response.status_code == 403, f"{method.__name__.upper()} {path}: {response.status_code}"
+            assert b"CSRF" in response.content

@@ -1,0 +1,50 @@
+"""seed_demo creates the demo users and project, and running it again changes nothing."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from labeling.models import Membership, Project
+
+
+def seed() -> str:
+    out = io.StringIO()
+    call_command("seed_demo", "--allow-production", stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_seed_is_idempotent_and_prints_the_logins():
+    first = seed()
+    counts = (get_user_model().objects.count(), Project.objects.count(), Membership.objects.count())
+    second = seed()
+    assert counts == (get_user_model().objects.count(), Project.objects.count(), Membership.objects.count())
+    assert counts == (5, 1, 4)
+    assert first == second
+    for name in ["admin", "lead", "annotator1", "annotator2", "annotator3"]:
+        assert name in first
+    assert "password: prefstudio-demo" in first
+
+
+@pytest.mark.django_db
+def test_seeded_roles():
+    seed()
+    users = {u.username: u for u in get_user_model().objects.all()}
+    assert users["admin"].is_superuser and users["admin"].is_staff
+    assert users["lead"].has_perm("labeling.review_project") and not users["lead"].is_staff
+    assert users["annotator1"].has_perm("labeling.label_pairs")
+    assert not users["annotator1"].has_perm("labeling.review_project")
+    assert users["annotator2"].check_password("prefstudio-demo")
+    demo = Project.objects.get(slug="demo")
+    assert demo.memberships.filter(role="annotator").count() == 3
+
+
+@pytest.mark.django_db
+def test_refuses_on_a_production_instance(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="DEBUG is off"):
+        call_command("seed_demo")
