@@ -31,6 +31,7 @@ venv: $(VENV)/.runtime
 venv-dev: $(VENV)/.dev
 
 migrate: venv .env
+	@mkdir -p var
 	$(PY) manage.py migrate --noinput
 
 seed: migrate
