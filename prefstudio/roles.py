@@ -20,11 +20,40 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-# Permissions live on labeling.Project's Meta; migration labeling/0002 gives them to the groups.
+# Permissions live on labeling.Project's Meta. Migration labeling/0002 first gave them to the
+# groups; `sync_role_groups` keeps them so after every migrate and flush.
 LABEL = "labeling.label_pairs"
 REVIEW = "labeling.review_project"
 EXPORT = "labeling.export_data"
 TRAIN = "labeling.manage_training"
+
+GROUP_PERMISSIONS: dict[Role, tuple[str, ...]] = {
+    Role.ANNOTATOR: (LABEL,),
+    Role.LEAD: (LABEL, REVIEW, EXPORT),
+    Role.ADMIN: (LABEL, REVIEW, EXPORT, TRAIN),
+}
+# Admins also manage projects, members, imports and users in Django admin.
+ADMIN_MODELS = ("labeling.project", "labeling.membership", "labeling.importbatch", "labeling.pair",
+                "auth.user", "auth.group")  # fmt: skip
+
+
+def sync_role_groups(**kwargs: Any) -> None:
+    """Make the role groups exist with their permissions (a post_migrate receiver, like Django's own)."""
+    from django.contrib.auth.models import Group, Permission
+    from django.db.models import Q
+
+    for role, perms in GROUP_PERMISSIONS.items():
+        wanted = Q()
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            wanted |= Q(content_type__app_label=app_label, codename=codename)
+        if role is Role.ADMIN:
+            for model in ADMIN_MODELS:
+                app_label, name = model.split(".")
+                wanted |= Q(content_type__app_label=app_label, content_type__model=name)
+        group, _ = Group.objects.get_or_create(name=role.value)
+        group.permissions.add(*Permission.objects.filter(wanted))
+
 
 View = Callable[..., HttpResponse]
 
