@@ -16,15 +16,22 @@ def is_admin(user: Any) -> bool:
 
 
 def projects_for(
-    user: Any, *, roles: tuple[str, ...] = (Membership.Role.ANNOTATOR, Membership.Role.LEAD)
+    user: Any,
+    *,
+    roles: tuple[str, ...] = (Membership.Role.ANNOTATOR, Membership.Role.LEAD),
+    include_archived: bool = False,
 ) -> QuerySet[Project]:
-    """Active projects where the user is an active member with one of `roles` (all of them for admins)."""
-    projects = Project.objects.filter(archived=False)
+    """Active projects where the user is an active member with one of `roles` (all of them for admins).
+
+    Archived projects are left out unless `include_archived` and the user is an admin.
+    """
     if is_admin(user):
-        return projects
-    return projects.filter(
-        memberships__user=user, memberships__active=True, memberships__role__in=roles
-    ).distinct()
+        return Project.objects.all() if include_archived else Project.objects.filter(archived=False)
+    return (
+        Project.objects.filter(archived=False)
+        .filter(memberships__user=user, memberships__active=True, memberships__role__in=roles)
+        .distinct()
+    )
 
 
 def project_for(user: Any, slug: str, **kwargs: Any) -> Project:

@@ -1,10 +1,20 @@
-"""Labeling data: projects and who works on them."""
+"""Labeling data: projects, who works on them, the pairs they judge, and where the pairs came from."""
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
+
+
+class Choice(models.TextChoices):
+    A = "a", "A is better"
+    B = "b", "B is better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both bad"
 
 
 class Project(models.Model):
@@ -12,6 +22,27 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     rubric = models.TextField(blank=True, help_text="Markdown shown to annotators beside every pair.")
+    criteria = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Optional per-criterion questions: [{"name": "Helpfulness", "question": "..."}].',
+    )
+    allow_tie = models.BooleanField(default=True)
+    allow_both_bad = models.BooleanField(default=True)
+    use_strength = models.BooleanField(default=False, help_text="Ask how much better: slightly or clearly.")
+    overlap = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(25)],
+        help_text="Distinct annotators wanted per pair.",
+    )
+    lease_minutes = models.PositiveSmallIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(24 * 60)]
+    )
+    gold_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of assignments drawn from gold pairs (0 to 0.5).",
+    )
     archived = models.BooleanField(default=False)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -25,12 +56,29 @@ class Project(models.Model):
             ("export_data", "Can export preference data"),
             ("manage_training", "Can launch and cancel training runs"),
         ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(overlap__gte=1), name="project_overlap_positive"),
+            models.CheckConstraint(
+                condition=models.Q(gold_rate__gte=0) & models.Q(gold_rate__lte=0.5),
+                name="project_gold_rate_range",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
 
     def get_absolute_url(self) -> str:
         return reverse("labeling:project-detail", kwargs={"slug": self.slug})
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        """The overall choices annotators may pick in this project."""
+        allowed = [Choice.A, Choice.B]
+        if self.allow_tie:
+            allowed.append(Choice.TIE)
+        if self.allow_both_bad:
+            allowed.append(Choice.BOTH_BAD)
+        return [(c.value, c.label) for c in allowed]
 
 
 class Membership(models.Model):
@@ -52,3 +100,120 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.project} as {self.role}"
+
+
+def _upload_path(batch: ImportBatch, filename: str) -> str:
+    # Server-chosen name: the client's file name is kept for display only, never used on disk.
+    return f"imports/{batch.project_id}/{batch.uuid}.upload"
+
+
+class ImportBatch(models.Model):
+    class State(models.TextChoices):
+        UPLOADED = "uploaded", "Uploaded, waiting for confirmation"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Imported"
+        FAILED = "failed", "Failed"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source_name = models.CharField(max_length=255, help_text="The file name as uploaded (display only).")
+    file = models.FileField(upload_to=_upload_path, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    format = models.CharField(max_length=16, blank=True)
+    skip_invalid = models.BooleanField(default=False)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.UPLOADED)
+    job_id = models.CharField(max_length=64, blank=True)
+    records = models.PositiveIntegerField(default=0, help_text="Records read, good and bad.")
+    imported = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="The first problems found, as text.")
+    error_count = models.PositiveIntegerField(default=0)
+    report = models.FileField(blank=True, help_text="Rejected records with their reasons (JSONL).")
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "import batches"
+
+    def __str__(self) -> str:
+        return f"{self.source_name} into {self.project}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("labeling:batch-detail", kwargs={"slug": self.project.slug, "batch": self.uuid})
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+
+class Pair(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pairs")
+    batch = models.ForeignKey(ImportBatch, on_delete=models.CASCADE, related_name="pairs")
+    external_id = models.CharField(max_length=255, blank=True)
+    prompt = models.JSONField(help_text="A string, or a list of chat messages {role, content}.")
+    response_a = models.TextField()
+    response_b = models.TextField()
+    model_a = models.CharField(max_length=255, blank=True)
+    model_b = models.CharField(max_length=255, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    gold = models.CharField(max_length=8, choices=Choice.choices, blank=True)
+    original_label = models.CharField(
+        max_length=1, blank=True, help_text="For audited TRL rows: the side the dataset called chosen."
+    )
+    shape = models.CharField(max_length=16)
+    content_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "content_hash"], name="pair_unique_content_per_project"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(response_a=models.F("response_b")), name="pair_distinct"
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "external_id"])]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.external_id or f"pair {self.pk}"
+
+    @property
+    def is_chat(self) -> bool:
+        return isinstance(self.prompt, list)
+
+
+class Judgment(models.Model):
+    class Strength(models.TextChoices):
+        SLIGHTLY = "slightly", "Slightly"
+        CLEARLY = "clearly", "Clearly"
+
+    pair = models.ForeignKey(Pair, on_delete=models.PROTECT, related_name="judgments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
+    )
+    choice = models.CharField(max_length=8, choices=Choice.choices)
+    strength = models.CharField(max_length=8, choices=Strength.choices, blank=True)
+    criteria = models.JSONField(default=dict, blank=True, help_text="Criterion name -> a / b / tie.")
+    rationale = models.TextField(blank=True)
+    a_on_left = models.BooleanField(default=True, help_text="Was response A shown on the left?")
+    seconds_spent = models.FloatField(null=True, blank=True)
+    active_seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "annotator"], name="judgment_one_per_annotator")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} on {self.pair}: {self.choice}"

@@ -1,63 +1,224 @@
-"""Labeling pages. Every view checks the role globally, then project membership."""
+"""Labeling pages. Every view checks the role globally, then project membership (404 for others)."""
 
 from __future__ import annotations
 
-from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+import contextlib
+
+from django.conf import settings
+from django.contrib import messages
+from django.db.models import Count, Q, QuerySet
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from labeling.access import project_for, projects_for
-from labeling.models import Membership
+from labeling.batches import (
+    BatchInUse,
+    batch_create,
+    batch_delete,
+    batch_enqueue,
+    batch_preview,
+    batch_progress,
+    batch_run,
+)
+from labeling.forms import ProjectForm, UploadForm
+from labeling.importing import ImportFormatError, PairRecord
+from labeling.models import ImportBatch, Membership, Project
 from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
 
 _LEADS = (Membership.Role.LEAD,)
+ADD_PROJECT = "labeling.add_project"
+CHANGE_PROJECT = "labeling.change_project"
+IMPORT = "labeling.add_importbatch"
+DELETE_BATCH = "labeling.delete_importbatch"
 
 
-def _with_counts(projects):
+def _with_counts(projects: QuerySet[Project]) -> QuerySet[Project]:
     return projects.annotate(
         annotator_count=Count(
             "memberships",
             filter=Q(memberships__role=Membership.Role.ANNOTATOR, memberships__active=True),
             distinct=True,
         ),
+        pair_count=Count("pairs", distinct=True),
     ).order_by("name")
+
+
+def _project_list(request: HttpRequest, section: str, **kwargs: object) -> HttpResponse:
+    projects = _with_counts(projects_for(request.user, **kwargs))
+    return render(request, "labeling/project_list.html", {"projects": projects, "section": section})
 
 
 @require_GET
 @requires(LABEL)
 def label_index(request: HttpRequest) -> HttpResponse:
-    projects = _with_counts(projects_for(request.user))
-    return render(request, "labeling/project_list.html", {"projects": projects, "section": "label"})
+    return _project_list(request, "label")
 
 
 @require_GET
 @requires(REVIEW)
 def review_index(request: HttpRequest) -> HttpResponse:
-    projects = _with_counts(projects_for(request.user, roles=_LEADS))
-    return render(request, "labeling/project_list.html", {"projects": projects, "section": "review"})
+    return _project_list(request, "review", roles=_LEADS)
 
 
 @require_GET
 @requires(EXPORT)
 def export_index(request: HttpRequest) -> HttpResponse:
-    projects = _with_counts(projects_for(request.user, roles=_LEADS))
-    return render(request, "labeling/project_list.html", {"projects": projects, "section": "export"})
+    return _project_list(request, "export", roles=_LEADS)
 
 
 @require_GET
 @requires(LABEL)
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    project = project_for(request.user, slug)
+    project = project_for(request.user, slug, include_archived=True)
     membership = Membership.objects.filter(project=project, user=request.user).first()
-    members = project.memberships.select_related("user").order_by("role", "user__username")
-    can_see_members = membership is None or membership.role == Membership.Role.LEAD
+    is_lead_or_admin = membership is None or membership.role == Membership.Role.LEAD
+    context = {"project": project, "membership": membership, "pair_count": project.pairs.count()}
+    if is_lead_or_admin:
+        context["members"] = project.memberships.select_related("user").order_by("role", "user__username")
+        context["batches"] = project.batches.exclude(state=ImportBatch.State.UPLOADED)
+    return render(request, "labeling/project_detail.html", context)
+
+
+@requires(ADD_PROJECT)
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = form.save()
+        messages.success(request, f"Project “{project.name}” created. Add members, then import pairs.")
+        return redirect(project)
+    return render(request, "labeling/project_form.html", {"form": form, "rubric": form["rubric"].value()})
+
+
+@requires(CHANGE_PROJECT)
+@require_http_methods(["GET", "POST"])
+def project_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_for(request.user, slug, include_archived=True)
+    form = ProjectForm(request.POST or None, instance=project)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Project saved.")
+        return redirect(project)
+    context = {"form": form, "project": project, "rubric": form["rubric"].value()}
+    return render(request, "labeling/project_form.html", context)
+
+
+@requires(CHANGE_PROJECT)
+@require_POST
+def project_archive(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_for(request.user, slug, include_archived=True)
+    project.archived = request.POST.get("archived") == "1"
+    project.save(update_fields=["archived", "updated_at"])
+    messages.success(request, "Project archived: it no longer hands out work." if project.archived else
+                     "Project restored.")  # fmt: skip
+    return redirect(project)
+
+
+@requires(CHANGE_PROJECT)
+@require_POST
+def rubric_preview(request: HttpRequest) -> HttpResponse:
     return render(
-        request,
-        "labeling/project_detail.html",
-        {
-            "project": project,
-            "membership": membership,
-            "members": members if can_see_members else None,
-        },
+        request, "labeling/project_form.html#rubric-preview", {"rubric": request.POST.get("rubric", "")}
     )
+
+
+def _batch(request: HttpRequest, slug: str, batch: str) -> tuple[Project, ImportBatch]:
+    project = project_for(request.user, slug, roles=_LEADS, include_archived=True)
+    return project, get_object_or_404(ImportBatch, project=project, uuid=batch)
+
+
+@requires(IMPORT)
+@require_http_methods(["GET", "POST"])
+def batch_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_for(request.user, slug, include_archived=True)
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            batch = batch_create(
+                project=project,
+                user=request.user,
+                upload=upload,
+                source_name=upload.name,
+                size=upload.size,
+                skip_invalid=form.cleaned_data["skip_invalid"],
+            )
+        except ImportFormatError as exc:
+            form.add_error("file", str(exc))
+        else:
+            return redirect(batch)
+    return render(request, "labeling/batch_upload.html", {"project": project, "form": form})
+
+
+@requires(REVIEW)
+@require_GET
+def batch_detail(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
+    project, batch = _batch(request, slug, batch)
+    context = {"project": project, "batch": batch, "progress": batch_progress(batch)}
+    if request.htmx:
+        response = render(request, "labeling/batch_detail.html#batch-status", context)
+        return HttpResponseStopPolling(response.content) if batch.finished else response
+    if batch.state == ImportBatch.State.UPLOADED:
+        try:
+            items = batch_preview(batch)
+        except ImportFormatError as exc:
+            items, context["preview_error"] = [], str(exc)
+        context["preview"] = [
+            (i, isinstance(i, PairRecord), isinstance(getattr(i, "prompt", ""), list)) for i in items
+        ]
+        context["runs_in_background"] = batch.size_bytes > settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES
+    return render(request, "labeling/batch_detail.html", context)
+
+
+@requires(IMPORT)
+@require_POST
+def batch_commit(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
+    project, batch = _batch(request, slug, batch)
+    if batch.state != ImportBatch.State.UPLOADED:
+        messages.info(request, "This file was already imported.")
+        return redirect(batch)
+    if batch.size_bytes > settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES:
+        batch_enqueue(batch)
+        return redirect(batch)
+    with contextlib.suppress(ImportFormatError):  # recorded on the batch, which the page shows
+        batch_run(batch)
+    return redirect(batch)
+
+
+@requires(DELETE_BATCH)
+@require_http_methods(["GET", "POST"])
+def batch_remove(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
+    project, batch = _batch(request, slug, batch)
+    if batch.state in (ImportBatch.State.QUEUED, ImportBatch.State.RUNNING):
+        messages.error(request, "This import is still running; delete it once it has finished.")
+        return redirect(batch)
+    if request.method == "POST":
+        try:
+            count = batch_delete(batch)
+        except BatchInUse as exc:
+            messages.error(request, str(exc))
+            return redirect(batch)
+        if batch.state == ImportBatch.State.UPLOADED:
+            messages.info(request, f"Discarded the upload of {batch.source_name}.")
+        else:
+            messages.success(request, f"Deleted the import of {batch.source_name} and its {count} pairs.")
+        return redirect(project)
+    return render(request, "labeling/batch_delete.html", {"project": project, "batch": batch})
+
+
+@requires(REVIEW)
+@require_GET
+def batch_report(request: HttpRequest, slug: str, batch: str) -> FileResponse:
+    _, batch = _batch(request, slug, batch)
+    if not batch.report:
+        raise Http404("This import rejected no records.")
+    response = FileResponse(
+        batch.report.open("rb"),
+        as_attachment=True,
+        filename=f"{batch.source_name}.rejected.jsonl",
+        content_type="application/x-ndjson",
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

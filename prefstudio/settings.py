@@ -157,6 +157,10 @@ X_FRAME_OPTIONS = "DENY"
 
 # Uploads: Django's limits exclude file bodies, so datasets are also capped in the import form.
 PREFSTUDIO_MAX_UPLOAD_BYTES = env.int("PREFSTUDIO_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
+PREFSTUDIO_MAX_RECORD_BYTES = env.int("PREFSTUDIO_MAX_RECORD_BYTES", default=1_000_000)
+PREFSTUDIO_MAX_PAIRS_PER_RECORD = env.int("PREFSTUDIO_MAX_PAIRS_PER_RECORD", default=10)
+# Uploads larger than this import in an RQ job with a progress bar instead of inside the request.
+PREFSTUDIO_IMPORT_SYNC_MAX_BYTES = env.int("PREFSTUDIO_IMPORT_SYNC_MAX_BYTES", default=2 * 1024 * 1024)
 
 LOGGING = {
     "version": 1,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.files.base import ContentFile
 
-from labeling.models import Membership, Project
+from labeling.models import ImportBatch, Membership, Pair, Project
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -57,3 +58,18 @@ def no_role_user(make_user):
 @pytest.fixture
 def users(annotator, lead, admin_user, no_role_user) -> dict:
     return {"annotator": annotator, "lead": lead, "admin": admin_user, "none": no_role_user}
+
+
+@pytest.fixture
+def batch(project, settings, tmp_path) -> ImportBatch:
+    """A finished import of one pair into `project`, with a rejected-records report."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    batch = ImportBatch.objects.create(
+        project=project, source_name="pairs.jsonl", format="jsonl", state=ImportBatch.State.DONE, imported=1
+    )
+    batch.report.save("report.jsonl", ContentFile(b'{"line": 2}\n'))
+    Pair.objects.create(
+        project=project, batch=batch, prompt="Q?", response_a="yes", response_b="no", shape="pair",
+        content_hash="0" * 64,
+    )  # fmt: skip
+    return batch

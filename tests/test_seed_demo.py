@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from labeling.models import Membership, Project
+from labeling.models import ImportBatch, Membership, Pair, Project
 
 
 def seed() -> str:
@@ -20,11 +20,12 @@ def seed() -> str:
 @pytest.mark.django_db
 def test_seed_is_idempotent_and_prints_the_logins():
     first = seed()
-    counts = (get_user_model().objects.count(), Project.objects.count(), Membership.objects.count())
+    models = (get_user_model(), Project, Membership, Pair, ImportBatch)
+    counts = [m.objects.count() for m in models]
     second = seed()
-    assert counts == (get_user_model().objects.count(), Project.objects.count(), Membership.objects.count())
-    assert counts == (5, 1, 4)
-    assert first == second
+    assert counts == [m.objects.count() for m in models] == [5, 1, 4, 40, 1]
+    assert "Demo pairs: 40 pairs imported from 40 records." in first
+    assert "Demo pairs: 0 pairs imported from 40 records, 40 duplicates skipped." in second
     for name in ["admin", "lead", "annotator1", "annotator2", "annotator3"]:
         assert name in first
     assert "password: prefstudio-demo" in first
@@ -41,6 +42,9 @@ def test_seeded_roles():
     assert users["annotator2"].check_password("prefstudio-demo")
     demo = Project.objects.get(slug="demo")
     assert demo.memberships.filter(role="annotator").count() == 3
+    assert demo.pairs.filter(prompt__0__role__isnull=False).count() >= 5  # chat prompts
+    assert demo.pairs.exclude(gold="").count() >= 5
+    assert demo.criteria and demo.rubric
 
 
 @pytest.mark.django_db

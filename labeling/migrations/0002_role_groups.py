@@ -14,6 +14,8 @@ GROUP_PERMISSIONS = {
 ADMIN_MODEL_PERMISSIONS = [
     ("labeling", "project"),
     ("labeling", "membership"),
+    ("labeling", "importbatch"),
+    ("labeling", "pair"),
     ("auth", "user"),
     ("auth", "group"),
 ]

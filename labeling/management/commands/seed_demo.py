@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -10,10 +11,16 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from labeling.models import Membership, Project
+from labeling.batches import import_stream
+from labeling.models import ImportBatch, Membership, Project
 from prefstudio.roles import Role
 
 DEMO_PASSWORD = "prefstudio-demo"
+DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "demo_pairs.jsonl"
+DEMO_CRITERIA = [
+    {"name": "Correctness", "question": "Which answer is more accurate?"},
+    {"name": "Tone", "question": "Which answer is kinder and clearer?"},
+]
 DEMO_USERS: list[tuple[str, Role]] = [
     ("admin", Role.ADMIN),
     ("lead", Role.LEAD),
@@ -57,6 +64,9 @@ class Command(BaseCommand):
                 "name": "Demo: everyday and coding help",
                 "description": "Everyday questions, coding help and a few chats: which answer is better?",
                 "rubric": DEMO_RUBRIC,
+                "criteria": DEMO_CRITERIA,
+                "use_strength": True,
+                "gold_rate": 0.1,
                 "archived": False,
             },
         )
@@ -72,7 +82,25 @@ class Command(BaseCommand):
                 Membership.objects.update_or_create(
                     project=project, user=user, defaults={"role": role.value, "active": True}
                 )
+        self.stdout.write(self._load_pairs(project))
         self.stdout.write(self.style.SUCCESS(f"Demo project '{project.slug}' is ready."))
         self.stdout.write("Demo logins (all share one password, for local use only):")
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<11} {role.value:<10} password: {DEMO_PASSWORD}")
+
+    def _load_pairs(self, project: Project) -> str:
+        """Import the demo pairs through the same importer users get; re-runs add nothing."""
+        with DEMO_FILE.open("rb") as stream:
+            batch = ImportBatch.objects.create(
+                project=project,
+                source_name=DEMO_FILE.name,
+                size_bytes=DEMO_FILE.stat().st_size,
+                format="jsonl",
+                state=ImportBatch.State.RUNNING,
+            )
+            summary = import_stream(batch=batch, stream=stream, fmt="jsonl")
+        if not summary.committed:
+            raise CommandError(f"The demo file is invalid: {summary.errors[:3]}")
+        if not summary.imported:
+            batch.delete()  # nothing new: keep the project's import list free of empty re-runs
+        return f"Demo pairs: {summary.text}"

@@ -1,0 +1,331 @@
+"""Import batches: store an upload, preview it, import it atomically, delete it.
+
+Parsing and validation live in `labeling.importing` (pure); this module saves what it yields.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
+
+import django_rq
+from django.conf import settings
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from labeling.importing import (
+    ImportFormatError,
+    ImportOptions,
+    PairRecord,
+    RecordError,
+    detect_format,
+    iter_records,
+)
+from labeling.models import ImportBatch, Judgment, Pair, Project
+
+ERRORS_SHOWN = 50
+INSERT_BATCH = 2000
+PROGRESS_EVERY = 1000
+Progress = Callable[[int, int], None]
+
+
+class BatchInUse(Exception):
+    """The batch has judgments, so its pairs cannot be deleted."""
+
+
+@dataclass
+class ImportSummary:
+    format: str = ""
+    records: int = 0
+    pairs: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    error_count: int = 0
+    errors: list[str] = field(default_factory=list)
+    committed: bool = False
+
+    @property
+    def text(self) -> str:
+        if not self.committed:
+            return (
+                f"Nothing imported: {self.rejected} of {_count(self.records, 'record')} "
+                f"{'is' if self.rejected == 1 else 'are'} invalid ({_count(self.error_count, 'problem')}). "
+                "Fix them, or import with 'skip invalid records'."
+            )
+        parts = [f"{_count(self.imported, 'pair')} imported from {_count(self.records, 'record')}"]
+        if self.duplicates:
+            parts.append(f"{_count(self.duplicates, 'duplicate')} skipped")
+        if self.rejected:
+            parts.append(f"{_count(self.rejected, 'invalid record')} skipped")
+        return ", ".join(parts) + "."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def import_options() -> ImportOptions:
+    return ImportOptions(
+        max_record_bytes=settings.PREFSTUDIO_MAX_RECORD_BYTES,
+        max_pairs_per_record=settings.PREFSTUDIO_MAX_PAIRS_PER_RECORD,
+    )
+
+
+def sniff_format(stream: BinaryIO, name: str) -> str:
+    """The file's format from its first bytes (not its name); ImportFormatError when unsupported."""
+    head = stream.read(65536)
+    stream.seek(0)
+    return detect_format(head, name)
+
+
+def batch_create(*, project: Project, user: Any, upload: IO[bytes], source_name: str, size: int,
+                 skip_invalid: bool) -> ImportBatch:  # fmt: skip
+    """Store an uploaded file under a server-chosen name, after checking its content is a dataset."""
+    fmt = sniff_format(upload, source_name)
+    batch = ImportBatch(
+        project=project,
+        created_by=user,
+        source_name=source_name[:255],
+        size_bytes=size,
+        format=fmt,
+        skip_invalid=skip_invalid,
+    )
+    batch.file.save("upload", File(upload), save=False)
+    batch.save()
+    return batch
+
+
+def batch_preview(batch: ImportBatch, *, limit: int = 10) -> list[PairRecord | RecordError]:
+    """The first `limit` items (pairs or errors) of an uploaded batch's file."""
+    items: list[PairRecord | RecordError] = []
+    with batch.file.open("rb") as stream:
+        for item in iter_records(
+            stream, filename=batch.source_name, fmt=batch.format, options=import_options()
+        ):
+            items.append(item)
+            if len(items) >= limit:
+                break
+    return items
+
+
+def batch_run(batch: ImportBatch, *, progress: Progress | None = None) -> ImportSummary:
+    """Import an uploaded batch's file, record the outcome on the batch, and return it."""
+    batch.state = ImportBatch.State.RUNNING
+    batch.save(update_fields=["state"])
+    try:
+        with batch.file.open("rb") as stream:
+            summary = import_stream(batch=batch, stream=stream, fmt=batch.format, progress=progress)
+    except ImportFormatError as exc:
+        batch_fail(batch, str(exc))
+        raise
+    return summary
+
+
+def batch_enqueue(batch: ImportBatch) -> None:
+    """Hand the import to a worker on the default queue; the batch page follows its progress."""
+    job_id = str(uuid.uuid4())
+    # Saved before enqueueing, so a fast worker's RUNNING is never overwritten by QUEUED.
+    batch.state, batch.job_id = ImportBatch.State.QUEUED, job_id
+    batch.save(update_fields=["state", "job_id"])
+    django_rq.get_queue("default").enqueue(
+        "labeling.tasks.import_batch", batch.pk, job_id=job_id, job_timeout=6 * 3600
+    )
+
+
+def batch_progress(batch: ImportBatch) -> int | None:
+    """Percent done of a background import, from its job; marks the batch failed if the job died."""
+    if batch.state not in (ImportBatch.State.QUEUED, ImportBatch.State.RUNNING) or not batch.job_id:
+        return None
+    try:
+        job = Job.fetch(batch.job_id, connection=django_rq.get_connection("default"))
+    except NoSuchJobError:
+        batch_fail(
+            batch, "The import job disappeared from the queue (Redis was flushed?). Upload the file again."
+        )
+        return None
+    if job.get_status() in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        batch.refresh_from_db()
+        if not batch.finished:  # the job died without reaching its own error handling
+            batch_fail(batch, f"The import job {job.get_status()}: {(job.exc_info or '').strip()[-500:]}")
+        return None
+    done, total = job.meta.get("progress", (0, batch.size_bytes))
+    return min(99, int(100 * done / total)) if total else 0
+
+
+def batch_fail(batch: ImportBatch, message: str) -> None:
+    batch.state = ImportBatch.State.FAILED
+    batch.message = message
+    batch.finished_at = timezone.now()
+    batch.save(update_fields=["state", "message", "finished_at"])
+
+
+def import_stream(
+    *,
+    batch: ImportBatch,
+    stream: BinaryIO,
+    fmt: str = "auto",
+    progress: Progress | None = None,
+    options: ImportOptions | None = None,
+) -> ImportSummary:
+    """Read `stream` into `batch`'s project: all or nothing, unless the batch skips invalid records.
+
+    Pairs already in the project (same content hash) are counted as duplicates and not added again.
+    Saves the counts, the first errors and (when skipping) a report of rejected records on the batch.
+    """
+    options = options or import_options()
+    if fmt == "auto":
+        fmt = sniff_format(stream, batch.source_name)
+    batch.format = fmt
+    summary = ImportSummary(format=fmt)
+    inserter = _Inserter(batch)
+    records = iter_records(stream, filename=batch.source_name, fmt=fmt, options=options)
+    with tempfile.TemporaryFile() as report:
+        with transaction.atomic():
+            for line, items in _by_record(records):
+                summary.records += 1
+                if progress and summary.records % PROGRESS_EVERY == 0:
+                    progress(_position(stream), batch.size_bytes)
+                errors = [i for i in items if isinstance(i, RecordError)]
+                if errors:
+                    summary.rejected += 1
+                    summary.error_count += len(errors)
+                    summary.errors.extend(str(e) for e in errors[: ERRORS_SHOWN - len(summary.errors)])
+                    if batch.skip_invalid:
+                        _write_rejected(report, line, errors)
+                    continue
+                summary.pairs += len(items)
+                if summary.error_count and not batch.skip_invalid:
+                    continue  # the import will be rolled back; keep reading only to report every error
+                inserter.add(items)
+            if summary.error_count and not batch.skip_invalid:
+                transaction.set_rollback(True)
+            else:
+                inserter.flush()
+                summary.committed = True
+                summary.imported, summary.duplicates = inserter.inserted, inserter.duplicates
+        _save_outcome(batch, summary, report if summary.rejected and batch.skip_invalid else None)
+    return summary
+
+
+def _by_record(
+    items: Iterator[PairRecord | RecordError],
+) -> Iterator[tuple[int, list[PairRecord | RecordError]]]:
+    """Group consecutive items of the same source line (a responses-list record yields several pairs)."""
+    current: list[PairRecord | RecordError] = []
+    for item in items:
+        if current and item.line != current[0].line:
+            yield current[0].line, current
+            current = []
+        current.append(item)
+    if current:
+        yield current[0].line, current
+
+
+def _position(stream: BinaryIO) -> int:
+    try:
+        return stream.tell()
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_rejected(report: IO[bytes], line: int, errors: list[RecordError]) -> None:
+    row = {
+        "line": line,
+        "problems": [{"field": e.field, "reason": e.reason} for e in errors],
+        "raw": errors[0].raw,
+    }
+    report.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+
+
+class _Inserter:
+    """Buffers pairs and bulk-inserts them, skipping content hashes the project already has."""
+
+    def __init__(self, batch: ImportBatch) -> None:
+        self.batch = batch
+        self.buffer: list[PairRecord] = []
+        self.inserted = 0
+        self.duplicates = 0
+
+    def add(self, records: list[PairRecord]) -> None:
+        self.buffer.extend(records)
+        if len(self.buffer) >= INSERT_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        project_id = self.batch.project_id
+        hashes = {r.content_hash for r in self.buffer}
+        existing = set(
+            Pair.objects.filter(project_id=project_id, content_hash__in=hashes).values_list(
+                "content_hash", flat=True
+            )
+        )
+        rows = []
+        for r in self.buffer:
+            if r.content_hash in existing:
+                self.duplicates += 1
+                continue
+            existing.add(r.content_hash)
+            rows.append(
+                Pair(
+                    project_id=project_id,
+                    batch=self.batch,
+                    external_id=r.external_id[:255],
+                    prompt=r.prompt,
+                    response_a=r.response_a,
+                    response_b=r.response_b,
+                    model_a=r.model_a[:255],
+                    model_b=r.model_b[:255],
+                    metadata=r.metadata,
+                    gold=r.gold or "",
+                    original_label=r.original_label or "",
+                    shape=r.shape,
+                    content_hash=r.content_hash,
+                )
+            )
+        # ignore_conflicts: a concurrent import of the same pairs must not abort this one.
+        Pair.objects.bulk_create(rows, ignore_conflicts=True)
+        self.inserted += len(rows)
+        self.buffer.clear()
+
+
+def _save_outcome(batch: ImportBatch, summary: ImportSummary, report: IO[bytes] | None) -> None:
+    batch.records = summary.records
+    batch.imported = summary.imported
+    batch.duplicates = summary.duplicates
+    batch.rejected = summary.rejected
+    batch.error_count = summary.error_count
+    batch.errors = summary.errors
+    batch.message = summary.text
+    batch.state = ImportBatch.State.DONE if summary.committed else ImportBatch.State.FAILED
+    batch.finished_at = timezone.now()
+    if report is not None:
+        if summary.rejected:
+            report.seek(0)
+            batch.report.save(
+                f"imports/{batch.project_id}/{batch.uuid}.rejected.jsonl", File(report), save=False
+            )
+        report.close()
+    batch.save()
+
+
+def batch_delete(batch: ImportBatch) -> int:
+    """Delete a batch, its pairs and its files; refuse when any of its pairs has judgments."""
+    with transaction.atomic():
+        if Judgment.objects.filter(pair__batch=batch).exists():
+            raise BatchInUse(f"{batch.source_name} has judged pairs; it can no longer be deleted.")
+        count = batch.pairs.count()
+        files = [f for f in (batch.file, batch.report) if f]
+        batch.delete()
+    for f in files:
+        f.storage.delete(f.name)
+    return count

@@ -1,0 +1,96 @@
+"""Forms for project setup and dataset upload. Validation errors say what and where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
+
+from labeling.models import Project
+
+RESERVED_SLUGS = {"new", "rubric-preview"}
+
+
+class ProjectForm(forms.ModelForm):
+    criteria_text = forms.CharField(
+        label="Criteria",
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 4, "placeholder": "Helpfulness: Which answer helps the user more?"}
+        ),
+        help_text="Optional. One per line: a short name, a colon, then the question annotators answer.",
+    )
+
+    class Meta:
+        model = Project
+        fields = [
+            "name", "slug", "description", "rubric", "allow_tie", "allow_both_bad", "use_strength",
+            "overlap", "lease_minutes", "gold_rate",
+        ]  # fmt: skip
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "rubric": forms.Textarea(attrs={"rows": 12}),
+        }
+        labels = {"overlap": "Overlap k", "gold_rate": "Gold-item rate"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["criteria_text"].initial = "\n".join(
+                f"{c['name']}: {c['question']}" for c in self.instance.criteria
+            )
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data["slug"]
+        if slug in RESERVED_SLUGS:
+            raise forms.ValidationError(f"'{slug}' is used by a page of its own; pick another slug.")
+        return slug
+
+    def clean_criteria_text(self) -> list[dict[str, str]]:
+        criteria, seen = [], set()
+        for number, raw in enumerate(self.cleaned_data["criteria_text"].splitlines(), start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            name, colon, question = line.partition(":")
+            name, question = name.strip(), question.strip()
+            if not colon or not name or not question:
+                raise forms.ValidationError(f"Line {number}: write 'Name: question' (got '{line[:60]}').")
+            if len(name) > 40:
+                raise forms.ValidationError(
+                    f"Line {number}: the name '{name[:40]}…' is longer than 40 characters."
+                )
+            if name.lower() in seen:
+                raise forms.ValidationError(f"Line {number}: '{name}' is listed twice.")
+            seen.add(name.lower())
+            criteria.append({"name": name, "question": question})
+        return criteria
+
+    def save(self, commit: bool = True) -> Project:
+        self.instance.criteria = self.cleaned_data["criteria_text"]
+        return super().save(commit)
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(
+        help_text="JSONL (also .jsonl.gz), CSV with a header row, or Parquet. "
+        "The format is read from the content, not the name."
+    )
+    skip_invalid = forms.BooleanField(
+        required=False,
+        label="Skip invalid records",
+        help_text="Import the good records and keep a downloadable report of the rejected ones. "
+        "Without it, one invalid record imports nothing.",
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        limit = settings.PREFSTUDIO_MAX_UPLOAD_BYTES
+        if upload.size == 0:
+            raise forms.ValidationError(f"{upload.name} is empty.")
+        if upload.size > limit:
+            size, most = filesizeformat(upload.size), filesizeformat(limit)
+            raise forms.ValidationError(f"{upload.name} is {size}; the upload limit is {most}.")
+        return upload

@@ -1,0 +1,26 @@
+"""RQ jobs of the labeling app. They take ids and call services."""
+
+from __future__ import annotations
+
+from rq import get_current_job
+
+from labeling.batches import batch_fail, batch_run
+from labeling.models import ImportBatch
+
+
+def import_batch(batch_id: int) -> dict:
+    """Import an uploaded batch in a worker, reporting progress in the job's meta."""
+    batch = ImportBatch.objects.select_related("project").get(pk=batch_id)
+    job = get_current_job()
+
+    def progress(done: int, total: int) -> None:
+        if job is not None:
+            job.meta["progress"] = [done, total]
+            job.save_meta()
+
+    try:
+        summary = batch_run(batch, progress=progress)
+    except Exception as exc:
+        batch_fail(batch, f"The import stopped: {type(exc).__name__}: {exc}")
+        raise
+    return {"imported": summary.imported, "duplicates": summary.duplicates, "rejected": summary.rejected}

@@ -1,0 +1,242 @@
+"""Importing into the database: formats, dedupe, atomicity, skip-invalid reports, the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.core.management import CommandError, call_command
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from labeling.batches import BatchInUse, batch_delete, import_stream
+from labeling.importing import ImportFormatError
+from labeling.models import ImportBatch, Judgment, Pair
+
+pytestmark = pytest.mark.django_db
+
+
+def pair(i: int, **extra) -> dict:
+    return {
+        "id": f"p{i}",
+        "prompt": f"Question {i}?",
+        "response_a": f"Answer {i}a",
+        "response_b": f"Answer {i}b",
+        **extra,
+    }
+
+
+def jsonl(rows: list) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+def run_import(project, data: bytes, *, name="data.jsonl", fmt="auto", skip_invalid=False):
+    batch = ImportBatch.objects.create(
+        project=project, source_name=name, size_bytes=len(data), format="" if fmt == "auto" else fmt,
+        skip_invalid=skip_invalid, state=ImportBatch.State.RUNNING,
+    )  # fmt: skip
+    summary = import_stream(batch=batch, stream=io.BytesIO(data), fmt=fmt)
+    batch.refresh_from_db()
+    return summary, batch
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def test_jsonl_pairs_are_imported_with_all_fields(project):
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    rows = [
+        pair(1, model_a="m1", model_b="m2", metadata={"topic": "x"}, gold="B"),
+        {"prompt": chat, "response_a": {"role": "assistant", "content": "Hello."}, "response_b": "Hey, hi?"},
+    ]
+    summary, batch = run_import(project, jsonl(rows))
+    assert summary.committed and summary.imported == 2 and batch.state == "done"
+    first, second = Pair.objects.order_by("id")
+    assert (first.external_id, first.model_a, first.model_b, first.gold) == ("p1", "m1", "m2", "b")
+    assert first.metadata == {"topic": "x"} and first.batch == batch and first.shape == "pair"
+    assert second.is_chat and second.prompt[1] == {"role": "user", "content": "Hi?"}
+    assert second.response_a == "Hello."
+
+
+def test_responses_lists_and_trl_rows(project):
+    rows = [
+        {"prompt": "Pick", "responses": ["one", "two", "three"], "models": ["x", "y", "z"]},
+        {"prompt": "Audit me", "chosen": "good answer", "rejected": "bad answer"},
+    ]
+    summary, _ = run_import(project, jsonl(rows))
+    assert summary.imported == 4 and summary.records == 2
+    audited = Pair.objects.get(shape="preference")
+    chosen_side = audited.original_label
+    assert chosen_side in ("a", "b")
+    assert getattr(audited, f"response_{chosen_side}") == "good answer"
+
+
+def test_gzip_csv_and_parquet(project, other_project):
+    rows = [pair(i) for i in range(5)]
+    assert run_import(project, gzip.compress(jsonl(rows)), name="x.jsonl.gz")[0].imported == 5
+    csv_data = "prompt,response_a,response_b,id\n" + "".join(
+        f'"Line {i}\nsecond line",A{i},B{i},c{i}\n' for i in range(3)
+    )
+    assert run_import(other_project, csv_data.encode(), name="x.csv")[0].imported == 3
+    assert Pair.objects.get(project=other_project, external_id="c1").prompt == "Line 1\nsecond line"
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([pair(i) for i in range(10, 14)]), sink)
+    summary, batch = run_import(other_project, sink.getvalue(), name="x.parquet")
+    assert summary.imported == 4 and summary.format == "parquet"
+
+
+def test_reimport_adds_nothing_and_counts_duplicates(project):
+    data = jsonl([pair(i) for i in range(30)])
+    run_import(project, data)
+    swapped = jsonl(
+        [{**pair(i), "response_a": f"Answer {i}b", "response_b": f"Answer {i}a"} for i in range(30)]
+    )
+    summary, batch = run_import(project, swapped + jsonl([pair(99)]))
+    assert (summary.imported, summary.duplicates) == (1, 30)
+    assert batch.message == "1 pair imported from 31 records, 30 duplicates skipped."
+    assert Pair.objects.filter(project=project).count() == 31
+
+
+def test_duplicates_inside_one_file_are_counted(project):
+    summary, _ = run_import(project, jsonl([pair(1), pair(1), pair(2)]))
+    assert (summary.imported, summary.duplicates) == (2, 1)
+
+
+def test_one_bad_line_in_the_middle_of_a_large_file_imports_nothing(project):
+    lines = [json.dumps(pair(i)) for i in range(5000)]
+    lines[2500] = '{"prompt": "oops", "response_a": "same", "response_b": "same"}'
+    lines[4000] = '{"prompt": "broken",'
+    summary, batch = run_import(project, ("\n".join(lines) + "\n").encode())
+    assert not summary.committed and Pair.objects.count() == 0
+    assert batch.state == "failed" and batch.imported == 0
+    assert (batch.records, batch.rejected, batch.error_count) == (5000, 2, 2)
+    assert batch.errors == [
+        "data.jsonl, line 2501, field response_b: is identical to response_a",
+        batch.errors[1],
+    ]
+    assert batch.errors[1].startswith("data.jsonl, line 4001: malformed JSON")
+    assert batch.message.startswith("Nothing imported: 2 of 5000 records are invalid")
+
+
+def test_skip_invalid_imports_the_good_and_reports_the_bad(project):
+    data = jsonl([pair(1), {"prompt": "", "response_a": "x", "response_b": 3}, pair(2)]) + b"not json\n"
+    summary, batch = run_import(project, data, skip_invalid=True)
+    assert summary.committed and summary.imported == 2 and summary.rejected == 2
+    report = [json.loads(line) for line in batch.report.open("rb").read().splitlines()]
+    assert [r["line"] for r in report] == [2, 4]
+    assert {p["field"] for p in report[0]["problems"]} == {"prompt", "response_b"}
+    assert "must be a string or an assistant message, got number" in json.dumps(report[0])
+    assert report[1]["raw"] == "not json"
+
+
+def test_only_the_first_fifty_errors_are_kept_but_all_are_counted(project):
+    data = b"".join(b'{"prompt": 1, "response_a": "", "response_b": "x"}\n' for _ in range(120))
+    summary, batch = run_import(project, data)
+    assert summary.rejected == 120 and summary.error_count > 120 and len(batch.errors) == 50
+
+
+def test_delete_batch_removes_its_pairs_and_files_but_not_when_judged(project, annotator):
+    summary, batch = run_import(project, jsonl([pair(1), pair(2)]), skip_invalid=True)
+    _, other = run_import(project, jsonl([pair(3)]))
+    assert batch_delete(batch) == 2
+    assert not ImportBatch.objects.filter(pk=batch.pk).exists()
+    assert list(Pair.objects.values_list("external_id", flat=True)) == ["p3"]
+    Judgment.objects.create(pair=Pair.objects.get(), annotator=annotator, choice="a")
+    with pytest.raises(BatchInUse):
+        batch_delete(other)
+    assert Pair.objects.count() == 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(pair, st.integers(0, 50)),
+            st.dictionaries(
+                st.sampled_from(
+                    ["prompt", "response_a", "response_b", "responses", "chosen", "rejected", "gold"]
+                ),
+                st.one_of(
+                    st.text(max_size=5), st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=3)
+                ),
+            ),
+            st.binary(max_size=20),
+        ),
+        max_size=12,
+    )
+)
+def test_random_lines_never_crash_or_import_partially(project, lines):
+    before = Pair.objects.count()
+    data = b"".join(
+        (x if isinstance(x, bytes) else json.dumps(x).encode()).replace(b"\n", b" ") + b"\n" for x in lines
+    )
+    try:
+        summary, batch = run_import(project, data)
+    except ImportFormatError:  # the whole file is refused (empty, not JSONL): nothing may be saved
+        assert Pair.objects.count() == before
+        return
+    after = Pair.objects.count()
+    if summary.error_count:
+        assert after == before and batch.state == "failed"
+    else:
+        assert after == before + summary.imported and batch.state == "done"
+    Pair.objects.filter(project=project).delete()
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_command_imports_and_reports(project, tmp_path, capsys):
+    path = write(tmp_path, "pairs.jsonl", jsonl([pair(i) for i in range(3)]))
+    call_command("import_pairs", "alpha", str(path))
+    assert "alpha (jsonl): 3 pairs imported from 3 records." in capsys.readouterr().out
+    call_command("import_pairs", "alpha", str(path))
+    assert "0 pairs imported from 3 records, 3 duplicates skipped." in capsys.readouterr().out
+
+
+def test_command_dry_run_saves_nothing(project, tmp_path, capsys):
+    path = write(tmp_path, "pairs.jsonl", jsonl([pair(1)]))
+    call_command("import_pairs", "alpha", str(path), "--dry-run")
+    assert "Dry run, nothing saved (jsonl): 1 pair imported" in capsys.readouterr().out
+    assert Pair.objects.count() == 0 and ImportBatch.objects.count() == 0
+
+
+def test_command_prints_errors_and_fails(project, tmp_path, capsys):
+    rows = [pair(i) for i in range(3)] + [{"prompt": "x"} for _ in range(60)]
+    path = write(tmp_path, "bad.jsonl", jsonl(rows))
+    with pytest.raises(CommandError, match="Nothing was imported") as raised:
+        call_command("import_pairs", "alpha", str(path))
+    assert raised.value.returncode == 1
+    err = capsys.readouterr().err
+    assert err.count("bad.jsonl, line ") == 50
+    assert "bad.jsonl, line 4: expected response_a/response_b, responses, or chosen/rejected" in err
+    assert "... and 10 more problems." in err and "60 problems in 60 of 63 records." in err
+    assert Pair.objects.count() == 0
+
+
+def test_command_skip_invalid_writes_a_report(project, tmp_path, capsys):
+    path = write(tmp_path, "mixed.jsonl", jsonl([pair(1), {"prompt": "x", "response_a": "y"}]))
+    call_command("import_pairs", "alpha", str(path), "--skip-invalid", "--report", str(tmp_path / "r.jsonl"))
+    out = capsys.readouterr().out
+    assert "1 pair imported from 2 records, 1 invalid record skipped." in out
+    assert json.loads((tmp_path / "r.jsonl").read_text())["line"] == 2
+
+
+def test_command_rejects_what_is_not_a_dataset(project, tmp_path):
+    path = write(tmp_path, "image.jsonl", b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    with pytest.raises(CommandError, match="image.jsonl"):
+        call_command("import_pairs", "alpha", str(path))
+    with pytest.raises(CommandError, match="No project with slug 'nope'"):
+        call_command("import_pairs", "nope", str(path))
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("import_pairs", "alpha", str(tmp_path / "missing.jsonl"))

@@ -1,0 +1,226 @@
+"""Project setup and the browser import flow, through the views (no browser)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from labeling.models import ImportBatch, Judgment, Membership, Pair, Project
+from training.queues import worker_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def admin_client(admin_user) -> Client:
+    client = Client()
+    client.force_login(admin_user)
+    return client
+
+
+def rows(n: int, start: int = 0) -> bytes:
+    return b"".join(
+        json.dumps({"prompt": f"Q{i}", "response_a": f"A{i}", "response_b": f"B{i}"}).encode() + b"\n"
+        for i in range(start, start + n)
+    )
+
+
+def upload(client, project, data: bytes, name="pairs.jsonl", **extra):
+    return client.post(f"/projects/{project.slug}/import/", {"file": SimpleUploadedFile(name, data), **extra})
+
+
+def test_admin_creates_a_project_with_criteria(admin_client):
+    form = {
+        "name": "Helpful chat", "slug": "helpful-chat", "description": "", "rubric": "Be *fair*.",
+        "criteria_text": "Helpfulness: Which helps more?\n\nHonesty: Which is more honest?",
+        "allow_tie": "on", "overlap": 5, "lease_minutes": 20, "gold_rate": 0.1,
+    }  # fmt: skip
+    response = admin_client.post("/projects/new/", form)
+    assert response.status_code == 302 and response["Location"] == "/projects/helpful-chat/"
+    project = Project.objects.get(slug="helpful-chat")
+    assert project.criteria == [
+        {"name": "Helpfulness", "question": "Which helps more?"},
+        {"name": "Honesty", "question": "Which is more honest?"},
+    ]
+    assert (project.overlap, project.allow_tie, project.allow_both_bad) == (5, True, False)
+    assert [c for c, _ in project.choices] == ["a", "b", "tie"]
+    page = admin_client.get("/projects/helpful-chat/edit/").content.decode()
+    assert "Helpfulness: Which helps more?" in page
+
+
+@pytest.mark.parametrize(
+    ("criteria", "message"),
+    [
+        ("no colon here", "Line 1: write &#x27;Name: question&#x27;"),
+        ("A: x\nA: y", "Line 2: &#x27;A&#x27; is listed twice."),
+        (": question", "Line 1: write"),
+    ],
+)
+def test_bad_criteria_say_which_line(admin_client, criteria, message):
+    form = {
+        "name": "P",
+        "slug": "p",
+        "criteria_text": criteria,
+        "overlap": 3,
+        "lease_minutes": 30,
+        "gold_rate": 0,
+    }
+    response = admin_client.post("/projects/new/", form)
+    assert response.status_code == 200 and message in response.content.decode()
+    assert not Project.objects.filter(slug="p").exists()
+
+
+def test_reserved_and_invalid_settings_are_refused(admin_client):
+    form = {"name": "P", "slug": "new", "overlap": 0, "lease_minutes": 30, "gold_rate": 0.9}
+    body = admin_client.post("/projects/new/", form).content.decode()
+    assert "used by a page of its own" in body
+    assert "greater than or equal to 1" in body and "less than or equal to 0.5" in body
+
+
+def test_rubric_preview_is_an_htmx_fragment_and_sanitized(admin_client):
+    response = admin_client.post(
+        "/projects/rubric-preview/",
+        {"rubric": "**bold** <script>alert(1)</script> [x](javascript:alert(1))"},
+        HTTP_HX_REQUEST="true",
+    )
+    body = response.content.decode().strip()
+    assert body.startswith('<div id="rubric-preview"') and "<html" not in body
+    assert "<strong>bold</strong>" in body and "<script>" not in body and 'href="javascript' not in body
+
+
+def test_archive_and_restore(admin_client, project, annotator):
+    admin_client.post(f"/projects/{project.slug}/archive/", {"archived": "1"})
+    project.refresh_from_db()
+    assert project.archived
+    client = Client()
+    client.force_login(annotator)
+    assert client.get(f"/projects/{project.slug}/").status_code == 404
+    assert admin_client.get(f"/projects/{project.slug}/").status_code == 200
+    admin_client.post(f"/projects/{project.slug}/archive/", {"archived": "0"})
+    assert client.get(f"/projects/{project.slug}/").status_code == 200
+
+
+def test_upload_previews_then_imports(admin_client, project, admin_user):
+    response = upload(admin_client, project, rows(12) + b'{"prompt": "x"}\n')
+    batch = ImportBatch.objects.get()
+    assert response["Location"] == batch.get_absolute_url()
+    assert batch.state == "uploaded" and batch.format == "jsonl" and batch.created_by == admin_user
+    assert batch.file.name == f"imports/{project.pk}/{batch.uuid}.upload"  # server-chosen name
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert "Preview" in page and "Q0" in page and page.count('class="preview-pair"') == 10
+    assert Pair.objects.count() == 0
+    response = admin_client.post(f"/projects/{project.slug}/batches/{batch.uuid}/import/")
+    batch.refresh_from_db()
+    assert batch.state == "failed" and Pair.objects.count() == 0
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "pairs.jsonl, line 13: expected response_a/response_b, responses, or chosen/rejected" in page
+
+
+def test_upload_with_skip_invalid_and_report_download(admin_client, project):
+    upload(admin_client, project, rows(3) + b"{oops\n", skip_invalid="on")
+    batch = ImportBatch.objects.get()
+    admin_client.post(f"/projects/{project.slug}/batches/{batch.uuid}/import/")
+    batch.refresh_from_db()
+    assert (batch.state, batch.imported, batch.rejected) == ("done", 3, 1)
+    report = admin_client.get(f"/projects/{project.slug}/batches/{batch.uuid}/report/")
+    assert report["Content-Disposition"] == 'attachment; filename="pairs.jsonl.rejected.jsonl"'
+    assert report["X-Content-Type-Options"] == "nosniff"
+    assert report["Content-Type"] == "application/x-ndjson"
+    assert json.loads(b"".join(report.streaming_content))["line"] == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("pairs.jsonl", b"\x89PNG\r\n\x1a\n" + b"\0" * 64),
+        ("pairs.csv", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>'),
+        ("pairs.jsonl", b"<!doctype html><html><script>alert(1)</script></html>"),
+    ],
+)
+def test_uploads_that_are_not_datasets_are_refused(admin_client, project, name, data):
+    response = upload(admin_client, project, data, name=name)
+    assert response.status_code == 200 and 'class="field-error"' in response.content.decode()
+    assert ImportBatch.objects.count() == 0
+
+
+def test_upload_limits(admin_client, project, settings):
+    settings.PREFSTUDIO_MAX_UPLOAD_BYTES = 100
+    body = upload(admin_client, project, rows(10)).content.decode()
+    assert "the upload limit is 100\xa0bytes" in body
+    assert "is empty" in upload(admin_client, project, b"").content.decode()
+    assert ImportBatch.objects.count() == 0
+
+
+def test_large_upload_runs_as_a_job_with_progress(
+    admin_client, project, settings, django_capture_on_commit_callbacks
+):
+    settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES = 10
+    upload(admin_client, project, rows(2500))
+    batch = ImportBatch.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):  # django-rq enqueues on commit
+        admin_client.post(f"/projects/{project.slug}/batches/{batch.uuid}/import/")
+    batch.refresh_from_db()
+    assert batch.state == "queued" and batch.job_id
+    poll = admin_client.get(batch.get_absolute_url(), HTTP_HX_REQUEST="true")
+    assert poll.status_code == 200 and 'hx-trigger="every 1s"' in poll.content.decode()
+    worker_for("default").work(burst=True)
+    batch.refresh_from_db()
+    assert (batch.state, batch.imported) == ("done", 2500)
+    poll = admin_client.get(batch.get_absolute_url(), HTTP_HX_REQUEST="true")
+    assert poll.status_code == 286  # htmx stops polling
+    body = poll.content.decode()
+    assert body.strip().startswith('<section id="batch-status"') and "every 1s" not in body
+    assert "2500 pairs imported" in body
+
+
+def test_a_job_lost_from_redis_marks_the_batch_failed(admin_client, project):
+    upload(admin_client, project, rows(1))
+    batch = ImportBatch.objects.get()
+    ImportBatch.objects.filter(pk=batch.pk).update(state="queued", job_id="no-such-job")
+    admin_client.get(batch.get_absolute_url())
+    batch.refresh_from_db()
+    assert batch.state == "failed" and "disappeared" in batch.message
+
+
+def test_delete_batch_with_confirmation(admin_client, project, annotator):
+    upload(admin_client, project, rows(4))
+    batch = ImportBatch.objects.get()
+    admin_client.post(f"/projects/{project.slug}/batches/{batch.uuid}/import/")
+    url = f"/projects/{project.slug}/batches/{batch.uuid}/delete/"
+    assert "cannot be undone" in admin_client.get(url).content.decode()
+    Judgment.objects.create(pair=Pair.objects.first(), annotator=annotator, choice="a")
+    response = admin_client.post(url, follow=True)
+    assert "can no longer be deleted" in response.content.decode() and Pair.objects.count() == 4
+    Judgment.objects.all().delete()
+    response = admin_client.post(url, follow=True)
+    assert "its 4 pairs" in response.content.decode()
+    assert Pair.objects.count() == 0 and not ImportBatch.objects.exists()
+
+
+def test_leads_see_imports_only_of_their_projects(project, other_project, lead, batch):
+    Membership.objects.create(project=other_project, user=lead, role=Membership.Role.ANNOTATOR)
+    foreign = ImportBatch.objects.create(project=other_project, source_name="x.jsonl", state="done")
+    client = Client()
+    client.force_login(lead)
+    assert client.get(batch.get_absolute_url()).status_code == 200
+    assert client.get(foreign.get_absolute_url()).status_code == 404
+    # the batch of one project is not reachable through another project's URL either
+    assert client.get(f"/projects/{project.slug}/batches/{foreign.uuid}/").status_code == 404
+    assert client.get(f"/projects/{project.slug}/batches/{foreign.uuid}/report/").status_code == 404
+    assert client.post(f"/projects/{project.slug}/batches/{batch.uuid}/import/").status_code == 403
+
+
+def test_project_page_lists_imports_for_leads_not_annotators(project, batch, lead, annotator):
+    client = Client()
+    client.force_login(lead)
+    assert "pairs.jsonl" in client.get(project.get_absolute_url()).content.decode()
+    client.force_login(annotator)
+    assert "pairs.jsonl" not in client.get(project.get_absolute_url()).content.decode()
