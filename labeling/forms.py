@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
-from labeling.models import Project
+from labeling.models import Assignment, Project
 
 RESERVED_SLUGS = {"new", "rubric-preview"}
 
@@ -94,3 +94,58 @@ class UploadForm(forms.Form):
             size, most = filesizeformat(upload.size), filesizeformat(limit)
             raise forms.ValidationError(f"{upload.name} is {size}; the upload limit is {most}.")
         return upload
+
+
+POSITION_LABELS = {"left": "A is better", "right": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+
+
+class JudgmentForm(forms.Form):
+    """The annotator's verdict on one pair, in positions as shown (A = left, B = right)."""
+
+    choice = forms.ChoiceField(
+        widget=forms.RadioSelect, error_messages={"required": "Pick which response is better."}
+    )
+    strength = forms.ChoiceField(
+        required=False, widget=forms.RadioSelect, choices=[("slightly", "Slightly"), ("clearly", "Clearly")]
+    )
+    rationale = forms.CharField(
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Why? (optional)"}),
+    )
+    active_seconds = forms.FloatField(required=False, min_value=0, max_value=86400, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.project = project
+        allowed = (
+            ["left", "right"]
+            + (["tie"] if project.allow_tie else [])
+            + (["both_bad"] if project.allow_both_bad else [])
+        )
+        self.fields["choice"].choices = [(p, POSITION_LABELS[p]) for p in allowed]
+        if not project.use_strength:
+            del self.fields["strength"]
+        for i, criterion in enumerate(project.criteria):
+            self.fields[f"criterion_{i}"] = forms.ChoiceField(
+                required=False,
+                label=criterion["name"],
+                help_text=criterion["question"],
+                widget=forms.RadioSelect,
+                choices=[("left", "A"), ("right", "B"), ("tie", "Tie")],
+            )
+
+    @property
+    def criterion_fields(self) -> list[forms.BoundField]:
+        return [self[f"criterion_{i}"] for i in range(len(self.project.criteria))]
+
+    def criteria_answers(self) -> dict[str, str]:
+        return {
+            c["name"]: self.cleaned_data[f"criterion_{i}"]
+            for i, c in enumerate(self.project.criteria)
+            if self.cleaned_data.get(f"criterion_{i}")
+        }
+
+
+class SkipForm(forms.Form):
+    reason = forms.ChoiceField(choices=Assignment.SkipReason.choices, widget=forms.RadioSelect)

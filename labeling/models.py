@@ -169,6 +169,10 @@ class Pair(models.Model):
     )
     shape = models.CharField(max_length=16)
     content_hash = models.CharField(max_length=64)
+    # Live claims on this pair: done judgments plus unexpired leases. Kept on the row so that the
+    # claim query's `taken < overlap` is re-checked against the newest row version under
+    # concurrency (PostgreSQL re-evaluates a locked row's own columns, not subqueries).
+    taken = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -180,7 +184,10 @@ class Pair(models.Model):
                 condition=~models.Q(response_a=models.F("response_b")), name="pair_distinct"
             ),
         ]
-        indexes = [models.Index(fields=["project", "external_id"])]
+        indexes = [
+            models.Index(fields=["project", "external_id"]),
+            models.Index(fields=["project", "gold", "-taken", "id"], name="pair_claim_order"),
+        ]
         ordering = ["id"]
 
     def __str__(self) -> str:
@@ -189,6 +196,47 @@ class Pair(models.Model):
     @property
     def is_chat(self) -> bool:
         return isinstance(self.prompt, list)
+
+
+class Assignment(models.Model):
+    """A pair handed to one annotator: a lease until judged, skipped, or expired."""
+
+    class State(models.TextChoices):
+        LEASED = "leased", "Leased"
+        DONE = "done", "Judged"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Lease expired"
+
+    class SkipReason(models.TextChoices):
+        CANT_JUDGE = "cant_judge", "I can't judge this"
+        OFFENSIVE = "offensive", "Offensive content"
+        BROKEN = "broken", "Broken or empty"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assignments")
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    state = models.CharField(max_length=8, choices=State.choices, default=State.LEASED)
+    a_on_left = models.BooleanField(default=True, help_text="Was response A shown on the left?")
+    is_gold = models.BooleanField(default=False)
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=16, choices=SkipReason.choices, blank=True)
+
+    class Meta:
+        constraints = [
+            # One pair is never handed to the same annotator twice, skipped or not.
+            models.UniqueConstraint(fields=["pair", "annotator"], name="assignment_once_per_annotator"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "annotator", "state"], name="assignment_user_state"),
+            models.Index(fields=["project", "state", "expires_at"], name="assignment_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pair} to {self.annotator} ({self.state})"
 
 
 class Judgment(models.Model):
@@ -200,13 +248,19 @@ class Judgment(models.Model):
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments"
     )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgment"
+    )
     choice = models.CharField(max_length=8, choices=Choice.choices)
     strength = models.CharField(max_length=8, choices=Strength.choices, blank=True)
     criteria = models.JSONField(default=dict, blank=True, help_text="Criterion name -> a / b / tie.")
     rationale = models.TextField(blank=True)
     a_on_left = models.BooleanField(default=True, help_text="Was response A shown on the left?")
-    seconds_spent = models.FloatField(null=True, blank=True)
-    active_seconds = models.FloatField(null=True, blank=True)
+    is_gold = models.BooleanField(default=False)
+    seconds_spent = models.FloatField(
+        null=True, blank=True, help_text="Lease start to submit (server clock)."
+    )
+    active_seconds = models.FloatField(null=True, blank=True, help_text="Time the page was in use (browser).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -214,6 +268,7 @@ class Judgment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["pair", "annotator"], name="judgment_one_per_annotator")
         ]
+        indexes = [models.Index(fields=["annotator", "-created_at"], name="judgment_recent")]
 
     def __str__(self) -> str:
         return f"{self.annotator} on {self.pair}: {self.choice}"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import views
+from labeling import views, workbench
 
 app_name = "labeling"
 
@@ -14,6 +14,15 @@ urlpatterns = [
     path("projects/rubric-preview/", views.rubric_preview, name="rubric-preview"),
     path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
     path("projects/<slug:slug>/edit/", views.project_edit, name="project-edit"),
+    path("projects/<slug:slug>/label/", workbench.workbench, name="workbench"),
+    path("projects/<slug:slug>/label/<int:assignment_id>/judge/", workbench.judge, name="pair-judge"),
+    path("projects/<slug:slug>/label/<int:assignment_id>/skip/", workbench.skip, name="pair-skip"),
+    path("projects/<slug:slug>/recent/", workbench.recent, name="recent"),
+    path(
+        "projects/<slug:slug>/judgments/<int:judgment_id>/edit/",
+        workbench.judgment_edit,
+        name="judgment-edit",
+    ),
     path("projects/<slug:slug>/archive/", views.project_archive, name="project-archive"),
     path("projects/<slug:slug>/import/", views.batch_upload, name="batch-upload"),
     path("projects/<slug:slug>/batches/<uuid:batch>/", views.batch_detail, name="batch-detail"),

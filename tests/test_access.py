@@ -10,8 +10,9 @@ from urllib.parse import quote
 import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
-from labeling.models import Membership
+from labeling.models import Assignment, Judgment, Membership
 
 # Third-party URL trees with their own guards, tested separately below.
 EXTERNAL_NAMESPACES = {"admin", "django_rq"}
@@ -33,8 +34,18 @@ def our_routes():
         yield route, pattern
 
 
-def concrete(route: str, project, batch) -> str:
+def concrete(route: str, project, batch, user=None) -> str:
+    """A real path for a route; per-user objects (assignments, judgments) belong to `user`."""
     path = "/" + route.replace("<slug:slug>", project.slug).replace("<uuid:batch>", str(batch.uuid))
+    if "<int:" in path:
+        pair = batch.pairs.get()
+        now = timezone.now()
+        assignment, _ = Assignment.objects.get_or_create(
+            pair=pair, annotator=user, defaults={"project": project, "leased_at": now, "expires_at": now}
+        )
+        judgment, _ = Judgment.objects.get_or_create(pair=pair, annotator=user, defaults={"choice": "a"})
+        path = path.replace("<int:assignment_id>", str(assignment.pk))
+        path = path.replace("<int:judgment_id>", str(judgment.pk))
     assert "<" not in path, f"add a sample value for {route} to tests/test_access.py"
     return path
 
@@ -47,11 +58,11 @@ def test_every_view_declares_its_access():
 
 
 @pytest.mark.django_db
-def test_anonymous_users_are_sent_to_login(project, batch, client):
+def test_anonymous_users_are_sent_to_login(project, batch, no_role_user, client):
     for route, pattern in our_routes():
         if pattern.callback.access == "public":
             continue
-        path = concrete(route, project, batch)
+        path = concrete(route, project, batch, no_role_user)
         response = client.get(path)
         assert response.status_code == 302, path
         assert response["Location"] == f"/login/?next={quote(path)}", path
@@ -66,7 +77,7 @@ def test_each_role_gets_exactly_the_pages_its_permission_allows(project, batch, 
             access = pattern.callback.access
             if access == "public" or pattern.name == "logout":
                 continue
-            path = concrete(route, project, batch)
+            path = concrete(route, project, batch, user)
             allowed = access == "authenticated" or user.has_perm(access)
             response = client.get(path)
             # 405: a POST-only view, reached only after the role check passed.
@@ -127,7 +138,10 @@ def test_navigation_follows_roles(users):
 def test_every_unsafe_request_needs_a_csrf_token(project, batch, admin_user):
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
-    routes = [concrete(route, project, batch) for route, _ in our_routes()] + ["/admin/rq/", "/admin/"]
+    routes = [concrete(route, project, batch, admin_user) for route, _ in our_routes()] + [
+        "/admin/rq/",
+        "/admin/",
+    ]
     for path in routes:
         for method in (client.post, client.put, client.patch, client.delete):
             response = method(path)

@@ -1,0 +1,155 @@
+"""The annotator workbench: judge the next pair, skip, and revisit recent judgments."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from labeling.access import project_for
+from labeling.assignment import assignment_skip, next_assignment
+from labeling.forms import JudgmentForm, SkipForm
+from labeling.judging import (
+    JudgmentRefused,
+    Verdict,
+    judgment_change,
+    judgment_submit,
+    progress_for,
+    recent_judgments,
+    to_position,
+)
+from labeling.models import Assignment, Judgment, Project
+from prefstudio.roles import LABEL, requires
+
+
+def _plain(request: HttpRequest) -> bool:
+    """Plain-text mode (raw text instead of rendered markdown), remembered for the session."""
+    if "plain" in request.GET:
+        request.session["plain_text"] = request.GET["plain"] == "1"
+    return request.session.get("plain_text", False)
+
+
+def _verdict(form: JudgmentForm) -> Verdict:
+    data = form.cleaned_data
+    return Verdict(
+        choice=data["choice"],
+        strength=data.get("strength") or "",
+        criteria=form.criteria_answers(),
+        rationale=data["rationale"].strip(),
+        active_seconds=data.get("active_seconds"),
+    )
+
+
+def _render_workbench(
+    request: HttpRequest, project: Project, assignment: Assignment | None, form: JudgmentForm | None = None
+) -> HttpResponse:
+    context = {
+        "project": project,
+        "assignment": assignment,
+        "pair": assignment.pair if assignment else None,
+        "sides": _sides(assignment) if assignment else None,
+        "form": form or JudgmentForm(project=project),
+        "skip_form": SkipForm(),
+        "progress": progress_for(project, request.user),
+        "plain": _plain(request),
+    }
+    template = "labeling/workbench.html#workbench" if request.htmx else "labeling/workbench.html"
+    return render(request, template, context)
+
+
+def _sides(shown: Assignment | Judgment) -> tuple[str, str]:
+    """The (left, right) response texts as this annotator sees them."""
+    pair = shown.pair
+    return (pair.response_a, pair.response_b) if shown.a_on_left else (pair.response_b, pair.response_a)
+
+
+def _next(request: HttpRequest, project: Project) -> HttpResponse:
+    """After a submit or skip: the next pair in place (htmx), or a redirect to it (plain form post)."""
+    if request.htmx:
+        return _render_workbench(request, project, next_assignment(project, request.user))
+    return redirect("labeling:workbench", slug=project.slug)
+
+
+def _own_assignment(request: HttpRequest, project: Project, assignment_id: int) -> Assignment:
+    # Only the annotator's own assignment in this project: anything else is a 404, nothing stored.
+    return get_object_or_404(
+        Assignment.objects.select_related("pair"), pk=assignment_id, project=project, annotator=request.user
+    )
+
+
+@require_GET
+@requires(LABEL)
+def workbench(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_for(request.user, slug)
+    return _render_workbench(request, project, next_assignment(project, request.user))
+
+
+@requires(LABEL)
+@require_POST
+def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+    project = project_for(request.user, slug)
+    assignment = _own_assignment(request, project, assignment_id)
+    form = JudgmentForm(request.POST, project=project)
+    if not form.is_valid():
+        return _render_workbench(request, project, assignment, form)
+    try:
+        judgment_submit(assignment=assignment, verdict=_verdict(form))
+    except JudgmentRefused as exc:
+        messages.warning(request, str(exc))
+    return _next(request, project)
+
+
+@requires(LABEL)
+@require_POST
+def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+    project = project_for(request.user, slug)
+    assignment = _own_assignment(request, project, assignment_id)
+    form = SkipForm(request.POST)
+    if form.is_valid():
+        assignment_skip(assignment=assignment, reason=form.cleaned_data["reason"])
+    else:
+        messages.warning(request, "Pick a reason to skip this pair.")
+    return _next(request, project)
+
+
+@require_GET
+@requires(LABEL)
+def recent(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_for(request.user, slug)
+    judgments = recent_judgments(project, request.user)
+    rows = [(j, to_position(j.choice, j.a_on_left)) for j in judgments]
+    return render(request, "labeling/recent.html", {"project": project, "rows": rows})
+
+
+@requires(LABEL)
+@require_http_methods(["GET", "POST"])
+def judgment_edit(request: HttpRequest, slug: str, judgment_id: int) -> HttpResponse:
+    project = project_for(request.user, slug)
+    judgment = get_object_or_404(
+        Judgment.objects.select_related("pair"), pk=judgment_id, pair__project=project, annotator=request.user
+    )
+    initial = {
+        "choice": to_position(judgment.choice, judgment.a_on_left),
+        "strength": judgment.strength,
+        "rationale": judgment.rationale,
+        **{
+            f"criterion_{i}": to_position(judgment.criteria.get(c["name"], ""), judgment.a_on_left)
+            for i, c in enumerate(project.criteria)
+        },
+    }
+    form = JudgmentForm(request.POST or None, project=project, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        judgment_change(judgment=judgment, verdict=_verdict(form))
+        messages.success(request, "Judgment changed.")
+        return redirect(reverse("labeling:recent", kwargs={"slug": slug}))
+    context = {
+        "project": project,
+        "judgment": judgment,
+        "pair": judgment.pair,
+        "sides": _sides(judgment),
+        "form": form,
+        "plain": _plain(request),
+    }
+    return render(request, "labeling/judgment_edit.html", context)
