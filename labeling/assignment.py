@@ -8,6 +8,7 @@ once never take the same slot, and it never locks more than the rows it hands ou
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from django.utils import timezone
 from labeling.models import Assignment, Pair, Project
 
 _SWEEP_LOCK_SPACE = 0x5EED_0000_0000  # single-key advisory locks; per-user locks use the two-key form
+CLAIM_ATTEMPTS = 50
 
 
 def _is_postgres() -> bool:
@@ -77,6 +79,19 @@ def _unseen(project: Project, user: Any):
     return Pair.objects.filter(project=project).exclude(Exists(seen))
 
 
+def _claim_open_pair(project: Project, user: Any) -> Pair | None:
+    """Lock the best open pair for this user, skipping pairs other claims hold right now."""
+    open_pairs = _unseen(project, user).filter(gold="", taken__lt=project.overlap).order_by("-taken", "id")
+    for attempt in range(CLAIM_ATTEMPTS):
+        pair = open_pairs.select_for_update(skip_locked=True, of=("self",)).first()
+        if pair is not None or not open_pairs.exists():
+            return pair
+        # Open pairs exist but other claims hold them all for a moment. Waiting on their locks
+        # instead (plain FOR UPDATE) can deadlock: rows failing the re-check stay locked.
+        time.sleep(0.002 * (attempt + 1))
+    return None
+
+
 def next_assignment(project: Project, user: Any, *, rng: random.Random | None = None) -> Assignment | None:
     """The pair this user should judge now, leased to them; None when nothing is left for them.
 
@@ -98,13 +113,7 @@ def next_assignment(project: Project, user: Any, *, rng: random.Random | None = 
             pair = _unseen(project, user).exclude(gold="").order_by("id").first()
             gold = pair is not None
         if pair is None:
-            pair = (
-                _unseen(project, user)
-                .filter(gold="", taken__lt=project.overlap)
-                .order_by("-taken", "id")
-                .select_for_update(skip_locked=True, of=("self",))
-                .first()
-            )
+            pair = _claim_open_pair(project, user)
             if pair is None:
                 return None
             Pair.objects.filter(pk=pair.pk).update(taken=F("taken") + 1)

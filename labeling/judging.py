@@ -63,7 +63,10 @@ def judgment_submit(*, assignment: Assignment, verdict: Verdict) -> tuple[Judgme
     """
     now = timezone.now()
     with transaction.atomic():
-        locked = Assignment.objects.select_for_update().select_related("project").get(pk=assignment.pk)
+        # of=self: lock the assignment row only, never the project row it joins.
+        locked = (
+            Assignment.objects.select_for_update(of=("self",)).select_related("project").get(pk=assignment.pk)
+        )
         if locked.state == Assignment.State.DONE:
             return Judgment.objects.get(pair_id=locked.pair_id, annotator_id=locked.annotator_id), False
         if locked.state == Assignment.State.SKIPPED:

@@ -1,0 +1,231 @@
+"""Handing out pairs: overlap k, preference for nearly complete pairs, leases, skips, gold, sides."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from labeling.assignment import assignment_skip, expire_leases, next_assignment
+from labeling.judging import JudgmentRefused, Verdict, judgment_submit
+from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
+
+LIVE = Q(state__in=[Assignment.State.LEASED, Assignment.State.DONE])
+
+
+def make_pairs(project: Project, n: int, *, gold: str = "") -> list[Pair]:
+    batch = ImportBatch.objects.create(project=project, source_name="t.jsonl", state="done")
+    start = Pair.objects.count()
+    return Pair.objects.bulk_create(
+        Pair(
+            project=project, batch=batch, prompt=f"Q{i}", response_a=f"A{i}", response_b=f"B{i}",
+            shape="pair", content_hash=f"{i:064d}", gold=gold,
+        )
+        for i in range(start, start + n)
+    )  # fmt: skip
+
+
+def annotators(make_user, project: Project, n: int) -> list:
+    users = []
+    for i in range(n):
+        user = make_user(f"a{i}", "annotator")
+        Membership.objects.create(project=project, user=user)
+        users.append(user)
+    return users
+
+
+def judge(assignment: Assignment, choice: str = "left") -> Judgment:
+    return judgment_submit(assignment=assignment, verdict=Verdict(choice=choice))[0]
+
+
+@pytest.mark.django_db
+class TestNextAssignment:
+    def test_a_reload_returns_the_same_lease(self, project, make_user):
+        make_pairs(project, 3)
+        (user,) = annotators(make_user, project, 1)
+        first = next_assignment(project, user)
+        assert first.state == "leased" and first.expires_at > timezone.now()
+        assert next_assignment(project, user) == first
+        assert Assignment.objects.count() == 1
+
+    def test_prefers_pairs_closest_to_complete_then_oldest(self, project, make_user):
+        p1, p2, p3 = make_pairs(project, 3)
+        u1, u2, u3 = annotators(make_user, project, 3)
+        judge(next_assignment(project, u1))  # u1 judges p1 (the oldest)
+        assert next_assignment(project, u2).pair == p1  # p1 has one judgment: finish it first
+        assert next_assignment(project, u3).pair == p1
+        assert Pair.objects.get(pk=p1.pk).taken == 3
+
+    def test_never_more_than_k_and_never_twice_to_one_user(self, project, make_user):
+        project.overlap = 2
+        project.save()
+        make_pairs(project, 3)
+        users = annotators(make_user, project, 4)
+        for _ in range(3):
+            for user in users:
+                assignment = next_assignment(project, user)
+                if assignment:
+                    judge(assignment)
+        per_pair = (
+            Assignment.objects.filter(LIVE).values("pair").annotate(n=Count("annotator", distinct=True))
+        )
+        assert sorted(row["n"] for row in per_pair) == [2, 2, 2]
+        assert Judgment.objects.count() == 6
+        assert all(next_assignment(project, u) is None for u in users)
+
+    def test_skip_returns_the_slot_and_the_pair_never_comes_back(self, project, make_user):
+        project.overlap = 1
+        project.save()
+        (pair,) = make_pairs(project, 1)
+        u1, u2 = annotators(make_user, project, 2)
+        assignment = next_assignment(project, u1)
+        assert next_assignment(project, u2) is None  # k=1 and the slot is leased
+        assignment_skip(assignment=assignment, reason="offensive")
+        assert Assignment.objects.get(pk=assignment.pk).skip_reason == "offensive"
+        assert next_assignment(project, u1) is None
+        assert next_assignment(project, u2).pair == pair
+
+    def test_expired_lease_goes_back_to_the_pool(self, project, make_user):
+        project.overlap = 1
+        project.save()
+        (pair,) = make_pairs(project, 1)
+        u1, u2 = annotators(make_user, project, 2)
+        stale = next_assignment(project, u1)
+        Assignment.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+        fresh = next_assignment(project, u2)
+        assert fresh.pair == pair
+        assert Assignment.objects.get(pk=stale.pk).state == "expired"
+        with pytest.raises(JudgmentRefused, match="went to someone else"):
+            judge(stale)
+        assert next_assignment(project, u1) is None  # the expired user does not get it again
+
+    def test_an_expired_lease_can_still_be_submitted_while_its_slot_is_free(self, project, make_user):
+        make_pairs(project, 1)
+        (user,) = annotators(make_user, project, 1)
+        stale = next_assignment(project, user)
+        Assignment.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+        assert expire_leases(project) == 1 and Pair.objects.get().taken == 0
+        judge(stale)
+        assert Pair.objects.get().taken == 1 and Assignment.objects.get().state == "done"
+
+    def test_gold_items_mix_in_at_the_rate_and_are_not_capped(self, project, make_user):
+        project.overlap, project.gold_rate = 1, 0.5
+        project.save()
+        make_pairs(project, 40)
+        (gold,) = make_pairs(project, 1, gold="a")
+        users = annotators(make_user, project, 3)
+        for user in users:
+            rng = random.Random(1)
+            served = []
+            while (a := next_assignment(project, user, rng=rng)) is not None:
+                served.append(a)
+                judge(a)
+            assert gold.pk in [a.pair_id for a in served]
+            assert [a.is_gold for a in served].count(True) == 1
+        assert Judgment.objects.filter(pair=gold).count() == 3  # every annotator saw the gold pair
+        assert Judgment.objects.get(pair=gold, annotator=users[0]).is_gold
+
+    def test_gold_pairs_are_not_served_when_the_rate_is_zero(self, project, make_user):
+        make_pairs(project, 1, gold="b")
+        (user,) = annotators(make_user, project, 1)
+        assert next_assignment(project, user) is None
+
+    def test_sides_are_randomized_and_recorded(self, project, make_user):
+        make_pairs(project, 60)
+        (user,) = annotators(make_user, project, 1)
+        rng = random.Random(7)
+        sides = []
+        for _ in range(60):
+            assignment = next_assignment(project, user, rng=rng)
+            judgment = judge(assignment, "left")
+            sides.append(assignment.a_on_left)
+            # "left" means whichever response was shown on the left
+            assert judgment.choice == ("a" if assignment.a_on_left else "b")
+            assert judgment.a_on_left == assignment.a_on_left
+        assert 15 < sides.count(True) < 45
+
+    def test_double_submit_stores_one_judgment(self, project, make_user):
+        make_pairs(project, 2)
+        (user,) = annotators(make_user, project, 1)
+        assignment = next_assignment(project, user)
+        first, created = judgment_submit(assignment=assignment, verdict=Verdict(choice="left"))
+        again, created_again = judgment_submit(assignment=assignment, verdict=Verdict(choice="right"))
+        assert created and not created_again and first == again
+        assert Judgment.objects.count() == 1 and Judgment.objects.get().seconds_spent >= 0
+
+
+def run_threads(count: int, target) -> list:
+    results, errors = [None] * count, []
+    barrier = threading.Barrier(count)
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = target(i)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConcurrency:
+    """Real threads against PostgreSQL: skip-locked claims, per-user locks, idempotent submits."""
+
+    @pytest.fixture(autouse=True)
+    def _postgres_only(self):
+        if connection.vendor != "postgresql":
+            pytest.skip("concurrency guarantees are PostgreSQL's (select_for_update skip_locked)")
+
+    def test_forty_threads_of_ten_annotators_never_exceed_k(self, make_user):
+        project = Project.objects.create(slug="race", name="Race", overlap=3)
+        make_pairs(project, 12)
+        users = annotators(make_user, project, 10)
+        for _round in range(4):
+            leases = run_threads(40, lambda i: next_assignment(project, users[i % 10]))
+            by_user = {}
+            for user_index, lease in ((i % 10, lease) for i, lease in enumerate(leases)):
+                by_user.setdefault(user_index, set()).add(lease.pk if lease else None)
+            assert all(len(ids) == 1 for ids in by_user.values()), by_user  # 4 tabs of one user share one lease
+            run_threads(10, lambda i: (a := next_assignment(project, users[i])) and judge(a))
+        live = Assignment.objects.filter(LIVE).values("pair").annotate(n=Count("annotator", distinct=True))
+        assert max(row["n"] for row in live) <= 3
+        for pair in Pair.objects.all():
+            assert pair.taken == Assignment.objects.filter(LIVE, pair=pair).count()
+        duplicated = Assignment.objects.values("pair", "annotator").annotate(n=Count("id")).filter(n__gt=1)
+        assert not duplicated.exists()
+        assert Judgment.objects.count() == 36  # 12 pairs x k=3, all judged over four rounds
+
+    def test_concurrent_double_submit_stores_one_judgment(self, make_user):
+        project = Project.objects.create(slug="dbl", name="Double", overlap=3)
+        make_pairs(project, 1)
+        (user,) = annotators(make_user, project, 1)
+        assignment = next_assignment(project, user)
+        results = run_threads(
+            8, lambda i: judgment_submit(assignment=assignment, verdict=Verdict(choice="tie"))
+        )
+        assert [created for _, created in results].count(True) == 1
+        assert Judgment.objects.count() == 1
+
+    def test_leases_expiring_under_load_return_their_slots_once(self, make_user):
+        project = Project.objects.create(slug="exp", name="Expiry", overlap=2)
+        make_pairs(project, 5)
+        users = annotators(make_user, project, 10)
+        run_threads(10, lambda i: next_assignment(project, users[i]))
+        Assignment.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+        run_threads(10, lambda i: next_assignment(project, users[i]))
+        for pair in Pair.objects.all():
+            assert pair.taken == Assignment.objects.filter(pair=pair, state="leased").count() <= 2
