@@ -66,6 +66,16 @@
     var f = form();
     if (event.key === "?") { event.preventDefault(); toggleShortcuts(); return; }
     if (!f) { return; }
+    var skipForm = event.target.closest && event.target.closest("#skip form");
+    if (skipForm) {
+      // Inside the skip reasons: arrows and space pick a reason, Enter skips, Escape goes back.
+      if (event.key === "Enter" && skipForm.querySelector("input[name=reason]:checked")) {
+        event.preventDefault(); skipForm.requestSubmit();
+      } else if (event.key === "Escape") {
+        document.getElementById("skip").open = false;
+      }
+      return;
+    }
     var position = KEYS[event.key];
     if (position) {
       var radio = f.querySelector("input[name=choice][value=" + position + "]");

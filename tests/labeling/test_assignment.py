@@ -199,7 +199,9 @@ class TestConcurrency:
             by_user = {}
             for user_index, lease in ((i % 10, lease) for i, lease in enumerate(leases)):
                 by_user.setdefault(user_index, set()).add(lease.pk if lease else None)
-            assert all(len(ids) == 1 for ids in by_user.values()), by_user  # 4 tabs of one user share one lease
+            assert all(len(ids) == 1 for ids in by_user.values()), (
+                by_user
+            )  # 4 tabs of one user share one lease
             run_threads(10, lambda i: (a := next_assignment(project, users[i])) and judge(a))
         live = Assignment.objects.filter(LIVE).values("pair").annotate(n=Count("annotator", distinct=True))
         assert max(row["n"] for row in live) <= 3

@@ -1,0 +1,120 @@
+"""An annotator works through a project in Chromium with the keyboard; hostile content stays inert."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import pytest
+
+from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
+from tests.conftest import PASSWORD
+from tests.labeling.xss import PAYLOADS
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def setup_project(make_user, prompts_and_answers) -> Project:
+    project = Project.objects.create(
+        slug="kb", name="Keyboard project", overlap=1, rubric="Prefer the **correct** answer.",
+        criteria=[{"name": "Tone", "question": "Which is kinder?"}],
+    )  # fmt: skip
+    batch = ImportBatch.objects.create(project=project, source_name="x.jsonl", state="done")
+    for i, (prompt, a, b) in enumerate(prompts_and_answers):
+        Pair.objects.create(
+            project=project, batch=batch, prompt=prompt, response_a=a, response_b=b, shape="pair",
+            content_hash=f"{i:064d}", model_a="hidden-model-x",
+        )  # fmt: skip
+    user = make_user("kim", "annotator")
+    Membership.objects.create(project=project, user=user)
+    return project
+
+
+def progress(page) -> tuple[str, str, str]:
+    values = page.locator("#progress dd").all_inner_texts()
+    return tuple(values)
+
+
+def test_keyboard_only_judging_skip_change_and_all_done(page, live_server, login, make_user, screenshot):
+    pairs = [
+        ("How do I reverse a list in Python?", "Use `items[::-1]` or `items.reverse()`.", "You can't."),
+        ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+         "Paris.", "Lyon."),
+        ("Explain recursion", "A function calling itself, with a base case.", "See recursion."),
+        ("Best way to learn SQL?", "Practice with real queries.", "```sql\nSELECT * FROM lessons;\n```"),
+    ]  # fmt: skip
+    project = setup_project(make_user, pairs)
+    login("kim", PASSWORD)
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/")
+    page.wait_for_selector("#judgment-form")
+    assert "hidden-model-x" not in page.content()
+    assert progress(page) == ("0", "0", "4")
+    screenshot("workbench")
+
+    page.keyboard.press("?")
+    assert page.locator("#shortcuts").is_visible()
+    page.keyboard.press("Escape")
+    assert not page.locator("#shortcuts").is_visible()
+
+    def submit_with(key: str, expected_total: str) -> None:
+        page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "total => document.querySelectorAll('#progress dd')[1].textContent.trim() === total",
+            arg=expected_total,
+        )
+
+    page.keyboard.press("Enter")  # no choice yet: nothing is sent
+    assert page.locator(".choices.needs-choice").count() == 1
+    submit_with("1", "1")
+    submit_with("ArrowRight", "2")
+
+    page.keyboard.press("s")
+    assert page.locator("#skip").get_attribute("open") is not None
+    page.keyboard.press("Space")  # the first reason has the focus
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[2].textContent.trim() === '1'")
+    assert Assignment.objects.filter(state="skipped", skip_reason="cant_judge").count() == 1
+
+    submit_with("3", "3")
+    page.wait_for_selector("text=All done here")
+    screenshot("workbench-all-done")
+    assert Judgment.objects.count() == 3
+    first = Judgment.objects.order_by("created_at").first()
+    assert first.choice == ("a" if first.a_on_left else "b")  # "1" = whatever was shown on the left
+    assert first.active_seconds is not None and first.seconds_spent >= 0
+
+    page.get_by_role("link", name="Review my recent judgments").click()
+    page.locator("table.list a", has_text="Change").last.click()
+    page.locator("label.choice", has_text="B is better").click()
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_selector("text=Judgment changed.")
+    first.refresh_from_db()
+    assert first.choice == ("b" if first.a_on_left else "a")
+
+
+def test_hostile_content_stays_inert_in_chromium(page, live_server, login, make_user, screenshot):
+    pairs = [(p, p, f"{p} (other)") for p in PAYLOADS]
+    project = setup_project(make_user, pairs)
+    dialogs, foreign = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    host = urlparse(live_server.url).netloc
+    page.on("request", lambda r: foreign.append(r.url) if urlparse(r.url).netloc not in (host, "") else None)
+    logouts = []
+    page.on("request", lambda r: logouts.append(r.url) if "/logout/" in r.url else None)
+    login("kim", PASSWORD)
+    for i in range(len(PAYLOADS)):
+        page.goto(f"{live_server.url}/projects/{project.slug}/label/")
+        page.wait_for_selector("#judgment-form")
+        page.wait_for_timeout(150)  # let load-triggered handlers (if any got through) fire
+        if i == 0:
+            screenshot("workbench-xss")
+        assert (
+            page.evaluate("document.querySelectorAll('.wb-response script, .wb-prompt script').length") == 0
+        )
+        page.keyboard.press("1")
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "n => document.querySelectorAll('#progress dd')[1].textContent.trim() === String(n)", arg=i + 1
+        )
+    assert dialogs == [] and foreign == [] and logouts == []
+    assert Judgment.objects.count() == len(PAYLOADS)

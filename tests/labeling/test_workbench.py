@@ -1,0 +1,200 @@
+"""The workbench pages through the test client: htmx swaps, plain posts, integrity, privacy, XSS."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair
+from tests.labeling.test_assignment import make_pairs
+from tests.labeling.xss import PAYLOADS, unsafe_markup
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def labeled(project, annotator) -> Client:
+    make_pairs(project, 3)
+    Pair.objects.update(model_a="secret-model-a", model_b="secret-model-b")
+    client = Client()
+    client.force_login(annotator)
+    return client
+
+
+def lease_of(user) -> Assignment:
+    return Assignment.objects.get(annotator=user, state="leased")
+
+
+def judge_url(project, assignment) -> str:
+    return f"/projects/{project.slug}/label/{assignment.pk}/judge/"
+
+
+def test_page_shows_a_pair_without_model_names(labeled, project, annotator):
+    body = labeled.get(f"/projects/{project.slug}/label/").content.decode()
+    assignment = lease_of(annotator)
+    assert "secret-model" not in body
+    assert f'action="{judge_url(project, assignment)}"' in body
+    left, right = (
+        ("A0", "B0") if assignment.a_on_left else ("B0", "A0")
+    )  # the pair's responses in the shown order
+    assert body.index(left) < body.index(right)
+    assert 'id="workbench"' in body and "<html" in body
+
+
+def test_htmx_submit_stores_and_swaps_in_the_next_pair(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    first = lease_of(annotator)
+    response = labeled.post(
+        judge_url(project, first), {"choice": "left", "rationale": "clearer", "active_seconds": "12.5"},
+        HTTP_HX_REQUEST="true",
+    )  # fmt: skip
+    body = response.content.decode()
+    assert (
+        response.status_code == 200
+        and body.lstrip().startswith('<div id="workbench"')
+        and "<html" not in body
+    )
+    judgment = Judgment.objects.get()
+    assert judgment.choice == ("a" if first.a_on_left else "b")
+    assert (judgment.rationale, judgment.active_seconds, judgment.assignment) == ("clearer", 12.5, first)
+    second = lease_of(annotator)
+    assert second.pair != first.pair and f'action="{judge_url(project, second)}"' in body
+    assert "<dd>1</dd>" in body  # judged today / total
+
+
+def test_plain_form_post_redirects_to_the_next_pair(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    response = labeled.post(judge_url(project, lease_of(annotator)), {"choice": "tie"})
+    assert response.status_code == 302 and response["Location"] == f"/projects/{project.slug}/label/"
+    assert Judgment.objects.get().choice == "tie"
+
+
+def test_double_submit_stores_one_and_shows_the_next(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    url = judge_url(project, lease_of(annotator))
+    for _ in range(3):
+        assert labeled.post(url, {"choice": "right"}, HTTP_HX_REQUEST="true").status_code == 200
+    assert Judgment.objects.count() == 1
+    assert Assignment.objects.filter(annotator=annotator, state="leased").count() == 1
+
+
+def test_missing_or_disallowed_choice_is_an_error_not_a_judgment(labeled, project, annotator):
+    project.allow_tie = False
+    project.save()
+    labeled.get(f"/projects/{project.slug}/label/")
+    url = judge_url(project, lease_of(annotator))
+    body = labeled.post(url, {"rationale": "hmm"}, HTTP_HX_REQUEST="true").content.decode()
+    assert "Pick which response is better." in body
+    body = labeled.post(url, {"choice": "tie"}, HTTP_HX_REQUEST="true").content.decode()
+    assert "Select a valid choice" in body and Judgment.objects.count() == 0
+
+
+def test_someone_elses_assignment_is_404_and_nothing_is_stored(labeled, project, make_user, other_project):
+    intruder = make_user("mallory", "annotator")
+    Membership.objects.create(project=project, user=intruder)
+    labeled.get(f"/projects/{project.slug}/label/")
+    victim_lease = Assignment.objects.get()
+    client = Client()
+    client.force_login(intruder)
+    assert client.post(judge_url(project, victim_lease), {"choice": "left"}).status_code == 404
+    assert (
+        client.post(
+            f"/projects/{project.slug}/label/{victim_lease.pk}/skip/", {"reason": "broken"}
+        ).status_code
+        == 404
+    )
+    # through another project's URL: the intruder is not a member there
+    assert client.post(judge_url(other_project, victim_lease), {"choice": "left"}).status_code == 404
+    assert not Judgment.objects.exists() and Assignment.objects.get().state == "leased"
+
+
+def test_non_members_cannot_open_the_workbench(project, other_project, annotator):
+    client = Client()
+    client.force_login(annotator)
+    assert client.get(f"/projects/{other_project.slug}/label/").status_code == 404
+    Membership.objects.filter(user=annotator).update(active=False)
+    assert client.get(f"/projects/{project.slug}/label/").status_code == 404
+
+
+def test_skip_with_reason(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    lease = lease_of(annotator)
+    response = labeled.post(
+        f"/projects/{project.slug}/label/{lease.pk}/skip/", {"reason": "cant_judge"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    lease.refresh_from_db()
+    assert (lease.state, lease.skip_reason) == ("skipped", "cant_judge")
+    assert lease_of(annotator).pair != lease.pair
+
+
+def test_all_done_state(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    for _ in range(3):
+        labeled.post(judge_url(project, lease_of(annotator)), {"choice": "left"}, follow=True)
+    body = labeled.get(f"/projects/{project.slug}/label/").content.decode()
+    assert "All done here" in body and "3 in all" in body
+
+
+def test_recent_judgments_and_changing_one(labeled, project, annotator):
+    project.criteria = [{"name": "Honesty", "question": "Which is more honest?"}]
+    project.use_strength = True
+    project.save()
+    labeled.get(f"/projects/{project.slug}/label/")
+    lease = lease_of(annotator)
+    labeled.post(judge_url(project, lease), {"choice": "left", "strength": "clearly", "criterion_0": "right"})
+    judgment = Judgment.objects.get()
+    shown_right = "b" if lease.a_on_left else "a"
+    assert judgment.criteria == {"Honesty": shown_right} and judgment.strength == "clearly"
+    page = labeled.get(f"/projects/{project.slug}/recent/").content.decode()
+    assert "A is better (clearly)" in page
+    edit_url = f"/projects/{project.slug}/judgments/{judgment.pk}/edit/"
+    form = labeled.get(edit_url).content.decode()
+    assert 'value="left" checked' in form.replace('checked="checked"', "checked") or 'value="left"' in form
+    labeled.post(edit_url, {"choice": "right", "criterion_0": "tie"})
+    judgment.refresh_from_db()
+    assert (
+        judgment.choice == shown_right and judgment.criteria == {"Honesty": "tie"} and judgment.strength == ""
+    )
+
+
+def test_annotators_cannot_edit_other_peoples_judgments(labeled, project, annotator, lead):
+    labeled.get(f"/projects/{project.slug}/label/")
+    labeled.post(judge_url(project, lease_of(annotator)), {"choice": "left"})
+    judgment = Judgment.objects.get()
+    client = Client()
+    client.force_login(lead)
+    assert client.get(f"/projects/{project.slug}/judgments/{judgment.pk}/edit/").status_code == 404
+    assert (
+        client.post(
+            f"/projects/{project.slug}/judgments/{judgment.pk}/edit/", {"choice": "right"}
+        ).status_code
+        == 404
+    )
+    assert "left" not in client.get(f"/projects/{project.slug}/recent/").content.decode()
+
+
+def test_plain_text_mode_is_remembered(labeled, project):
+    labeled.get(f"/projects/{project.slug}/label/?plain=1")
+    body = labeled.get(f"/projects/{project.slug}/label/").content.decode()
+    assert 'class="plain"' in body
+    labeled.get(f"/projects/{project.slug}/label/?plain=0")
+    assert 'class="plain"' not in labeled.get(f"/projects/{project.slug}/label/").content.decode()
+
+
+@pytest.mark.parametrize("plain", ["0", "1"])
+def test_xss_corpus_renders_inert(project, annotator, plain):
+    batch = ImportBatch.objects.create(project=project, source_name="x", state="done")
+    for i, payload in enumerate(PAYLOADS):
+        Pair.objects.create(
+            project=project, batch=batch, shape="pair", content_hash=f"{i:064d}",
+            prompt=[{"role": "user", "content": payload}] if i % 2 else payload,
+            response_a=payload, response_b=f"{payload} (b)",
+        )  # fmt: skip
+    client = Client()
+    client.force_login(annotator)
+    for _ in PAYLOADS:
+        body = client.get(f"/projects/{project.slug}/label/?plain={plain}").content.decode()
+        assert unsafe_markup(body) == []
+        assert body.count("hx-disable") >= 3  # prompt and both responses are inert to htmx
+        client.post(judge_url(project, lease_of(annotator)), {"choice": "left"})  # next GET leases again
