@@ -15,8 +15,9 @@ from typing import IO, Any, BinaryIO
 import django_rq
 from django.conf import settings
 from django.core.files import File
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -245,14 +246,30 @@ def _write_rejected(report: IO[bytes], line: int, errors: list[RecordError]) -> 
     report.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
 
 
+_COLUMNS = ("external_id", "prompt", "response_a", "response_b", "model_a", "model_b", "metadata", "gold",
+            "original_label", "shape", "content_hash")  # fmt: skip
+_STAGING = "prefstudio_pair_staging"
+
+
+def _row(r: PairRecord, json: Callable[[Any], Any] = lambda value: value) -> tuple:
+    """The record's values in `_COLUMNS` order; `json` wraps the JSON columns for the driver."""
+    return (r.external_id[:255], json(r.prompt), r.response_a, r.response_b, r.model_a[:255], r.model_b[:255],
+            json(r.metadata), r.gold or "", r.original_label or "", r.shape, r.content_hash)  # fmt: skip
+
+
 class _Inserter:
-    """Buffers pairs and bulk-inserts them, skipping content hashes the project already has."""
+    """Buffers pairs and inserts them, skipping content hashes the project already has.
+
+    On PostgreSQL a batch goes through COPY into a temporary table, then one INSERT ... ON CONFLICT
+    DO NOTHING: no model instances, and a concurrent import of the same pairs cannot abort this one.
+    """
 
     def __init__(self, batch: ImportBatch) -> None:
         self.batch = batch
         self.buffer: list[PairRecord] = []
         self.inserted = 0
         self.duplicates = 0
+        self.staged = False
 
     def add(self, records: list[PairRecord]) -> None:
         self.buffer.extend(records)
@@ -262,6 +279,34 @@ class _Inserter:
     def flush(self) -> None:
         if not self.buffer:
             return
+        added = self._copy() if connection.vendor == "postgresql" else self._bulk_create()
+        self.inserted += added
+        self.duplicates += len(self.buffer) - added
+        self.buffer.clear()
+
+    def _copy(self) -> int:
+        with connection.cursor() as cursor:
+            if not self.staged:
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (external_id text, prompt jsonb, "
+                    "response_a text, response_b text, model_a text, model_b text, metadata jsonb, "
+                    "gold text, original_label text, shape text, content_hash text) ON COMMIT DROP"
+                )
+                self.staged = True
+            cursor.execute(f"TRUNCATE {_STAGING}")
+            with cursor.copy(f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+                for r in self.buffer:
+                    copy.write_row(_row(r, Jsonb))
+            columns = ", ".join(_COLUMNS)
+            cursor.execute(
+                f"INSERT INTO {Pair._meta.db_table} (project_id, batch_id, taken, created_at, {columns}) "
+                f"SELECT %s, %s, 0, now(), {columns} FROM {_STAGING} "
+                "ON CONFLICT (project_id, content_hash) DO NOTHING",
+                [self.batch.project_id, self.batch.pk],
+            )
+            return cursor.rowcount
+
+    def _bulk_create(self) -> int:
         project_id = self.batch.project_id
         hashes = {r.content_hash for r in self.buffer}
         existing = set(
@@ -271,31 +316,13 @@ class _Inserter:
         )
         rows = []
         for r in self.buffer:
-            if r.content_hash in existing:
-                self.duplicates += 1
-                continue
-            existing.add(r.content_hash)
-            rows.append(
-                Pair(
-                    project_id=project_id,
-                    batch=self.batch,
-                    external_id=r.external_id[:255],
-                    prompt=r.prompt,
-                    response_a=r.response_a,
-                    response_b=r.response_b,
-                    model_a=r.model_a[:255],
-                    model_b=r.model_b[:255],
-                    metadata=r.metadata,
-                    gold=r.gold or "",
-                    original_label=r.original_label or "",
-                    shape=r.shape,
-                    content_hash=r.content_hash,
+            if r.content_hash not in existing:
+                existing.add(r.content_hash)
+                rows.append(
+                    Pair(project_id=project_id, batch=self.batch, **dict(zip(_COLUMNS, _row(r), strict=True)))
                 )
-            )
-        # ignore_conflicts: a concurrent import of the same pairs must not abort this one.
         Pair.objects.bulk_create(rows, ignore_conflicts=True)
-        self.inserted += len(rows)
-        self.buffer.clear()
+        return len(rows)
 
 
 def _save_outcome(batch: ImportBatch, summary: ImportSummary, report: IO[bytes] | None) -> None:
