@@ -6,9 +6,10 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.template.defaultfilters import filesizeformat
 
-from labeling.models import Assignment, Project
+from labeling.models import Assignment, Membership, Project
 
 RESERVED_SLUGS = {"new", "rubric-preview"}
 
@@ -149,3 +150,30 @@ class JudgmentForm(forms.Form):
 
 class SkipForm(forms.Form):
     reason = forms.ChoiceField(choices=Assignment.SkipReason.choices, widget=forms.RadioSelect)
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.ANNOTATOR)
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.project = project
+
+    def clean_username(self) -> Any:
+        username = self.cleaned_data["username"].strip()
+        try:
+            user = get_user_model().objects.get(username=username)
+        except get_user_model().DoesNotExist:
+            raise forms.ValidationError(
+                f"No user named '{username}'. Create the account in Admin first."
+            ) from None
+        if Membership.objects.filter(project=self.project, user=user).exists():
+            raise forms.ValidationError(f"{username} is already a member; change their role in the list.")
+        return user
+
+
+class MemberChangeForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["role", "active"]

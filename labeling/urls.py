@@ -24,6 +24,8 @@ urlpatterns = [
         name="judgment-edit",
     ),
     path("projects/<slug:slug>/archive/", views.project_archive, name="project-archive"),
+    path("projects/<slug:slug>/members/", views.member_add, name="member-add"),
+    path("projects/<slug:slug>/members/<int:member_id>/", views.member_change, name="member-change"),
     path("projects/<slug:slug>/import/", views.batch_upload, name="batch-upload"),
     path("projects/<slug:slug>/batches/<uuid:batch>/", views.batch_detail, name="batch-detail"),
     path("projects/<slug:slug>/batches/<uuid:batch>/import/", views.batch_commit, name="batch-commit"),

@@ -22,7 +22,7 @@ from labeling.batches import (
     batch_progress,
     batch_run,
 )
-from labeling.forms import ProjectForm, UploadForm
+from labeling.forms import MemberAddForm, MemberChangeForm, ProjectForm, UploadForm
 from labeling.importing import ImportFormatError, PairRecord
 from labeling.models import ImportBatch, Membership, Project
 from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
@@ -30,6 +30,7 @@ from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
 _LEADS = (Membership.Role.LEAD,)
 ADD_PROJECT = "labeling.add_project"
 CHANGE_PROJECT = "labeling.change_project"
+CHANGE_MEMBERS = "labeling.change_membership"
 IMPORT = "labeling.add_importbatch"
 DELETE_BATCH = "labeling.delete_importbatch"
 
@@ -76,9 +77,56 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     is_lead_or_admin = membership is None or membership.role == Membership.Role.LEAD
     context = {"project": project, "membership": membership, "pair_count": project.pairs.count()}
     if is_lead_or_admin:
-        context["members"] = project.memberships.select_related("user").order_by("role", "user__username")
+        context.update(_members_context(request, project))
         context["batches"] = project.batches.exclude(state=ImportBatch.State.UPLOADED)
     return render(request, "labeling/project_detail.html", context)
+
+
+def _members_context(request: HttpRequest, project: Project, add_form: MemberAddForm | None = None) -> dict:
+    members = project.memberships.select_related("user").order_by("role", "user__username")
+    editable = request.user.has_perm(CHANGE_MEMBERS)
+    return {
+        "project": project,
+        "members": [
+            (m, MemberChangeForm(instance=m, prefix=f"m{m.pk}") if editable else None) for m in members
+        ],
+        "add_form": (add_form or MemberAddForm(project=project)) if editable else None,
+    }
+
+
+def _members_response(
+    request: HttpRequest, project: Project, add_form: MemberAddForm | None = None
+) -> HttpResponse:
+    if request.htmx:
+        context = _members_context(request, project, add_form)
+        return render(request, "labeling/project_detail.html#members", context)
+    return redirect(project)
+
+
+@requires(CHANGE_MEMBERS)
+@require_POST
+def member_add(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_for(request.user, slug, include_archived=True)
+    form = MemberAddForm(request.POST, project=project)
+    if form.is_valid():
+        Membership.objects.create(
+            project=project, user=form.cleaned_data["username"], role=form.cleaned_data["role"]
+        )
+        return _members_response(request, project)
+    if not request.htmx:
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+    return _members_response(request, project, form)
+
+
+@requires(CHANGE_MEMBERS)
+@require_POST
+def member_change(request: HttpRequest, slug: str, member_id: int) -> HttpResponse:
+    project = project_for(request.user, slug, include_archived=True)
+    membership = get_object_or_404(Membership, pk=member_id, project=project)
+    form = MemberChangeForm(request.POST, instance=membership, prefix=f"m{membership.pk}")
+    if form.is_valid():
+        form.save()
+    return _members_response(request, project)
 
 
 @requires(ADD_PROJECT)

@@ -46,6 +46,10 @@ def concrete(route: str, project, batch, user=None) -> str:
         judgment, _ = Judgment.objects.get_or_create(pair=pair, annotator=user, defaults={"choice": "a"})
         path = path.replace("<int:assignment_id>", str(assignment.pk))
         path = path.replace("<int:judgment_id>", str(judgment.pk))
+        member = Membership.objects.filter(project=project).first() or Membership.objects.create(
+            project=project, user=user
+        )
+        path = path.replace("<int:member_id>", str(member.pk))
     assert "<" not in path, f"add a sample value for {route} to tests/test_access.py"
     return path
 

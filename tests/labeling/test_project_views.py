@@ -224,3 +224,61 @@ def test_project_page_lists_imports_for_leads_not_annotators(project, batch, lea
     assert "pairs.jsonl" in client.get(project.get_absolute_url()).content.decode()
     client.force_login(annotator)
     assert "pairs.jsonl" not in client.get(project.get_absolute_url()).content.decode()
+
+
+def test_admin_adds_and_changes_members_with_htmx(admin_client, project, make_user):
+    make_user("newbie")
+    response = admin_client.post(
+        f"/projects/{project.slug}/members/", {"username": "newbie", "role": "lead"}, HTTP_HX_REQUEST="true"
+    )
+    body = response.content.decode()
+    assert body.lstrip().startswith('<section id="members"') and "newbie" in body
+    member = Membership.objects.get(user__username="newbie")
+    assert member.role == "lead" and member.active
+    admin_client.post(
+        f"/projects/{project.slug}/members/{member.pk}/",
+        {f"m{member.pk}-role": "annotator"},
+        HTTP_HX_REQUEST="true",
+    )
+    member.refresh_from_db()
+    assert (member.role, member.active) == ("annotator", False)  # unticked checkbox = disabled
+
+
+def test_member_add_errors_say_what(admin_client, project, annotator):
+    body = admin_client.post(
+        f"/projects/{project.slug}/members/",
+        {"username": "ghost", "role": "annotator"},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
+    assert "No user named &#x27;ghost&#x27;" in body
+    body = admin_client.post(
+        f"/projects/{project.slug}/members/", {"username": "ann", "role": "annotator"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "already a member" in body
+    response = admin_client.post(
+        f"/projects/{project.slug}/members/", {"username": "ghost", "role": "annotator"}
+    )
+    assert response.status_code == 302  # without htmx: back to the project page with a message
+
+
+def test_members_of_another_project_cannot_be_changed_through_this_one(
+    admin_client, project, other_project, make_user
+):
+    user = make_user("zed")
+    foreign = Membership.objects.create(project=other_project, user=user)
+    url = f"/projects/{project.slug}/members/{foreign.pk}/"
+    assert (
+        admin_client.post(url, {f"m{foreign.pk}-role": "lead", f"m{foreign.pk}-active": "on"}).status_code
+        == 404
+    )
+    foreign.refresh_from_db()
+    assert foreign.role == "annotator"
+
+
+def test_leads_see_members_but_cannot_change_them(project, lead, annotator):
+    client = Client()
+    client.force_login(lead)
+    body = client.get(project.get_absolute_url()).content.decode()
+    assert "ann" in body and "member-add" not in body
+    membership = Membership.objects.get(user=annotator)
+    assert client.post(f"/projects/{project.slug}/members/{membership.pk}/", {}).status_code == 403
