@@ -21,6 +21,10 @@ from labeling.models import Assignment, Pair, Project
 
 _SWEEP_LOCK_SPACE = 0x5EED_0000_0000  # single-key advisory locks; per-user locks use the two-key form
 CLAIM_ATTEMPTS = 50
+# Leases last minutes, so sweeping expired ones on every claim is wasted work; a claim that finds
+# nothing sweeps at once anyway.
+SWEEP_EVERY = 10.0
+_last_sweep: dict[int, float] = {}
 
 
 def _is_postgres() -> bool:
@@ -83,7 +87,8 @@ def _claim_open_pair(project: Project, user: Any) -> Pair | None:
     """Lock the best open pair for this user, skipping pairs other claims hold right now."""
     open_pairs = _unseen(project, user).filter(gold="", taken__lt=project.overlap).order_by("-taken", "id")
     for attempt in range(CLAIM_ATTEMPTS):
-        pair = open_pairs.select_for_update(skip_locked=True, of=("self",)).first()
+        # no_key: other transactions' foreign-key checks on this pair (their assignments) need not wait.
+        pair = open_pairs.select_for_update(skip_locked=True, of=("self",), no_key=True).first()
         if pair is not None or not open_pairs.exists():
             return pair
         # Open pairs exist but other claims hold them all for a moment. Waiting on their locks
@@ -106,7 +111,9 @@ def next_assignment(project: Project, user: Any, *, rng: random.Random | None = 
         lease = current_lease(project, user, now=now)
         if lease is not None:
             return lease
-        expire_leases(project, now=now)
+        if time.monotonic() - _last_sweep.get(project.pk, float("-inf")) >= SWEEP_EVERY:
+            _last_sweep[project.pk] = time.monotonic()
+            expire_leases(project, now=now)
         pair, gold = None, False
         if project.gold_rate and rng.random() < project.gold_rate:
             # Gold pairs measure each annotator against a known answer: not capped by k.
@@ -114,6 +121,8 @@ def next_assignment(project: Project, user: Any, *, rng: random.Random | None = 
             gold = pair is not None
         if pair is None:
             pair = _claim_open_pair(project, user)
+            if pair is None and expire_leases(project, now=now):  # stale leases may hold the last slots
+                pair = _claim_open_pair(project, user)
             if pair is None:
                 return None
             Pair.objects.filter(pk=pair.pk).update(taken=F("taken") + 1)

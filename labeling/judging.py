@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from labeling.models import Assignment, Choice, Judgment, Pair, Project
@@ -56,16 +57,21 @@ class Verdict:
         }
 
 
-def judgment_submit(*, assignment: Assignment, verdict: Verdict) -> tuple[Judgment, bool]:
+def judgment_submit(
+    *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict
+) -> tuple[Judgment, bool]:
     """Store the annotator's judgment for their assignment; (judgment, created).
 
     Idempotent: a double click, a retried POST or a second tab returns the stored judgment.
+    Raises Assignment.DoesNotExist when the assignment is not this annotator's in this project.
     """
     now = timezone.now()
     with transaction.atomic():
         # of=self: lock the assignment row only, never the project row it joins.
         locked = (
-            Assignment.objects.select_for_update(of=("self",)).select_related("project").get(pk=assignment.pk)
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("project")
+            .get(pk=assignment_id, annotator=annotator, project=project)
         )
         if locked.state == Assignment.State.DONE:
             return Judgment.objects.get(pair_id=locked.pair_id, annotator_id=locked.annotator_id), False
@@ -78,25 +84,21 @@ def judgment_submit(*, assignment: Assignment, verdict: Verdict) -> tuple[Judgme
             )
             if not reclaimed:
                 raise JudgmentRefused("Your lease on this pair expired and it went to someone else.")
-        try:
-            with transaction.atomic():
-                judgment = Judgment.objects.create(
-                    pair_id=locked.pair_id,
-                    annotator_id=locked.annotator_id,
-                    assignment=locked,
-                    a_on_left=locked.a_on_left,
-                    is_gold=locked.is_gold,
-                    seconds_spent=(now - locked.leased_at).total_seconds(),
-                    active_seconds=verdict.active_seconds,
-                    **verdict.for_pair(locked.a_on_left),
-                )
-        except IntegrityError:  # a judgment made outside the workbench already exists
-            judgment, created = (
-                Judgment.objects.get(pair_id=locked.pair_id, annotator_id=locked.annotator_id),
-                False,
+        # Under the assignment's lock nobody else can judge this (pair, annotator) through the
+        # workbench; an existing judgment can only come from elsewhere (admin, an older import).
+        judgment = Judgment.objects.filter(pair_id=locked.pair_id, annotator_id=locked.annotator_id).first()
+        created = judgment is None
+        if created:
+            judgment = Judgment.objects.create(
+                pair_id=locked.pair_id,
+                annotator_id=locked.annotator_id,
+                assignment=locked,
+                a_on_left=locked.a_on_left,
+                is_gold=locked.is_gold,
+                seconds_spent=(now - locked.leased_at).total_seconds(),
+                active_seconds=verdict.active_seconds,
+                **verdict.for_pair(locked.a_on_left),
             )
-        else:
-            created = True
         locked.state, locked.finished_at = Assignment.State.DONE, now
         locked.save(update_fields=["state", "finished_at"])
     return judgment, created
@@ -117,23 +119,37 @@ class Progress:
     left: int
 
 
-def progress_for(project: Project, user: Any) -> Progress:
-    """Judged today and in total by this user in this project, and the pairs still open to them."""
-    judgments = Judgment.objects.filter(annotator=user, pair__project=project)
+LEFT_REFRESH_SECONDS = 30
+
+
+def progress_for(project: Project, user: Any, *, has_lease: bool) -> Progress:
+    """Judged today and in total by this user in this project, and the pairs still open to them.
+
+    "Left" needs a scan of the project's open pairs, so it is recounted at most every
+    LEFT_REFRESH_SECONDS per user and process; in between it goes down with the user's own judgments.
+    """
     midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
+    done = Assignment.objects.filter(project=project, annotator=user, state=Assignment.State.DONE).aggregate(
+        total=Count("id"), today=Count("id", filter=Q(finished_at__gte=midnight))
+    )
+    key = f"prefstudio:left:{project.pk}:{user.pk}"
+    counted = cache.get(key)
+    if counted is None:
+        counted = (_open_to(project, user) + int(has_lease), done["total"])
+        cache.set(key, counted, LEFT_REFRESH_SECONDS)
+    left_then, total_then = counted
+    return Progress(
+        today=done["today"], total=done["total"], left=max(0, left_then - (done["total"] - total_then))
+    )
+
+
+def _open_to(project: Project, user: Any) -> int:
+    """Pairs this user could still be handed: open slots they have not seen (and unseen gold)."""
     seen = Assignment.objects.filter(pair=OuterRef("pk"), annotator=user)
     open_to_user = Q(gold="", taken__lt=project.overlap)
     if project.gold_rate:
         open_to_user |= ~Q(gold="")
-    left = Pair.objects.filter(project=project).filter(open_to_user).exclude(Exists(seen)).count()
-    leased = Assignment.objects.filter(
-        project=project, annotator=user, state=Assignment.State.LEASED
-    ).exists()
-    return Progress(
-        today=judgments.filter(created_at__gte=midnight).count(),
-        total=judgments.count(),
-        left=left + int(leased),
-    )
+    return Pair.objects.filter(project=project).filter(open_to_user).exclude(Exists(seen)).count()
 
 
 def recent_judgments(project: Project, user: Any, *, limit: int = 20) -> list[Judgment]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -52,7 +52,7 @@ def _render_workbench(
         "sides": _sides(assignment) if assignment else None,
         "form": form or JudgmentForm(project=project),
         "skip_form": SkipForm(),
-        "progress": progress_for(project, request.user),
+        "progress": progress_for(project, request.user, has_lease=assignment is not None),
         "plain": _plain(request),
     }
     template = "labeling/workbench.html#workbench" if request.htmx else "labeling/workbench.html"
@@ -90,12 +90,15 @@ def workbench(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     project = project_for(request.user, slug)
-    assignment = _own_assignment(request, project, assignment_id)
     form = JudgmentForm(request.POST, project=project)
     if not form.is_valid():
-        return _render_workbench(request, project, assignment, form)
+        return _render_workbench(request, project, _own_assignment(request, project, assignment_id), form)
     try:
-        judgment_submit(assignment=assignment, verdict=_verdict(form))
+        judgment_submit(
+            assignment_id=assignment_id, annotator=request.user, project=project, verdict=_verdict(form)
+        )
+    except Assignment.DoesNotExist:
+        raise Http404("No such assignment.") from None  # not theirs, or another project's: nothing stored
     except JudgmentRefused as exc:
         messages.warning(request, str(exc))
     return _next(request, project)

@@ -89,11 +89,13 @@ def roles_of(user: Any) -> list[Role]:
     """The global roles a user holds, from their groups (superusers count as admins)."""
     if not user.is_authenticated:
         return []
-    names = {g.name for g in user.groups.all()}
-    roles = [r for r in Role if r.value in names]
-    if user.is_superuser and Role.ADMIN not in roles:
-        roles.append(Role.ADMIN)
-    return roles
+    if not hasattr(user, "_prefstudio_roles"):  # once per request: the user object lives that long
+        names = {g.name for g in user.groups.all()}
+        roles = [r for r in Role if r.value in names]
+        if user.is_superuser and Role.ADMIN not in roles:
+            roles.append(Role.ADMIN)
+        user._prefstudio_roles = roles
+    return user._prefstudio_roles
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 
 from labeling.models import ImportBatch, Membership, Pair, Project
 
 PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Counts cached per user (pairs left) must not leak from one test's database into the next."""
+    cache.clear()
 
 
 @pytest.fixture

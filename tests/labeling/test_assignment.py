@@ -39,8 +39,17 @@ def annotators(make_user, project: Project, n: int) -> list:
     return users
 
 
+def submit(assignment: Assignment, verdict: Verdict) -> tuple[Judgment, bool]:
+    return judgment_submit(
+        assignment_id=assignment.pk,
+        annotator=assignment.annotator,
+        project=assignment.project,
+        verdict=verdict,
+    )
+
+
 def judge(assignment: Assignment, choice: str = "left") -> Judgment:
-    return judgment_submit(assignment=assignment, verdict=Verdict(choice=choice))[0]
+    return submit(assignment, Verdict(choice=choice))[0]
 
 
 @pytest.mark.django_db
@@ -153,8 +162,8 @@ class TestNextAssignment:
         make_pairs(project, 2)
         (user,) = annotators(make_user, project, 1)
         assignment = next_assignment(project, user)
-        first, created = judgment_submit(assignment=assignment, verdict=Verdict(choice="left"))
-        again, created_again = judgment_submit(assignment=assignment, verdict=Verdict(choice="right"))
+        first, created = submit(assignment, Verdict(choice="left"))
+        again, created_again = submit(assignment, Verdict(choice="right"))
         assert created and not created_again and first == again
         assert Judgment.objects.count() == 1 and Judgment.objects.get().seconds_spent >= 0
 
@@ -216,9 +225,7 @@ class TestConcurrency:
         make_pairs(project, 1)
         (user,) = annotators(make_user, project, 1)
         assignment = next_assignment(project, user)
-        results = run_threads(
-            8, lambda i: judgment_submit(assignment=assignment, verdict=Verdict(choice="tie"))
-        )
+        results = run_threads(8, lambda i: submit(assignment, Verdict(choice="tie")))
         assert [created for _, created in results].count(True) == 1
         assert Judgment.objects.count() == 1
 

@@ -198,3 +198,11 @@ def test_xss_corpus_renders_inert(project, annotator, plain):
         assert unsafe_markup(body) == []
         assert body.count("hx-disable") >= 3  # prompt and both responses are inert to htmx
         client.post(judge_url(project, lease_of(annotator)), {"choice": "left"})  # next GET leases again
+
+
+def test_own_assignment_through_another_projects_url_is_refused(labeled, project, other_project, annotator):
+    Membership.objects.create(project=other_project, user=annotator)
+    labeled.get(f"/projects/{project.slug}/label/")
+    lease = lease_of(annotator)
+    assert labeled.post(judge_url(other_project, lease), {"choice": "left"}).status_code == 404
+    assert not Judgment.objects.exists()

@@ -1,0 +1,433 @@
+"""Load benchmark: N simulated annotators judging pairs over HTTP against gunicorn on PostgreSQL.
+
+Each annotator logs in once, opens the workbench, then loops: POST a verdict to the judge action as the
+htmx page does; the 200 partial carries the next pair's form (one successful POST = one judgment). Per N,
+after a warm-up: `max` (closed loop, no think time: capacity; there latency ~ N / throughput) and
+`paced` (together the annotators offer --rate judgments/s on fixed schedules; `p99sch` is measured from
+the scheduled send time, so time spent behind schedule counts). Reports judgments/s, p50/p95/p99/max ms,
+errors (non-200, no new pair, socket errors), CPU cores of gunicorn / PostgreSQL / this client / the rest
+of the machine, DB checks (judgments added == successful POSTs, no duplicate (pair, annotator), no pair
+over k live annotators, every done assignment judged, `taken` exact, one lease per annotator), and a
+census of one htmx judge request in-process (queries, time, slowest statement).
+
+Scratch database `prefstudio_loadbench`: re-created, seeded through Django, ANALYZEd, dropped at the end.
+Run: `.venv/bin/python bench/labeling_load.py [--sizes 10,50,100] [--seconds 20] [--workers 4]
+[--worker-class gthread --threads 4] [--rate 300] [--pairs 20000] [--out var/bench/labeling_load.json]`
+(more gunicorn flags through GUNICORN_CMD_ARGS). Targets: 300 judgments/s at N=50, p99 < 150 ms (paced),
+no errors, DB checks clean. Closed-loop latency can't pass with no think time: 50 / 300 j/s = 167 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://prefstudio:prefstudio@127.0.0.1:5432/prefstudio"
+BENCH_DB, SLUG, PASSWORD, K = "prefstudio_loadbench", "loadbench", "load-" + secrets.token_hex(8), 3
+TARGET_N, TARGET_RATE, TARGET_P99_MS = 50, 300, 150
+ACTION = re.compile(rb'action="(/projects/[\w-]+/label/\d+/judge/)"')
+_TEXT = "the model answer explain why data train loss reward policy token context user prompt response better"
+WORDS = (_TEXT + " because however example python function list value error result first note check").split()
+
+
+def markdown(rng: random.Random, size: int) -> str:
+    """About `size` characters of markdown: paragraphs, bullet lists with bold, sometimes a code block."""
+    parts: list[str] = []
+    while sum(map(len, parts)) < size:
+        sentence, roll = " ".join(rng.choices(WORDS, k=rng.randint(6, 14))).capitalize() + ".", rng.random()
+        if roll < 0.12:
+            parts.append(f"```python\ndef {rng.choice(WORDS)}(x):\n    return [v * 2 for v in x]\n```")
+        else:
+            bullets = "\n".join(f"- **{w}**: {sentence}" for w in rng.sample(WORDS, 3))
+            parts.append(bullets if roll < 0.3 else f"{sentence} {sentence.lower()}")
+    return "\n\n".join(parts)
+
+
+def seed(n_users: int, n_pairs: int) -> None:
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import Group, User
+    from django.db import connection
+
+    from labeling.models import ImportBatch, Membership, Pair, Project
+
+    rng, hashed = random.Random(0), make_password(PASSWORD)
+    project = Project.objects.create(slug=SLUG, name="Load bench", rubric=markdown(rng, 600), overlap=K,
+                                     lease_minutes=30, gold_rate=0)  # fmt: skip
+    batch = ImportBatch.objects.create(project=project, source_name="bench", state="done")
+    users = User.objects.bulk_create([User(username=f"annotator{i:03d}", password=hashed)
+                                      for i in range(n_users)])  # fmt: skip
+    group, through = Group.objects.get(name="annotator"), User.groups.through
+    through.objects.bulk_create([through(user=u, group=group) for u in users])
+    Membership.objects.bulk_create([Membership(project=project, user=u, role="annotator") for u in users])
+    pairs = []
+    for i in range(n_pairs):
+        prompt: str | list = f"Q{i}: " + markdown(rng, rng.randint(80, 300))
+        if rng.random() < 0.1:
+            prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}]
+        a, b = (markdown(rng, rng.randint(200, 700)) for _ in "ab")
+        pairs.append(Pair(project=project, batch=batch, prompt=prompt, response_a=f"A {a}",
+                          response_b=f"B {b}", shape="pair", content_hash=f"{i:064x}"))  # fmt: skip
+    Pair.objects.bulk_create(pairs, batch_size=2000)
+    with connection.cursor() as cursor:  # steady state: autovacuum analyzes within a minute or so
+        cursor.execute("ANALYZE labeling_pair, labeling_assignment, labeling_judgment, auth_user")
+
+
+def db_state() -> dict:
+    """Integrity counters over the whole project (they accumulate across phases)."""
+    from django.db.models import Count, F, Q, Sum
+
+    from labeling.models import Assignment, Judgment, Pair
+
+    live, pairs = Q(assignments__state__in=["leased", "done"]), Pair.objects.filter(project__slug=SLUG)
+    assignments, judgments = Assignment.objects.filter(project__slug=SLUG), Judgment.objects.all()
+    per = lambda qs, *by: qs.values(*by).annotate(c=Count("id")).filter(c__gt=1).count()  # noqa: E731
+    return {
+        "judgments": judgments.filter(pair__project__slug=SLUG).count(),
+        "duplicate_judgments": per(judgments, "pair_id", "annotator_id"),
+        "pairs_over_k": pairs.annotate(c=Count("assignments__annotator", filter=live, distinct=True))
+        .filter(c__gt=K).count(),
+        "done_without_judgment": assignments.filter(state="done", judgment__isnull=True).count(),
+        "taken_mismatch": pairs.annotate(c=Count("assignments", filter=live)).exclude(taken=F("c")).count(),
+        "multi_lease_users": per(assignments.filter(state="leased"), "annotator_id"),
+        "free_slots": pairs.aggregate(s=Sum(K - F("taken")))["s"],
+    }  # fmt: skip
+
+
+class Client:
+    """One annotator: a keep-alive HTTP/1.1 connection (re-opened when the server closes it), cookies."""
+
+    def __init__(self, port: int, username: str) -> None:
+        self.port, self.username, self.cookies, self.action = port, username, {}, ""
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, form: dict | None = None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        data, cookies = urlencode(form or {}).encode(), "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}", f"Cookie: {cookies}"]
+        if form:
+            head += ["Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(data)}",
+                     f"X-CSRFToken: {self.cookies.get('csrftoken', '')}", "HX-Request: true"]  # fmt: skip
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = [(n.lower(), v.strip()) for n, _, v in (line.partition(":") for line in lines[1:])]
+        for key, _, val in (v.split(";")[0].partition("=") for n, v in headers if n == "set-cookie"):
+            self.cookies[key] = val
+        length = next((int(v) for n, v in headers if n == "content-length"), None)
+        body = await (self.reader.read() if length is None else self.reader.readexactly(length))
+        if length is None or ("connection", "close") in headers:
+            self.close()
+        return int(lines[0].split()[1]), body
+
+    async def login(self) -> None:
+        await self.request("GET", "/login/")
+        form = {
+            "csrfmiddlewaretoken": self.cookies["csrftoken"],
+            "username": self.username,
+            "password": PASSWORD,
+        }
+        if (status := (await self.request("POST", "/login/", form))[0]) != 302:
+            raise SystemExit(f"login of {self.username} answered {status}")
+        await self.reopen()
+        self.close()
+
+    async def reopen(self) -> None:
+        """The full workbench page: the annotator's current lease (or a new one)."""
+        status, body = await self.request("GET", f"/projects/{SLUG}/label/")
+        if not (match := ACTION.search(body) if status == 200 else None):
+            raise RuntimeError(f"workbench for {self.username}: {status}, no judge form")
+        self.action = match.group(1).decode()
+
+
+async def annotate(client: Client, rec: dict, t0: float, stop: float, interval: float) -> None:
+    rng = random.Random(client.username)
+    due = t0 + rng.uniform(0, interval)
+    while (due if interval else 0) < stop and time.perf_counter() < stop:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()) if interval else 0)
+        sent = time.perf_counter()
+        scheduled, due = (due, due + interval) if interval else (sent, 0.0)
+        form = {
+            "choice": rng.choice(("left", "right", "tie")),
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+        }
+        try:
+            status, body = await client.request("POST", client.action, form)
+            match = ACTION.search(body) if status == 200 else None
+            err = None if match and match.group(1).decode() != client.action else f"{status}: no new pair"
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            client.close()
+            status, err = 0, type(exc).__name__
+        rec["samples"].append((sent, time.perf_counter(), scheduled, err is None))
+        rec["posts_200"] += status == 200
+        if err is None:
+            client.action = match.group(1).decode()
+            continue
+        rec["errors"][err] = rec["errors"].get(err, 0) + 1
+        try:  # resynchronize on the annotator's current lease
+            await client.reopen()
+        except (OSError, RuntimeError, asyncio.IncompleteReadError):
+            return
+
+
+async def login_all(clients: list[Client], batch: int) -> None:
+    for i in range(0, len(clients), batch):  # PBKDF2 makes each login cost ~0.3 s of CPU
+        await asyncio.gather(*(c.login() for c in clients[i : i + batch]))
+
+
+def cpu_snapshot(server: psutil.Process) -> dict:
+    tree, snap = {p.pid for p in [server, *server.children(recursive=True)]}, {"system": psutil.cpu_times()}
+    for proc in psutil.process_iter(["name"]):
+        group = "gunicorn" if proc.pid in tree else "client" if proc.pid == os.getpid() else None
+        if group or (proc.info["name"] or "").startswith("postgres"):
+            with contextlib.suppress(psutil.Error):
+                snap[proc.pid] = (group or "postgres", sum(proc.cpu_times()[:2]))
+    return snap
+
+
+def cpu_cores(a: dict, b: dict, seconds: float) -> dict:
+    """Cores used per group between two snapshots; `other`: the rest of the machine's busy time."""
+    out = dict.fromkeys(("gunicorn", "postgres", "client"), 0.0)
+    for pid, (group, cpu) in ((k, v) for k, v in b.items() if k != "system"):
+        out[group] += cpu - (a[pid][1] if pid in a else 0.0)
+    idle = sum(getattr(b["system"], f) - getattr(a["system"], f) for f in ("idle", "iowait"))
+    out["other"] = psutil.cpu_count() * seconds - idle - sum(out.values())
+    return {k: round(v / seconds, 2) for k, v in out.items()}
+
+
+async def run_phase(clients: list[Client], server: psutil.Process, args, rate: float) -> dict:
+    rec: dict = {"samples": [], "errors": {}, "posts_200": 0}
+    t0 = time.perf_counter()
+    start, stop = t0 + args.warmup, t0 + args.warmup + args.seconds
+    loop, snaps = asyncio.get_running_loop(), []
+    for at in (start, stop):
+        loop.call_at(loop.time() + at - t0, lambda: snaps.append(cpu_snapshot(server)))
+    await asyncio.gather(*(annotate(c, rec, t0, stop, len(clients) / rate if rate else 0) for c in clients))
+    for c in clients:
+        c.close()
+    ok = [s for s in rec["samples"] if start <= s[1] <= stop and s[3]]
+    lat, late = sorted((s[1] - s[0]) * 1000 for s in ok), sorted((s[1] - s[2]) * 1000 for s in ok)
+    pct = lambda v, p: round(v[min(len(v) - 1, int(p / 100 * len(v)))], 1) if v else float("nan")  # noqa: E731
+    return {
+        "judgments_per_s": round(len(ok) / args.seconds, 1),
+        **{f"p{p}_ms": pct(lat, p) for p in (50, 95, 99)},
+        "max_ms": pct(lat, 100), "p99_from_schedule_ms": pct(late, 99),
+        "errors": sum(rec["errors"].values()), "error_kinds": rec["errors"],
+        "ok_posts_total": sum(s[3] for s in rec["samples"]), "posts_200_total": rec["posts_200"],
+        "drain_s": round(time.perf_counter() - stop, 2),
+        "cpu_cores": cpu_cores(*snaps, args.seconds) if len(snaps) == 2 else {},
+    }  # fmt: skip
+
+
+def census(requests: int = 21) -> dict:
+    """The median of `requests` htmx judge requests in-process: time, queries, SQL time, slowest query."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client as DjangoClient
+    from django.test.utils import CaptureQueriesContext
+
+    client, runs = DjangoClient(HTTP_HX_REQUEST="true"), []
+    client.force_login(User.objects.get(username="annotator000"))
+    action = ACTION.search(client.get(f"/projects/{SLUG}/label/").content).group(1).decode()
+    for _ in range(requests):
+        with CaptureQueriesContext(connection) as ctx:
+            t = time.perf_counter()
+            action = ACTION.search(client.post(action, {"choice": "left"}).content).group(1).decode()
+            runs.append((time.perf_counter() - t, [(float(q["time"]) * 1000, q["sql"]) for q in ctx]))
+    seconds, queries = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    return {"median_request_ms": round(seconds * 1000, 1), "queries": len(queries),
+            "sql_ms": round(sum(ms for ms, _ in queries), 1),
+            "slowest": [{"ms": ms, "sql": sql[:400]} for ms, sql in sorted(queries)[::-1][:3]]}  # fmt: skip
+
+
+def start_server(args, log: Path) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        ROOT / ".venv/bin/gunicorn",
+        "prefstudio.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        f"{args.workers}",
+        "--worker-class",
+        args.worker_class,
+        "--threads",
+        f"{args.threads}",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    for _ in range(300):
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz"):
+            return proc, port
+        time.sleep(0.1)
+    stop_server(proc)
+    raise SystemExit(f"gunicorn did not get ready; see {log}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM to gunicorn's process group (master and workers), then SIGKILL to whatever is left."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, sig)
+            proc.wait(wait)
+
+
+def admin(url: str, *statements: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for sql in statements:
+            conn.execute(sql)
+        return conn.info.parameter_status("server_version") or ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--sizes", default="10,50,100", help="comma-separated numbers of annotators")
+    add("--seconds", type=float, default=20.0, help="measured seconds per phase")
+    add("--warmup", type=float, default=3.0, help="unmeasured seconds before each phase")
+    add("--rate", type=float, default=TARGET_RATE, help="offered judgments/s in the paced phase (0: none)")
+    add("--workers", type=int, default=4)
+    add("--worker-class", default="sync", help="gunicorn worker class: sync or gthread")
+    add("--threads", type=int, default=1)
+    add("--pairs", type=int, default=20000)
+    add("--out", type=Path, default=ROOT / "var/bench/labeling_load.json")
+    args = parser.parse_args()
+    sizes, parts = (
+        sorted(int(s) for s in args.sizes.split(",")),
+        urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_URL),
+    )
+    if not parts.scheme.startswith("postgres") or parts.path == f"/{BENCH_DB}":
+        raise SystemExit(f"needs a PostgreSQL DATABASE_URL (not {BENCH_DB}), got {parts.scheme}:{parts.path}")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    os.environ.update({  # inherited by manage.py, gunicorn and this process's Django
+        "DATABASE_URL": urlunsplit(parts._replace(path=f"/{BENCH_DB}")), "PREFSTUDIO_ENV_FILE": "/dev/null",
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "prefstudio.settings", "DEBUG": "false", "SECURE_HSTS_SECONDS": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "127.0.0.1,testserver",
+        "SECURE_SSL_REDIRECT": "false", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false",
+        "CONN_MAX_AGE": os.environ.get("CONN_MAX_AGE", "60"),
+    })  # fmt: skip
+    warnings.filterwarnings("ignore", "No directory at")  # WhiteNoise: no collectstatic here
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pg = admin(admin_url, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)", f"CREATE DATABASE {BENCH_DB}")
+    proc, phases, say = None, [], lambda msg: print(msg, file=sys.stderr, flush=True)
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+        from django.db import connection
+
+        seed(max(sizes), args.pairs)
+        connection.close()
+        proc, port = start_server(args, args.out.with_suffix(".gunicorn.log"))
+        server, t = psutil.Process(proc.pid), time.perf_counter()
+        clients = [Client(port, f"annotator{i:03d}") for i in range(max(sizes))]
+        asyncio.run(login_all(clients, max(2, args.workers * args.threads)))
+        say(f"seeded {args.pairs:,} pairs; {len(clients)} logins took {time.perf_counter() - t:.0f}s")
+        before = db_state()
+        for n, mode in ((n, m) for n in sizes for m in ("max", "paced")[: 2 if args.rate else 1]):
+            rate = args.rate if mode == "paced" else None
+            result = asyncio.run(run_phase(clients[:n], server, args, rate or 0))
+            after = db_state()
+            added, checks = after["judgments"] - before["judgments"], dict(list(after.items())[1:-1])
+            result["db"] = {"judgments_added": added, "free_slots": after["free_slots"], **checks}
+            result["db_ok"] = added == result["ok_posts_total"] and not any(checks.values())
+            phases.append({"annotators": n, "mode": mode, "offered_rate": rate, **result})
+            say(f"N={n} {mode}: {result['judgments_per_s']} j/s, p99 {result['p99_ms']} ms, "
+                f"errors {result['errors']}, db {'ok' if result['db_ok'] else result['db']}")  # fmt: skip
+            before = after
+            connection.close()
+        stop_server(proc)
+        proc, query_census = None, census()
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        if "django.db" in sys.modules:
+            sys.modules["django.db"].connections.close_all()
+        admin(admin_url, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    report(args, sizes, phases, query_census, pg)
+
+
+def report(args, sizes: list[int], phases: list[dict], census: dict, pg: str) -> None:
+    import django
+    import gunicorn
+
+    at = {(p["annotators"], p["mode"]): p for p in phases}
+    n = TARGET_N if TARGET_N in sizes else sizes[len(sizes) // 2]
+    peak, paced = at[n, "max"], at.get((n, "paced"), at[n, "max"])
+    errors, db_ok = sum(p["errors"] for p in phases), all(p["db_ok"] for p in phases)
+    targets = [
+        (f"judgments/s at N={n} (closed loop) >= {TARGET_RATE}", peak["judgments_per_s"] >= TARGET_RATE,
+         peak["judgments_per_s"]),
+        (f"p99 ms at N={n} {paced['mode']} (from schedule) < {TARGET_P99_MS}",
+         paced["p99_from_schedule_ms"] < TARGET_P99_MS, paced["p99_from_schedule_ms"]),
+        ("zero errors", errors == 0, errors),
+        ("DB integrity in every phase", db_ok, db_ok),
+    ]  # fmt: skip
+    model = m[1].strip() if (m := re.search(r"model name\s*:(.*)", Path("/proc/cpuinfo").read_text())) else ""
+    result = {
+        "benchmark": "labeling_load", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpu_count": os.cpu_count(), "cpu": model, "platform": platform.platform(),
+                    "python": platform.python_version(), "postgres": pg, "django": django.__version__,
+                    "gunicorn": gunicorn.__version__},
+        "gunicorn": {"worker_class": args.worker_class, "workers": args.workers, "threads": args.threads,
+                     "conn_max_age": int(os.environ["CONN_MAX_AGE"]),
+                     "extra_args": os.environ.get("GUNICORN_CMD_ARGS", "")},
+        "setup": {"pairs": args.pairs, "overlap_k": K, "seconds": args.seconds, "warmup": args.warmup,
+                  "offered_rate": args.rate},
+        "phases": phases, "census": census,
+        "targets": [{"target": name, "pass": ok, "value": value} for name, ok, value in targets],
+        "pass": all(ok for _, ok, _ in targets),
+    }  # fmt: skip
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    g = result["gunicorn"]
+    print(f"\nlabeling_load: {os.cpu_count()} CPUs, gunicorn {g['workers']} x {g['worker_class']} "
+          f"(threads {g['threads']}), PostgreSQL {pg.split()[0]}, {args.pairs:,} pairs, k={K}")  # fmt: skip
+    head = f"{'N':>4}  {'phase':<10}{'j/s':>7}{'p50':>7}{'p95':>7}{'p99':>7}{'max':>7}{'p99sch':>8}{'err':>5}"
+    print(head + "  cores gunicorn/pg/client/other  db\n" + "-" * (len(head) + 36))
+    for p in phases:
+        name = p["mode"] + (f"@{p['offered_rate']:g}" if p["offered_rate"] else "")
+        cols = "".join(f"{p[k]:>7}" for k in ("judgments_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms"))
+        cores = "/".join(str(v) for v in p["cpu_cores"].values())
+        print(f"{p['annotators']:>4}  {name:<10}{cols}{p['p99_from_schedule_ms']:>8}{p['errors']:>5}  "
+              f"{cores:<30}{'ok' if p['db_ok'] else 'FAIL'}")  # fmt: skip
+    print(f"census: judge request {census['median_request_ms']} ms in-process, {census['queries']} queries, "
+          f"{census['sql_ms']} ms SQL; slowest {census['slowest'][0]['ms']:.1f} ms: "
+          f"{census['slowest'][0]['sql'][:50]}...")  # fmt: skip
+    for name, ok, value in targets:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
