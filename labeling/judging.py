@@ -126,21 +126,24 @@ def progress_for(project: Project, user: Any, *, has_lease: bool) -> Progress:
     """Judged today and in total by this user in this project, and the pairs still open to them.
 
     "Left" needs a scan of the project's open pairs, so it is recounted at most every
-    LEFT_REFRESH_SECONDS per user and process; in between it goes down with the user's own judgments.
+    LEFT_REFRESH_SECONDS per user and process; in between it goes down as the user judges and skips.
     """
     midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
-    done = Assignment.objects.filter(project=project, annotator=user, state=Assignment.State.DONE).aggregate(
-        total=Count("id"), today=Count("id", filter=Q(finished_at__gte=midnight))
+    finished = (Assignment.State.DONE, Assignment.State.SKIPPED)
+    done = Q(state=Assignment.State.DONE)
+    counts = Assignment.objects.filter(project=project, annotator=user, state__in=finished).aggregate(
+        total=Count("id", filter=done),
+        today=Count("id", filter=done & Q(finished_at__gte=midnight)),
+        finished=Count("id"),
     )
     key = f"prefstudio:left:{project.pk}:{user.pk}"
     counted = cache.get(key)
     if counted is None:
-        counted = (_open_to(project, user) + int(has_lease), done["total"])
+        counted = (_open_to(project, user) + int(has_lease), counts["finished"])
         cache.set(key, counted, LEFT_REFRESH_SECONDS)
-    left_then, total_then = counted
-    return Progress(
-        today=done["today"], total=done["total"], left=max(0, left_then - (done["total"] - total_then))
-    )
+    left_then, finished_then = counted
+    left = max(0, left_then - (counts["finished"] - finished_then))
+    return Progress(today=counts["today"], total=counts["total"], left=left)
 
 
 def _open_to(project: Project, user: Any) -> int:
