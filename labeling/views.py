@@ -6,7 +6,8 @@ import contextlib
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -24,7 +25,7 @@ from labeling.batches import (
 )
 from labeling.forms import MemberAddForm, MemberChangeForm, ProjectForm, UploadForm
 from labeling.importing import ImportFormatError, PairRecord
-from labeling.models import ImportBatch, Membership, Project
+from labeling.models import ImportBatch, Membership, Pair, Project
 from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
 
 _LEADS = (Membership.Role.LEAD,)
@@ -35,15 +36,17 @@ IMPORT = "labeling.add_importbatch"
 DELETE_BATCH = "labeling.delete_importbatch"
 
 
+def _count(queryset: QuerySet) -> Coalesce:
+    """A per-project count as a subquery (two joined counts would multiply pairs by members)."""
+    counted = queryset.filter(project=OuterRef("pk")).order_by().values("project").annotate(n=Count("id"))
+    return Coalesce(Subquery(counted.values("n")), 0)
+
+
 def _with_counts(projects: QuerySet[Project]) -> QuerySet[Project]:
-    return projects.annotate(
-        annotator_count=Count(
-            "memberships",
-            filter=Q(memberships__role=Membership.Role.ANNOTATOR, memberships__active=True),
-            distinct=True,
-        ),
-        pair_count=Count("pairs", distinct=True),
-    ).order_by("name")
+    annotators = Membership.objects.filter(role=Membership.Role.ANNOTATOR, active=True)
+    return projects.annotate(annotator_count=_count(annotators), pair_count=_count(Pair.objects)).order_by(
+        "name"
+    )
 
 
 def _project_list(request: HttpRequest, section: str, **kwargs: object) -> HttpResponse:

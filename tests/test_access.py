@@ -151,3 +151,13 @@ def test_every_unsafe_request_needs_a_csrf_token(project, batch, admin_user):
             response = method(path)
             assert response.status_code == 403, f"{method.__name__.upper()} {path}: {response.status_code}"
             assert b"CSRF" in response.content
+
+
+@pytest.mark.django_db
+def test_project_lists_count_pairs_and_annotators(project, batch, annotator, lead, make_user):
+    extra = make_user("ann2", "annotator")
+    Membership.objects.create(project=project, user=extra, active=False)
+    client = Client()
+    client.force_login(lead)
+    (row,) = client.get("/review/").context["projects"]
+    assert (row.pair_count, row.annotator_count) == (1, 1)
