@@ -12,6 +12,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
 
 
 class Role(StrEnum):
@@ -75,7 +76,7 @@ def requires(permission: str | None = None) -> Callable[[View], View]:
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            if permission and not request.user.has_perm(permission):
+            if permission and not user_can(request.user, permission):
                 raise PermissionDenied
             return view(request, *args, **kwargs)
 
@@ -83,6 +84,12 @@ def requires(permission: str | None = None) -> Callable[[View], View]:
         return guarded
 
     return decorator
+
+
+def user_can(user: Any, permission: str) -> bool:
+    """Whether the user holds `permission`: through a role first (the groups are already loaded for
+    the page), else through Django's permission backends (permissions given one by one)."""
+    return any(permission in GROUP_PERMISSIONS[role] for role in roles_of(user)) or user.has_perm(permission)
 
 
 def roles_of(user: Any) -> list[Role]:
@@ -119,12 +126,18 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"nav_items": [], "user_roles": []}
-    items = []
-    path = request.path
-    for item in NAV:
-        allowed = user.is_staff if item.permission is None else user.has_perm(item.permission)
-        if not allowed:
-            continue
-        url = reverse(item.url_name)
-        items.append({"label": item.label, "url": url, "active": path.startswith(url)})
-    return {"nav_items": items, "user_roles": [r.value for r in roles_of(user)]}
+
+    def items() -> list[dict[str, Any]]:
+        visible = []
+        for item in NAV:
+            allowed = user.is_staff if item.permission is None else user_can(user, item.permission)
+            if allowed:
+                url = reverse(item.url_name)
+                visible.append({"label": item.label, "url": url, "active": request.path.startswith(url)})
+        return visible
+
+    # Lazy: htmx fragments never show the navigation, so they never pay for it.
+    return {
+        "nav_items": SimpleLazyObject(items),
+        "user_roles": SimpleLazyObject(lambda: [r.value for r in roles_of(user)]),
+    }
