@@ -7,6 +7,7 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from rq import SimpleWorker
 
 from labeling.models import ImportBatch, Judgment, Membership, Pair, Project
 from training.queues import worker_for
@@ -171,7 +172,8 @@ def test_large_upload_runs_as_a_job_with_progress(
     assert batch.state == "queued" and batch.job_id
     poll = admin_client.get(batch.get_absolute_url(), HTTP_HX_REQUEST="true")
     assert poll.status_code == 200 and 'hx-trigger="every 1s"' in poll.content.decode()
-    worker_for("default").work(burst=True)
+    # In-process worker: the job must see this test's uncommitted rows (SQLite and PostgreSQL alike).
+    worker_for("default", worker_class=SimpleWorker).work(burst=True)
     batch.refresh_from_db()
     assert (batch.state, batch.imported) == ("done", 2500)
     poll = admin_client.get(batch.get_absolute_url(), HTTP_HX_REQUEST="true")
