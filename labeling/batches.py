@@ -34,6 +34,7 @@ from labeling.models import ImportBatch, Judgment, Pair, Project
 ERRORS_SHOWN = 50
 INSERT_BATCH = 2000
 PROGRESS_EVERY = 1000
+ANALYZE_AFTER = 5000
 Progress = Callable[[int, int], None]
 
 
@@ -213,6 +214,15 @@ def import_stream(
                 summary.committed = True
                 summary.imported, summary.duplicates = inserter.inserted, inserter.duplicates
         _save_outcome(batch, summary, report if summary.rejected and batch.skip_invalid else None)
+    if (
+        summary.imported >= ANALYZE_AFTER
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+    ):
+        # Fresh statistics now, not when autovacuum gets to it: until then the planner misjudges
+        # the workbench's claim and count queries on this table (measured: 145 ms vs 12 ms).
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Pair._meta.db_table}")
     return summary
 
 

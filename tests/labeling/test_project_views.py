@@ -284,3 +284,10 @@ def test_leads_see_members_but_cannot_change_them(project, lead, annotator):
     assert "ann" in body and "member-add" not in body
     membership = Membership.objects.get(user=annotator)
     assert client.post(f"/projects/{project.slug}/members/{membership.pk}/", {}).status_code == 403
+
+
+def test_review_page_offers_new_project_to_admins_only(admin_client, lead):
+    assert 'href="/projects/new/"' in admin_client.get("/review/").content.decode()
+    client = Client()
+    client.force_login(lead)
+    assert 'href="/projects/new/"' not in client.get("/review/").content.decode()
