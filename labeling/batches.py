@@ -46,7 +46,6 @@ class BatchInUse(Exception):
 class ImportSummary:
     format: str = ""
     records: int = 0
-    pairs: int = 0
     imported: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -203,7 +202,6 @@ def import_stream(
                     if batch.skip_invalid:
                         _write_rejected(report, line, errors)
                     continue
-                summary.pairs += len(items)
                 if summary.error_count and not batch.skip_invalid:
                     continue  # the import will be rolled back; keep reading only to report every error
                 inserter.add(items)

@@ -14,7 +14,8 @@ def database_status() -> str:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except Exception as exc:  # noqa: BLE001 - any failure means "down"; the reason is reported
-        return f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        first_line = next(iter(str(exc).strip().splitlines()), "")
+        return f"error: {type(exc).__name__}: {first_line}"
     return "ok"
 
 

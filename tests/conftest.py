@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import django_rq
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.core.files.base import ContentFile
@@ -10,6 +12,11 @@ from django.core.files.base import ContentFile
 from labeling.models import ImportBatch, Membership, Pair, Project
 
 PASSWORD = "correct-horse-battery-staple"
+
+
+def worker_for(*queue_names: str, **kwargs):
+    """An RQ worker on `queue_names` that reads jobs with the serializer our queues write."""
+    return django_rq.get_worker(*queue_names, serializer=settings.RQ_JOB_SERIALIZER, **kwargs)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ import pytest
 from django.conf import settings
 from rq.serializers import JSONSerializer
 
-from training.queues import training_queue_snapshot, worker_for
+from tests.conftest import worker_for
+from training.queues import training_queue_snapshot
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import django_rq
 import redis
@@ -28,11 +27,6 @@ class QueueSnapshot:
     failed: int = 0
     workers: list[WorkerInfo] = field(default_factory=list)
     error: str = ""
-
-
-def worker_for(*queue_names: str, **kwargs: Any) -> Worker:
-    """An RQ worker on `queue_names` that reads jobs with the serializer our queues write."""
-    return django_rq.get_worker(*queue_names, serializer=settings.RQ_JOB_SERIALIZER, **kwargs)
 
 
 def training_queue_snapshot() -> QueueSnapshot:

@@ -10,7 +10,7 @@ from django.test import Client
 from rq import SimpleWorker
 
 from labeling.models import ImportBatch, Judgment, Membership, Pair, Project
-from training.queues import worker_for
+from tests.conftest import worker_for
 
 pytestmark = pytest.mark.django_db
 
