@@ -1,8 +1,9 @@
 """Handing pairs to annotators: overlap k, leases, gold items, randomized sides.
 
 `next_assignment` is the one concurrency-critical query of the app. On PostgreSQL it claims a pair
-row with `FOR UPDATE SKIP LOCKED` in one short transaction, so hundreds of annotators asking at
-once never take the same slot, and it never locks more than the rows it hands out.
+row with `FOR NO KEY UPDATE SKIP LOCKED` in one short transaction, so hundreds of annotators asking
+at once never take the same slot, and it never locks more than the rows it hands out. It runs on
+every judge request, so its statements are written out (prefstudio/sql.py) rather than built by the ORM.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from labeling.models import Assignment, Pair, Project
+from prefstudio import sql
 
 _SWEEP_LOCK_SPACE = 0x5EED_0000_0000  # single-key advisory locks; per-user locks use the two-key form
 CLAIM_ATTEMPTS = 50
@@ -27,15 +29,37 @@ SWEEP_EVERY = 10.0
 _last_sweep: dict[int, float] = {}
 
 
-def _is_postgres() -> bool:
-    return connection.vendor == "postgresql"
+# What the workbench needs of an assignment and of its pair; the pair's other fields stay deferred.
+LEASE_FIELDS = ("id", "project_id", "pair_id", "annotator_id", "state", "a_on_left", "is_gold", "leased_at",
+                "expires_at")  # fmt: skip
+PAIR_SHOWN = ("id", "project_id", "prompt", "response_a", "response_b", "gold", "rendered")
+_ASSIGNMENT_COLUMNS = [f.attname for f in Assignment._meta.concrete_fields if not f.primary_key]
+
+_A, _P = Assignment._meta.db_table, Pair._meta.db_table
+_LEASE = (
+    f"SELECT {sql.columns(Assignment, LEASE_FIELDS, 'a')}, {sql.columns(Pair, PAIR_SHOWN, 'p')} "
+    f"FROM {_A} a JOIN {_P} p ON p.id = a.pair_id "
+    "WHERE a.project_id = %s AND a.annotator_id = %s AND a.state = %s AND a.expires_at > %s LIMIT 1"
+)
+_UNSEEN = f"NOT EXISTS (SELECT 1 FROM {_A} s WHERE s.pair_id = p.id AND s.annotator_id = %s)"
+_OPEN = f"p.project_id = %s AND p.gold = '' AND p.taken < %s AND {_UNSEEN}"
+# Best open pair first: closest to its k judgments, then the oldest (index pair_claim_order).
+_CLAIM = (
+    f"UPDATE {_P} SET taken = taken + 1 WHERE id = (SELECT p.id FROM {_P} p WHERE {_OPEN} "
+    f"ORDER BY p.taken DESC, p.id LIMIT 1{{lock}}) RETURNING {sql.columns(Pair, PAIR_SHOWN)}"
+)
+_ANY_OPEN = f"SELECT 1 FROM {_P} p WHERE {_OPEN} LIMIT 1"
+_GOLD = (
+    f"SELECT {sql.columns(Pair, PAIR_SHOWN, 'p')} FROM {_P} p "
+    f"WHERE p.project_id = %s AND p.gold <> '' AND {_UNSEEN} ORDER BY p.id LIMIT 1"
+)
 
 
-def _lock_user(project: Project, user: Any) -> None:
-    """Serialize one user's requests in this project (two tabs must not lease two pairs)."""
-    if _is_postgres():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [project.pk, user.pk])
+def lock_user(project: Project, user: Any) -> None:
+    """Serialize one user's requests in this project (two tabs must not lease two pairs) until the
+    transaction ends; taking it again in the same transaction is free."""
+    if sql.is_postgres():
+        sql.execute("SELECT pg_advisory_xact_lock(%s, %s)", [project.pk, user.pk])
 
 
 def expire_leases(project: Project, *, now: Any = None) -> int:
@@ -44,11 +68,10 @@ def expire_leases(project: Project, *, now: Any = None) -> int:
     Runs inside the caller's transaction. One sweeper per project at a time (others skip it).
     """
     now = now or timezone.now()
-    if _is_postgres():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_SWEEP_LOCK_SPACE + project.pk])
-            if not cursor.fetchone()[0]:
-                return 0
+    if sql.is_postgres():
+        got = sql.fetchone("SELECT pg_try_advisory_xact_lock(%s)", [_SWEEP_LOCK_SPACE + project.pk])
+        if not got[0]:
+            return 0
     stale = list(
         Assignment.objects.filter(project=project, state=Assignment.State.LEASED, expires_at__lt=now)
         .select_for_update(skip_locked=True)
@@ -66,31 +89,28 @@ def expire_leases(project: Project, *, now: Any = None) -> int:
 
 def current_lease(project: Project, user: Any, *, now: Any = None) -> Assignment | None:
     """The user's unexpired lease in this project, if any."""
-    return (
-        Assignment.objects.filter(
-            project=project,
-            annotator=user,
-            state=Assignment.State.LEASED,
-            expires_at__gt=now or timezone.now(),
-        )
-        .select_related("pair")
-        .first()
-    )
-
-
-def _unseen(project: Project, user: Any):
-    seen = Assignment.objects.filter(pair=OuterRef("pk"), annotator=user)
-    return Pair.objects.filter(project=project).exclude(Exists(seen))
+    expires = sql.param(Assignment, "expires_at", now or timezone.now())
+    row = sql.fetchone(_LEASE, [project.pk, user.pk, Assignment.State.LEASED, expires])
+    if row is None:
+        return None
+    lease = sql.load(Assignment, LEASE_FIELDS, row[: len(LEASE_FIELDS)])
+    lease.pair = sql.load(Pair, PAIR_SHOWN, row[len(LEASE_FIELDS) :])
+    lease.project, lease.annotator = project, user
+    return lease
 
 
 def _claim_open_pair(project: Project, user: Any) -> Pair | None:
-    """Lock the best open pair for this user, skipping pairs other claims hold right now."""
-    open_pairs = _unseen(project, user).filter(gold="", taken__lt=project.overlap).order_by("-taken", "id")
+    """Lock the best open pair for this user, skipping pairs other claims hold right now, and count
+    the claim on it (`taken + 1`) in the same statement."""
+    # no key: other transactions' foreign-key checks on this pair (their assignments) need not wait.
+    claim = _CLAIM.format(lock=" FOR NO KEY UPDATE SKIP LOCKED" if sql.is_postgres() else "")
+    params = [project.pk, project.overlap, user.pk]
     for attempt in range(CLAIM_ATTEMPTS):
-        # no_key: other transactions' foreign-key checks on this pair (their assignments) need not wait.
-        pair = open_pairs.select_for_update(skip_locked=True, of=("self",), no_key=True).first()
-        if pair is not None or not open_pairs.exists():
-            return pair
+        row = sql.fetchone(claim, params)
+        if row is not None:
+            return sql.load(Pair, PAIR_SHOWN, row)
+        if sql.fetchone(_ANY_OPEN, params) is None:
+            return None
         # Open pairs exist but other claims hold them all for a moment. Waiting on their locks
         # instead (plain FOR UPDATE) can deadlock: rows failing the re-check stay locked.
         time.sleep(0.002 * (attempt + 1))
@@ -104,37 +124,46 @@ def next_assignment(project: Project, user: Any, *, rng: random.Random | None = 
     gold rate, a gold pair they have not seen; else the regular pair closest to its k judgments
     (then the oldest) that they have not seen and that has a free slot.
     """
+    with transaction.atomic():
+        lock_user(project, user)
+        return next_assignment_locked(project, user, rng=rng)
+
+
+def next_assignment_locked(
+    project: Project, user: Any, *, rng: random.Random | None = None
+) -> Assignment | None:
+    """`next_assignment` for a caller already in a transaction holding `lock_user(project, user)`."""
     rng = rng or random
     now = timezone.now()
-    with transaction.atomic():
-        _lock_user(project, user)
-        lease = current_lease(project, user, now=now)
-        if lease is not None:
-            return lease
-        if time.monotonic() - _last_sweep.get(project.pk, float("-inf")) >= SWEEP_EVERY:
-            _last_sweep[project.pk] = time.monotonic()
-            expire_leases(project, now=now)
-        pair, gold = None, False
-        if project.gold_rate and rng.random() < project.gold_rate:
-            # Gold pairs measure each annotator against a known answer: not capped by k.
-            pair = _unseen(project, user).exclude(gold="").order_by("id").first()
-            gold = pair is not None
-        if pair is None:
+    lease = current_lease(project, user, now=now)
+    if lease is not None:
+        return lease
+    if time.monotonic() - _last_sweep.get(project.pk, float("-inf")) >= SWEEP_EVERY:
+        _last_sweep[project.pk] = time.monotonic()
+        expire_leases(project, now=now)
+    pair, gold = None, False
+    if project.gold_rate and rng.random() < project.gold_rate:
+        # Gold pairs measure each annotator against a known answer: not capped by k.
+        row = sql.fetchone(_GOLD, [project.pk, user.pk])
+        pair, gold = (sql.load(Pair, PAIR_SHOWN, row), True) if row else (None, False)
+    if pair is None:
+        pair = _claim_open_pair(project, user)
+        if pair is None and expire_leases(project, now=now):  # stale leases may hold the last slots
             pair = _claim_open_pair(project, user)
-            if pair is None and expire_leases(project, now=now):  # stale leases may hold the last slots
-                pair = _claim_open_pair(project, user)
-            if pair is None:
-                return None
-            Pair.objects.filter(pk=pair.pk).update(taken=F("taken") + 1)
-        return Assignment.objects.create(
-            project=project,
-            pair=pair,
-            annotator=user,
-            a_on_left=rng.random() < 0.5,
-            is_gold=gold,
-            leased_at=now,
-            expires_at=now + timedelta(minutes=project.lease_minutes),
-        )
+        if pair is None:
+            return None
+    lease = Assignment(
+        project=project,
+        pair=pair,
+        annotator=user,
+        a_on_left=rng.random() < 0.5,
+        is_gold=gold,
+        leased_at=now,
+        expires_at=now + timedelta(minutes=project.lease_minutes),
+    )
+    lease.id = sql.insert(Assignment, {f: getattr(lease, f) for f in _ASSIGNMENT_COLUMNS})
+    lease._state.adding = False
+    return lease
 
 
 def assignment_skip(*, assignment: Assignment, reason: str) -> None:

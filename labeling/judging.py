@@ -12,10 +12,11 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from labeling.assignment import lock_user, next_assignment_locked
 from labeling.models import Assignment, Choice, Judgment, Pair, Project
+from prefstudio import sql
 
 SIDES = ("left", "right")
 
@@ -57,6 +58,16 @@ class Verdict:
         }
 
 
+_JUDGMENT_COLUMNS = [f.attname for f in Judgment._meta.concrete_fields if not f.primary_key]
+_LOCKED_FIELDS = ("pair_id", "state", "a_on_left", "is_gold", "leased_at")
+_LOCK_ASSIGNMENT = (
+    f"SELECT {sql.columns(Assignment, _LOCKED_FIELDS)} FROM {Assignment._meta.db_table} "
+    "WHERE id = %s AND annotator_id = %s AND project_id = %s"
+)
+_RECLAIM = f"UPDATE {Pair._meta.db_table} SET taken = taken + 1 WHERE id = %s AND taken < %s"
+_FINISH = f"UPDATE {Assignment._meta.db_table} SET state = %s, finished_at = %s WHERE id = %s"
+
+
 def judgment_submit(
     *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict
 ) -> tuple[Judgment, bool]:
@@ -65,43 +76,64 @@ def judgment_submit(
     Idempotent: a double click, a retried POST or a second tab returns the stored judgment.
     Raises Assignment.DoesNotExist when the assignment is not this annotator's in this project.
     """
-    now = timezone.now()
     with transaction.atomic():
-        # of=self: lock the assignment row only, never the project row it joins.
-        locked = (
-            Assignment.objects.select_for_update(of=("self",))
-            .select_related("project")
-            .get(pk=assignment_id, annotator=annotator, project=project)
-        )
-        if locked.state == Assignment.State.DONE:
-            return Judgment.objects.get(pair_id=locked.pair_id, annotator_id=locked.annotator_id), False
-        if locked.state == Assignment.State.SKIPPED:
-            raise JudgmentRefused("You skipped this pair.")
-        if locked.state == Assignment.State.EXPIRED and not locked.is_gold:
-            # The lease ran out and its slot went back to the pool: take it again if still free.
-            reclaimed = Pair.objects.filter(pk=locked.pair_id, taken__lt=locked.project.overlap).update(
-                taken=F("taken") + 1
-            )
-            if not reclaimed:
-                raise JudgmentRefused("Your lease on this pair expired and it went to someone else.")
-        # Under the assignment's lock nobody else can judge this (pair, annotator) through the
-        # workbench; an existing judgment can only come from elsewhere (admin, an older import).
-        judgment = Judgment.objects.filter(pair_id=locked.pair_id, annotator_id=locked.annotator_id).first()
-        created = judgment is None
-        if created:
-            judgment = Judgment.objects.create(
-                pair_id=locked.pair_id,
-                annotator_id=locked.annotator_id,
-                assignment=locked,
-                a_on_left=locked.a_on_left,
-                is_gold=locked.is_gold,
-                seconds_spent=(now - locked.leased_at).total_seconds(),
-                active_seconds=verdict.active_seconds,
-                **verdict.for_pair(locked.a_on_left),
-            )
-        locked.state, locked.finished_at = Assignment.State.DONE, now
-        locked.save(update_fields=["state", "finished_at"])
+        return _submit(assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict)
+
+
+def _submit(
+    *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict
+) -> tuple[Judgment, bool]:
+    now = timezone.now()
+    # The hot path of the workbench: statements written out (prefstudio/sql.py), portable but for the lock.
+    lock = " FOR NO KEY UPDATE" if sql.is_postgres() else ""
+    row = sql.fetchone(_LOCK_ASSIGNMENT + lock, [assignment_id, annotator.pk, project.pk])
+    if row is None:
+        raise Assignment.DoesNotExist
+    locked = sql.load(Assignment, _LOCKED_FIELDS, row)
+    if locked.state == Assignment.State.DONE:
+        return Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk), False
+    if locked.state == Assignment.State.SKIPPED:
+        raise JudgmentRefused("You skipped this pair.")
+    # A lease that ran out gave its slot back to the pool: take it again if still free.
+    expired = locked.state == Assignment.State.EXPIRED and not locked.is_gold
+    if expired and not sql.execute(_RECLAIM, [locked.pair_id, project.overlap]):
+        raise JudgmentRefused("Your lease on this pair expired and it went to someone else.")
+    # Under the assignment's lock nobody else can judge this (pair, annotator) through the
+    # workbench; an existing judgment can only come from elsewhere (admin, an older import).
+    judgment = Judgment(
+        pair_id=locked.pair_id,
+        annotator_id=annotator.pk,
+        assignment_id=assignment_id,
+        a_on_left=locked.a_on_left,
+        is_gold=locked.is_gold,
+        seconds_spent=(now - locked.leased_at).total_seconds(),
+        active_seconds=verdict.active_seconds,
+        created_at=now,
+        updated_at=now,
+        **verdict.for_pair(locked.a_on_left),
+    )
+    values = {f: getattr(judgment, f) for f in _JUDGMENT_COLUMNS}
+    judgment.id = sql.insert(Judgment, values, on_conflict=("pair_id", "annotator_id"))
+    created = judgment.id is not None
+    if created:
+        judgment._state.adding = False
+    else:
+        judgment = Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk)
+    sql.execute(_FINISH, [Assignment.State.DONE, sql.param(Assignment, "finished_at", now), assignment_id])
     return judgment, created
+
+
+def judgment_submit_and_next(
+    *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict
+) -> tuple[Judgment, Assignment | None]:
+    """`judgment_submit`, then `next_assignment` for the same annotator, in one transaction: the
+    workbench's judge request commits once. Raises as `judgment_submit` does, storing nothing."""
+    with transaction.atomic():
+        lock_user(project, annotator)  # first, as in next_assignment: one lock order for everyone
+        judgment, _ = _submit(
+            assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict
+        )
+        return judgment, next_assignment_locked(project, annotator)
 
 
 def judgment_change(*, judgment: Judgment, verdict: Verdict) -> Judgment:
@@ -120,39 +152,53 @@ class Progress:
 
 
 LEFT_REFRESH_SECONDS = 30
+_COUNTS = (
+    "SELECT COALESCE(SUM(CASE WHEN state = %s THEN 1 ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN state = %s AND finished_at >= %s THEN 1 ELSE 0 END), 0), COUNT(*) "
+    f"FROM {Assignment._meta.db_table} WHERE project_id = %s AND annotator_id = %s AND state IN (%s, %s)"
+)
+_OPEN_IN_PROJECT = f"SELECT COUNT(*) FROM {Pair._meta.db_table} p WHERE p.project_id = %s AND ({{open}})"
+_OPEN_SEEN_BY_USER = (
+    f"SELECT COUNT(*) FROM {Assignment._meta.db_table} a JOIN {Pair._meta.db_table} p ON p.id = a.pair_id "
+    "WHERE a.project_id = %s AND a.annotator_id = %s AND ({open})"
+)
 
 
 def progress_for(project: Project, user: Any, *, has_lease: bool) -> Progress:
     """Judged today and in total by this user in this project, and the pairs still open to them.
 
-    "Left" needs a scan of the project's open pairs, so it is recounted at most every
-    LEFT_REFRESH_SECONDS per user and process; in between it goes down as the user judges and skips.
+    "Left" is recounted at most every LEFT_REFRESH_SECONDS per user and process; in between it goes
+    down as the user judges and skips.
     """
     midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
-    finished = (Assignment.State.DONE, Assignment.State.SKIPPED)
-    done = Q(state=Assignment.State.DONE)
-    counts = Assignment.objects.filter(project=project, annotator=user, state__in=finished).aggregate(
-        total=Count("id", filter=done),
-        today=Count("id", filter=done & Q(finished_at__gte=midnight)),
-        finished=Count("id"),
-    )
+    done, skipped = Assignment.State.DONE, Assignment.State.SKIPPED
+    params = [done, done, sql.param(Assignment, "finished_at", midnight), project.pk, user.pk, done, skipped]
+    total, today, finished = sql.fetchone(_COUNTS, params)
     key = f"prefstudio:left:{project.pk}:{user.pk}"
     counted = cache.get(key)
     if counted is None:
-        counted = (_open_to(project, user) + int(has_lease), counts["finished"])
+        counted = (_open_to(project, user) + int(has_lease), finished)
         cache.set(key, counted, LEFT_REFRESH_SECONDS)
     left_then, finished_then = counted
-    left = max(0, left_then - (counts["finished"] - finished_then))
-    return Progress(today=counts["today"], total=counts["total"], left=left)
+    left = max(0, left_then - (finished - finished_then))
+    return Progress(today=today, total=total, left=left)
 
 
 def _open_to(project: Project, user: Any) -> int:
-    """Pairs this user could still be handed: open slots they have not seen (and unseen gold)."""
-    seen = Assignment.objects.filter(pair=OuterRef("pk"), annotator=user)
-    open_to_user = Q(gold="", taken__lt=project.overlap)
-    if project.gold_rate:
-        open_to_user |= ~Q(gold="")
-    return Pair.objects.filter(project=project).filter(open_to_user).exclude(Exists(seen)).count()
+    """Pairs this user could still be handed: open slots they have not seen (and unseen gold).
+
+    Counted as the project's open pairs (one scan per project and process every LEFT_REFRESH_SECONDS)
+    less the open ones among the user's own assignments, so a recount costs the size of the user's
+    history rather than a scan of the project per user.
+    """
+    open_pair = "p.gold = '' AND p.taken < %s" + (" OR p.gold <> ''" if project.gold_rate else "")
+    key = f"prefstudio:open:{project.pk}:{project.overlap}:{bool(project.gold_rate)}"
+    in_project = cache.get(key)
+    if in_project is None:
+        in_project = sql.fetchone(_OPEN_IN_PROJECT.format(open=open_pair), [project.pk, project.overlap])[0]
+        cache.set(key, in_project, LEFT_REFRESH_SECONDS)
+    seen = sql.fetchone(_OPEN_SEEN_BY_USER.format(open=open_pair), [project.pk, user.pk, project.overlap])[0]
+    return max(0, in_project - seen)
 
 
 def recent_judgments(project: Project, user: Any, *, limit: int = 20) -> list[Judgment]:

@@ -54,3 +54,17 @@ def render_markdown(text: str) -> str:
         link_rel="noopener noreferrer nofollow",
         filter_style_properties={"text-align"},
     )
+
+
+# Bump whenever the rendering or the allowlist changes: pairs keep their HTML under this version.
+RENDER_VERSION = 1
+
+
+def render_pair(prompt: str | list[dict[str, str]], response_a: str, response_b: str) -> dict:
+    """A pair's texts as safe HTML, in the form kept on its row: a chat prompt gives one entry per turn."""
+    if isinstance(prompt, list):
+        shown_prompt: str | list[str] = [render_markdown(turn["content"]) for turn in prompt]
+    else:
+        shown_prompt = render_markdown(prompt)
+    return {"v": RENDER_VERSION, "prompt": shown_prompt, "a": render_markdown(response_a),
+            "b": render_markdown(response_b)}  # fmt: skip

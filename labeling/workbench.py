@@ -10,12 +10,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from labeling.access import project_for
 from labeling.assignment import assignment_skip, next_assignment
+from labeling.display import Shown, shown
 from labeling.forms import JudgmentForm, SkipForm
 from labeling.judging import (
     JudgmentRefused,
     Verdict,
     judgment_change,
     judgment_submit,
+    judgment_submit_and_next,
     progress_for,
     recent_judgments,
     to_position,
@@ -48,10 +50,9 @@ def _render_workbench(
     context = {
         "project": project,
         "assignment": assignment,
-        "pair": assignment.pair if assignment else None,
-        "sides": _sides(assignment) if assignment else None,
+        "shown": _shown(request, assignment) if assignment else None,
         "form": form or JudgmentForm(project=project),
-        "skip_form": SkipForm(),
+        "skip_reasons": Assignment.SkipReason.choices,
         "progress": progress_for(project, request.user, has_lease=assignment is not None),
         "plain": _plain(request),
     }
@@ -59,10 +60,8 @@ def _render_workbench(
     return render(request, template, context)
 
 
-def _sides(shown: Assignment | Judgment) -> tuple[str, str]:
-    """The (left, right) response texts as this annotator sees them."""
-    pair = shown.pair
-    return (pair.response_a, pair.response_b) if shown.a_on_left else (pair.response_b, pair.response_a)
+def _shown(request: HttpRequest, dealt: Assignment | Judgment) -> Shown:
+    return shown(dealt.pair, a_on_left=dealt.a_on_left, plain=_plain(request))
 
 
 def _next(request: HttpRequest, project: Project) -> HttpResponse:
@@ -93,15 +92,20 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     form = JudgmentForm(request.POST, project=project)
     if not form.is_valid():
         return _render_workbench(request, project, _own_assignment(request, project, assignment_id), form)
+    verdict = _verdict(form)
     try:
-        judgment_submit(
-            assignment_id=assignment_id, annotator=request.user, project=project, verdict=_verdict(form)
-        )
+        if request.htmx:  # the next pair comes back in the same response, leased in the same transaction
+            _, upcoming = judgment_submit_and_next(
+                assignment_id=assignment_id, annotator=request.user, project=project, verdict=verdict
+            )
+            return _render_workbench(request, project, upcoming)
+        judgment_submit(assignment_id=assignment_id, annotator=request.user, project=project, verdict=verdict)
     except Assignment.DoesNotExist:
         raise Http404("No such assignment.") from None  # not theirs, or another project's: nothing stored
     except JudgmentRefused as exc:
         messages.warning(request, str(exc))
-    return _next(request, project)
+        return _next(request, project)
+    return redirect("labeling:workbench", slug=project.slug)
 
 
 @requires(LABEL)
@@ -150,8 +154,7 @@ def judgment_edit(request: HttpRequest, slug: str, judgment_id: int) -> HttpResp
     context = {
         "project": project,
         "judgment": judgment,
-        "pair": judgment.pair,
-        "sides": _sides(judgment),
+        "shown": _shown(request, judgment),
         "form": form,
         "plain": _plain(request),
     }

@@ -1,0 +1,90 @@
+"""Written-out SQL for the queries every request runs: statements, parameters and model rows.
+
+An annotator's judge request runs about fifteen statements; built through the ORM each one cost 1 to 3 ms
+of Python on these machines, written out it costs a fifth of that. Callers keep their statements
+portable between PostgreSQL and SQLite and add PostgreSQL-only clauses (row locks) themselves. Values go
+through the fields' own conversions both ways, so JSON, booleans and aware datetimes behave as in the ORM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist
+from django.db import connection
+from django.db.models import Model
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def columns(model: type[Model], names: Iterable[str], alias: str = "") -> str:
+    """`alias.column, ...` for these field names (attnames such as `pair_id` work too)."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + _field(model, name).column for name in names)
+
+
+def fetchone(sql: str, params: Sequence[Any] = ()) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def execute(sql: str, params: Sequence[Any] = ()) -> int:
+    """Run a statement; the number of rows it changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def param(model: type[Model], name: str, value: Any) -> Any:
+    """`value` prepared for the database as the field `name` stores it."""
+    return _field(model, name).get_db_prep_save(value, connection)
+
+
+def load(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> Model:
+    """A model instance from selected values, converted as the ORM would (fields not named are deferred)."""
+    converted = []
+    for value, converters in zip(values, _converters(model, tuple(names), connection.vendor), strict=True):
+        for convert, expression in converters:
+            value = convert(value, expression, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [_field(model, n).attname for n in names], converted)
+
+
+def insert(
+    model: type[Model], values: dict[str, Any], *, on_conflict: Sequence[str] = (), returning: str = "id"
+) -> Any:
+    """INSERT one row; the `returning` column's value, or None when `on_conflict` columns matched a row."""
+    names = list(values)
+    sql = (
+        f"INSERT INTO {model._meta.db_table} ({columns(model, names)}) "
+        f"VALUES ({', '.join(['%s'] * len(names))})"
+    )
+    if on_conflict:
+        sql += f" ON CONFLICT ({columns(model, on_conflict)}) DO NOTHING"
+    row = fetchone(f"{sql} RETURNING {returning}", [param(model, n, values[n]) for n in names])
+    return row[0] if row else None
+
+
+@cache
+def _field(model: type[Model], name: str) -> Any:
+    meta = model._meta
+    try:
+        return meta.get_field(name)
+    except FieldDoesNotExist:
+        return next(f for f in meta.concrete_fields if f.attname == name)
+
+
+@cache
+def _converters(model: type[Model], names: tuple[str, ...], vendor: str) -> list[list[tuple[Any, Any]]]:
+    out = []
+    for name in names:
+        field = _field(model, name)
+        expression = field.get_col(model._meta.db_table)
+        found = connection.ops.get_db_converters(expression) + field.get_db_converters(connection)
+        out.append([(convert, expression) for convert in found])
+    return out
