@@ -12,7 +12,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from labeling.assignment import assignment_skip, expire_leases, next_assignment
-from labeling.judging import JudgmentRefused, Verdict, judgment_submit
+from labeling.judging import JudgmentRefused, Verdict, judgment_submit, judgment_submit_and_next
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
 
 LIVE = Q(state__in=[Assignment.State.LEASED, Assignment.State.DONE])
@@ -167,6 +167,44 @@ class TestNextAssignment:
         assert created and not created_again and first == again
         assert Judgment.objects.count() == 1 and Judgment.objects.get().seconds_spent >= 0
 
+    def test_submit_and_next_stores_the_judgment_and_leases_the_next_pair(self, project, make_user):
+        make_pairs(project, 2)
+        (user,) = annotators(make_user, project, 1)
+        first = next_assignment(project, user)
+        judgment, upcoming = judgment_submit_and_next(
+            assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="tie")
+        )
+        assert judgment.choice == "tie" and Assignment.objects.get(pk=first.pk).state == "done"
+        assert upcoming.pair != first.pair and upcoming.state == "leased"
+        assert Assignment.objects.get(pk=upcoming.pk).pair_id == upcoming.pair.pk
+        assert next_assignment(project, user) == upcoming  # the one lease, reload-safe
+        last, none_left = judgment_submit_and_next(
+            assignment_id=upcoming.pk, annotator=user, project=project, verdict=Verdict(choice="left")
+        )
+        assert none_left is None and Judgment.objects.count() == 2
+
+    def test_submit_and_next_refused_stores_nothing(self, project, make_user):
+        make_pairs(project, 2)
+        (user,) = annotators(make_user, project, 1)
+        lease = next_assignment(project, user)
+        assignment_skip(assignment=lease, reason="broken")
+        with pytest.raises(JudgmentRefused, match="skipped"):
+            judgment_submit_and_next(
+                assignment_id=lease.pk, annotator=user, project=project, verdict=Verdict(choice="left")
+            )
+        assert not Judgment.objects.exists()
+        assert not Assignment.objects.filter(state="leased").exists()  # no lease was taken either
+
+    def test_submit_and_next_for_someone_elses_assignment_is_refused(self, project, make_user):
+        make_pairs(project, 2)
+        owner, other = annotators(make_user, project, 2)
+        lease = next_assignment(project, owner)
+        with pytest.raises(Assignment.DoesNotExist):
+            judgment_submit_and_next(
+                assignment_id=lease.pk, annotator=other, project=project, verdict=Verdict(choice="left")
+            )
+        assert not Judgment.objects.exists() and not Assignment.objects.filter(annotator=other).exists()
+
 
 def run_threads(count: int, target) -> list:
     results, errors = [None] * count, []
@@ -238,3 +276,25 @@ class TestConcurrency:
         run_threads(10, lambda i: next_assignment(project, users[i]))
         for pair in Pair.objects.all():
             assert pair.taken == Assignment.objects.filter(pair=pair, state="leased").count() <= 2
+
+    def test_annotators_judging_in_many_tabs_keep_every_invariant(self, make_user):
+        """The workbench's path: submit and lease the next pair in one transaction, 3 tabs per user."""
+        project = Project.objects.create(slug="tabs", name="Tabs", overlap=3)
+        make_pairs(project, 20)
+        users = annotators(make_user, project, 8)
+
+        def work(i: int) -> None:
+            user = users[i % 8]
+            lease = next_assignment(project, user)
+            while lease is not None:  # a tab that submits a lease another tab already judged gets the next
+                _, lease = judgment_submit_and_next(
+                    assignment_id=lease.pk, annotator=user, project=project, verdict=Verdict(choice="left")
+                )
+
+        run_threads(24, work)
+        assert Judgment.objects.count() == 60  # 20 pairs x k=3, nothing lost, nothing twice
+        live = Assignment.objects.filter(LIVE).values("pair").annotate(n=Count("annotator", distinct=True))
+        assert max(row["n"] for row in live) == 3
+        assert all(p.taken == 3 for p in Pair.objects.all())
+        assert not Assignment.objects.filter(state="leased").exists()
+        assert not Assignment.objects.filter(state="done", judgment__isnull=True).exists()

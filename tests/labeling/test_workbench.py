@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair
 from tests.labeling.test_assignment import make_pairs
@@ -206,3 +208,18 @@ def test_own_assignment_through_another_projects_url_is_refused(labeled, project
     lease = lease_of(annotator)
     assert labeled.post(judge_url(other_project, lease), {"choice": "left"}).status_code == 404
     assert not Judgment.objects.exists()
+
+
+def test_an_htmx_judgment_runs_a_bounded_number_of_statements(labeled, project, annotator):
+    """The hot path of the app: a regression here costs every annotator on every pair."""
+    labeled.get(f"/projects/{project.slug}/label/")
+    url = judge_url(project, lease_of(annotator))
+    with CaptureQueriesContext(connection) as queries:
+        response = labeled.post(url, {"choice": "left"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and Judgment.objects.count() == 1
+    # Transaction control aside (the test's own transaction turns BEGIN into a SAVEPOINT)
+    statements = [
+        q["sql"] for q in queries if q["sql"].split()[0] in ("SELECT", "INSERT", "UPDATE", "DELETE")
+    ]
+    # session, user, roles, project; lock, submit (3); lease, claim, new lease; render kept; progress
+    assert len(statements) <= 13, statements
