@@ -62,7 +62,7 @@ def markdown(rng: random.Random, size: int) -> str:
     return "\n\n".join(parts)
 
 
-def seed(n_users: int, n_pairs: int) -> None:
+def seed(n_users: int, n_pairs: int, history_share: float) -> None:
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group, User
     from django.db import connection
@@ -87,8 +87,36 @@ def seed(n_users: int, n_pairs: int) -> None:
         pairs.append(Pair(project=project, batch=batch, prompt=prompt, response_a=f"A {a}",
                           response_b=f"B {b}", shape="pair", content_hash=f"{i:064x}"))  # fmt: skip
     Pair.objects.bulk_create(pairs, batch_size=2000)
-    with connection.cursor() as cursor:  # steady state: autovacuum analyzes within a minute or so
+    history(project, pairs[: int(len(pairs) * history_share)], hashed)
+    with connection.cursor() as cursor:  # steady state: autovacuum keeps statistics about this fresh
         cursor.execute("ANALYZE labeling_pair, labeling_assignment, labeling_judgment, auth_user")
+
+
+def history(project, pairs: list, hashed: str) -> None:
+    """A project under way: `pairs` already judged k times by earlier annotators (done assignments
+    and judgments), so tables and planner statistics look like a working project's, not an empty one's."""
+    from datetime import timedelta
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from labeling.models import Assignment, Judgment, Pair
+
+    earlier = User.objects.bulk_create([User(username=f"earlier{i}", password=hashed) for i in range(K)])
+    then = timezone.now() - timedelta(days=1)
+    done = dict(state="done", leased_at=then, expires_at=then + timedelta(minutes=30), finished_at=then)
+    assignments = Assignment.objects.bulk_create(
+        [Assignment(project=project, pair=p, annotator=u, **done) for p in pairs for u in earlier],
+        batch_size=5000,
+    )
+    Judgment.objects.bulk_create(
+        [
+            Judgment(pair_id=a.pair_id, annotator_id=a.annotator_id, assignment=a, choice="a")
+            for a in assignments
+        ],
+        batch_size=5000,
+    )
+    Pair.objects.filter(pk__in=[p.pk for p in pairs]).update(taken=K)
 
 
 def db_state() -> dict:
@@ -318,6 +346,7 @@ def main() -> None:
     add("--worker-class", default="sync", help="gunicorn worker class: sync or gthread")
     add("--threads", type=int, default=1)
     add("--pairs", type=int, default=20000)
+    add("--history", type=float, default=0.25, help="share of pairs already judged k times before the run")
     add("--out", type=Path, default=ROOT / "var/bench/labeling_load.json")
     args = parser.parse_args()
     sizes, parts = (
@@ -347,7 +376,7 @@ def main() -> None:
         django.setup()
         from django.db import connection
 
-        seed(max(sizes), args.pairs)
+        seed(max(sizes), args.pairs, args.history)
         connection.close()
         proc, port = start_server(args, args.out.with_suffix(".gunicorn.log"))
         server, t = psutil.Process(proc.pid), time.perf_counter()
@@ -403,8 +432,8 @@ def report(args, sizes: list[int], phases: list[dict], census: dict, pg: str) ->
         "gunicorn": {"worker_class": args.worker_class, "workers": args.workers, "threads": args.threads,
                      "conn_max_age": int(os.environ["CONN_MAX_AGE"]),
                      "extra_args": os.environ.get("GUNICORN_CMD_ARGS", "")},
-        "setup": {"pairs": args.pairs, "overlap_k": K, "seconds": args.seconds, "warmup": args.warmup,
-                  "offered_rate": args.rate},
+        "setup": {"pairs": args.pairs, "history": args.history, "overlap_k": K, "seconds": args.seconds,
+                  "warmup": args.warmup, "offered_rate": args.rate},
         "phases": phases, "census": census,
         "targets": [{"target": name, "pass": ok, "value": value} for name, ok, value in targets],
         "pass": all(ok for _, ok, _ in targets),

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from labeling.display import rendered
 from labeling.models import Assignment, Pair, Project
 from prefstudio import sql
 
@@ -39,7 +40,9 @@ _A, _P = Assignment._meta.db_table, Pair._meta.db_table
 _LEASE = (
     f"SELECT {sql.columns(Assignment, LEASE_FIELDS, 'a')}, {sql.columns(Pair, PAIR_SHOWN, 'p')} "
     f"FROM {_A} a JOIN {_P} p ON p.id = a.pair_id "
-    "WHERE a.project_id = %s AND a.annotator_id = %s AND a.state = %s AND a.expires_at > %s LIMIT 1"
+    # The state as a literal, so that prepared (generic) plans use the partial index assignment_live_lease.
+    f"WHERE a.project_id = %s AND a.annotator_id = %s AND a.state = '{Assignment.State.LEASED.value}' "
+    "AND a.expires_at > %s LIMIT 1"
 )
 _UNSEEN = f"NOT EXISTS (SELECT 1 FROM {_A} s WHERE s.pair_id = p.id AND s.annotator_id = %s)"
 _OPEN = f"p.project_id = %s AND p.gold = '' AND p.taken < %s AND {_UNSEEN}"
@@ -90,7 +93,7 @@ def expire_leases(project: Project, *, now: Any = None) -> int:
 def current_lease(project: Project, user: Any, *, now: Any = None) -> Assignment | None:
     """The user's unexpired lease in this project, if any."""
     expires = sql.param(Assignment, "expires_at", now or timezone.now())
-    row = sql.fetchone(_LEASE, [project.pk, user.pk, Assignment.State.LEASED, expires])
+    row = sql.fetchone(_LEASE, [project.pk, user.pk, expires])
     if row is None:
         return None
     lease = sql.load(Assignment, LEASE_FIELDS, row[: len(LEASE_FIELDS)])
@@ -152,6 +155,8 @@ def next_assignment_locked(
             pair = _claim_open_pair(project, user)
         if pair is None:
             return None
+    # Render now, while this transaction holds the pair's row: kept for the next k - 1 annotators.
+    rendered(pair)
     lease = Assignment(
         project=project,
         pair=pair,

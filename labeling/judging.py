@@ -65,7 +65,10 @@ _LOCK_ASSIGNMENT = (
     "WHERE id = %s AND annotator_id = %s AND project_id = %s"
 )
 _RECLAIM = f"UPDATE {Pair._meta.db_table} SET taken = taken + 1 WHERE id = %s AND taken < %s"
-_FINISH = f"UPDATE {Assignment._meta.db_table} SET state = %s, finished_at = %s WHERE id = %s"
+_FINISH = (
+    f"UPDATE {Assignment._meta.db_table} SET state = '{Assignment.State.DONE.value}', finished_at = %s "
+    "WHERE id = %s"
+)
 
 
 def judgment_submit(
@@ -119,7 +122,7 @@ def _submit(
         judgment._state.adding = False
     else:
         judgment = Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk)
-    sql.execute(_FINISH, [Assignment.State.DONE, sql.param(Assignment, "finished_at", now), assignment_id])
+    sql.execute(_FINISH, [sql.param(Assignment, "finished_at", now), assignment_id])
     return judgment, created
 
 
@@ -152,10 +155,13 @@ class Progress:
 
 
 LEFT_REFRESH_SECONDS = 30
+# States as literals: prepared (generic) plans then see which index rows qualify.
+_DONE, _SKIPPED = Assignment.State.DONE.value, Assignment.State.SKIPPED.value
 _COUNTS = (
-    "SELECT COALESCE(SUM(CASE WHEN state = %s THEN 1 ELSE 0 END), 0), "
-    "COALESCE(SUM(CASE WHEN state = %s AND finished_at >= %s THEN 1 ELSE 0 END), 0), COUNT(*) "
-    f"FROM {Assignment._meta.db_table} WHERE project_id = %s AND annotator_id = %s AND state IN (%s, %s)"
+    f"SELECT COALESCE(SUM(CASE WHEN state = '{_DONE}' THEN 1 ELSE 0 END), 0), "
+    f"COALESCE(SUM(CASE WHEN state = '{_DONE}' AND finished_at >= %s THEN 1 ELSE 0 END), 0), COUNT(*) "
+    f"FROM {Assignment._meta.db_table} WHERE project_id = %s AND annotator_id = %s "
+    f"AND state IN ('{_DONE}', '{_SKIPPED}')"
 )
 _OPEN_IN_PROJECT = f"SELECT COUNT(*) FROM {Pair._meta.db_table} p WHERE p.project_id = %s AND ({{open}})"
 _OPEN_SEEN_BY_USER = (
@@ -171,8 +177,7 @@ def progress_for(project: Project, user: Any, *, has_lease: bool) -> Progress:
     down as the user judges and skips.
     """
     midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
-    done, skipped = Assignment.State.DONE, Assignment.State.SKIPPED
-    params = [done, done, sql.param(Assignment, "finished_at", midnight), project.pk, user.pk, done, skipped]
+    params = [sql.param(Assignment, "finished_at", midnight), project.pk, user.pk]
     total, today, finished = sql.fetchone(_COUNTS, params)
     key = f"prefstudio:left:{project.pk}:{user.pk}"
     counted = cache.get(key)

@@ -239,6 +239,12 @@ class Assignment(models.Model):
         indexes = [
             models.Index(fields=["project", "annotator", "state"], name="assignment_user_state"),
             models.Index(fields=["project", "state", "expires_at"], name="assignment_expiry"),
+            # Live leases only (at most one per annotator): the workbench looks one up on every request.
+            models.Index(
+                fields=["project", "annotator"],
+                condition=models.Q(state="leased"),
+                name="assignment_live_lease",
+            ),
         ]
 
     def __str__(self) -> str:

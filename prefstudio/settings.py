@@ -90,10 +90,14 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'p
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Parameters bound on the server: psycopg prepares a statement after its 5th run on a connection,
-    # so the workbench's statements skip parsing and planning (PostgreSQL CPU per judgment -35%).
-    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool(
-        "DATABASE_SERVER_SIDE_BINDING", default=True
+    # Parameters bound on the server, and statements prepared by psycopg after their 5th run on a
+    # connection: the workbench's statements then skip parsing and planning, which was most of
+    # PostgreSQL's time per judgment. Behind a pooler without prepared-statement support (PgBouncer
+    # before 1.21 in transaction mode) set DATABASE_PREPARE_THRESHOLD=off.
+    _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5")
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=env.bool("DATABASE_SERVER_SIDE_BINDING", default=True),
+        prepare_threshold=None if _prepare.lower() in ("off", "none", "") else int(_prepare),
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
