@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from labeling.access import project_for
 from labeling.assignment import assignment_skip, next_assignment
 from labeling.display import Shown, shown
-from labeling.forms import JudgmentForm, SkipForm
+from labeling.forms import JudgmentForm, SkipForm, verdict_controls
 from labeling.judging import (
     JudgmentRefused,
     Verdict,
@@ -51,7 +51,7 @@ def _render_workbench(
         "project": project,
         "assignment": assignment,
         "shown": _shown(request, assignment) if assignment else None,
-        "form": form or JudgmentForm(project=project),
+        "controls": verdict_controls(project, form),
         "skip_reasons": Assignment.SkipReason.choices,
         "progress": progress_for(project, request.user, has_lease=assignment is not None),
         "plain": _plain(request),
@@ -155,7 +155,7 @@ def judgment_edit(request: HttpRequest, slug: str, judgment_id: int) -> HttpResp
         "project": project,
         "judgment": judgment,
         "shown": _shown(request, judgment),
-        "form": form,
+        "controls": verdict_controls(project, form),
         "plain": _plain(request),
     }
     return render(request, "labeling/judgment_edit.html", context)

@@ -6,45 +6,73 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0003_workbench'),
+        ("labeling", "0003_workbench"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='pair',
-            name='rendered',
+            model_name="pair",
+            name="rendered",
             field=models.JSONField(blank=True, editable=False, null=True),
         ),
         migrations.AlterField(
-            model_name='assignment',
-            name='pair',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='labeling.pair'),
+            model_name="assignment",
+            name="pair",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="assignments",
+                to="labeling.pair",
+            ),
         ),
         migrations.AlterField(
-            model_name='assignment',
-            name='project',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='labeling.project'),
+            model_name="assignment",
+            name="project",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="assignments",
+                to="labeling.project",
+            ),
         ),
         migrations.AlterField(
-            model_name='judgment',
-            name='annotator',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='judgments', to=settings.AUTH_USER_MODEL),
+            model_name="judgment",
+            name="annotator",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="judgments",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AlterField(
-            model_name='judgment',
-            name='pair',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='judgments', to='labeling.pair'),
+            model_name="judgment",
+            name="pair",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="judgments",
+                to="labeling.pair",
+            ),
         ),
         migrations.AlterField(
-            model_name='pair',
-            name='project',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='pairs', to='labeling.project'),
+            model_name="pair",
+            name="project",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="pairs",
+                to="labeling.project",
+            ),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(condition=models.Q(('state', 'leased')), fields=['project', 'annotator'], name='assignment_live_lease'),
+            model_name="assignment",
+            index=models.Index(
+                condition=models.Q(("state", "leased")),
+                fields=["project", "annotator"],
+                name="assignment_live_lease",
+            ),
         ),
     ]
