@@ -133,12 +133,13 @@ def next_assignment(project: Project, user: Any, *, rng: random.Random | None = 
 
 
 def next_assignment_locked(
-    project: Project, user: Any, *, rng: random.Random | None = None
+    project: Project, user: Any, *, rng: random.Random | None = None, no_lease: bool = False
 ) -> Assignment | None:
-    """`next_assignment` for a caller already in a transaction holding `lock_user(project, user)`."""
+    """`next_assignment` for a caller already in a transaction holding `lock_user(project, user)`;
+    `no_lease`: the caller knows the user holds no live lease."""
     rng = rng or random
     now = timezone.now()
-    lease = current_lease(project, user, now=now)
+    lease = None if no_lease else current_lease(project, user, now=now)
     if lease is not None:
         return lease
     if time.monotonic() - _last_sweep.get(project.pk, float("-inf")) >= SWEEP_EVERY:

@@ -59,7 +59,7 @@ class Verdict:
 
 
 _JUDGMENT_COLUMNS = [f.attname for f in Judgment._meta.concrete_fields if not f.primary_key]
-_LOCKED_FIELDS = ("pair_id", "state", "a_on_left", "is_gold", "leased_at")
+_LOCKED_FIELDS = ("pair_id", "state", "a_on_left", "is_gold", "leased_at", "expires_at")
 _LOCK_ASSIGNMENT = (
     f"SELECT {sql.columns(Assignment, _LOCKED_FIELDS)} FROM {Assignment._meta.db_table} "
     "WHERE id = %s AND annotator_id = %s AND project_id = %s"
@@ -80,12 +80,16 @@ def judgment_submit(
     Raises Assignment.DoesNotExist when the assignment is not this annotator's in this project.
     """
     with transaction.atomic():
-        return _submit(assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict)
+        judgment, created, _ = _submit(
+            assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict
+        )
+    return judgment, created
 
 
 def _submit(
     *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict
-) -> tuple[Judgment, bool]:
+) -> tuple[Judgment, bool, bool]:
+    """(judgment, created, whether the assignment was the annotator's live lease until now)."""
     now = timezone.now()
     # The hot path of the workbench: statements written out (prefstudio/sql.py), portable but for the lock.
     lock = " FOR NO KEY UPDATE" if sql.is_postgres() else ""
@@ -94,7 +98,7 @@ def _submit(
         raise Assignment.DoesNotExist
     locked = sql.load(Assignment, _LOCKED_FIELDS, row)
     if locked.state == Assignment.State.DONE:
-        return Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk), False
+        return Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk), False, False
     if locked.state == Assignment.State.SKIPPED:
         raise JudgmentRefused("You skipped this pair.")
     # A lease that ran out gave its slot back to the pool: take it again if still free.
@@ -123,7 +127,7 @@ def _submit(
     else:
         judgment = Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk)
     sql.execute(_FINISH, [sql.param(Assignment, "finished_at", now), assignment_id])
-    return judgment, created
+    return judgment, created, locked.state == Assignment.State.LEASED and locked.expires_at > now
 
 
 def judgment_submit_and_next(
@@ -133,10 +137,12 @@ def judgment_submit_and_next(
     workbench's judge request commits once. Raises as `judgment_submit` does, storing nothing."""
     with transaction.atomic():
         lock_user(project, annotator)  # first, as in next_assignment: one lock order for everyone
-        judgment, _ = _submit(
+        judgment, _, was_live_lease = _submit(
             assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict
         )
-        return judgment, next_assignment_locked(project, annotator)
+        # Leases are only made under lock_user when the user has no live one: if this was it, the
+        # user now has none, and the lookup can be skipped.
+        return judgment, next_assignment_locked(project, annotator, no_lease=was_live_lease)
 
 
 def judgment_change(*, judgment: Judgment, verdict: Verdict) -> Judgment:

@@ -11,11 +11,13 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Group
 from django.contrib.sessions.backends import db
 from django.db import connection
 from django.utils import timezone
 
 from prefstudio import sql
+from prefstudio.roles import remember_groups
 
 
 class SessionStore(db.SessionStore):
@@ -37,15 +39,23 @@ class SessionStore(db.SessionStore):
 
 
 class UserBackend(ModelBackend):
-    """ModelBackend, loading the signed-in user with one written-out statement."""
+    """ModelBackend, loading the signed-in user and their group names with one written-out statement."""
 
     def get_user(self, user_id: Any) -> Any:
         model = get_user_model()
-        fields = tuple(f.attname for f in model._meta.concrete_fields)
-        pk = sql.param(model, model._meta.pk.name, model._meta.pk.to_python(user_id))
-        table, key = model._meta.db_table, model._meta.pk.column
-        row = sql.fetchone(f"SELECT {sql.columns(model, fields)} FROM {table} WHERE {key} = %s", [pk])
-        if row is None:
+        meta, through = model._meta, model.groups.through._meta
+        fields = tuple(f.attname for f in meta.concrete_fields)
+        pk = sql.param(model, meta.pk.name, meta.pk.to_python(user_id))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {sql.columns(model, fields, 'u')}, g.name FROM {meta.db_table} u "
+                f"LEFT JOIN {through.db_table} ug ON ug.user_id = u.{meta.pk.column} "
+                f"LEFT JOIN {Group._meta.db_table} g ON g.id = ug.group_id WHERE u.{meta.pk.column} = %s",
+                [pk],
+            )
+            rows = cursor.fetchall()
+        if not rows:
             return None
-        user = sql.load(model, fields, row)
+        user = sql.load(model, fields, rows[0][:-1])
+        remember_groups(user, [row[-1] for row in rows if row[-1] is not None])
         return user if self.user_can_authenticate(user) else None

@@ -97,12 +97,17 @@ def roles_of(user: Any) -> list[Role]:
     if not user.is_authenticated:
         return []
     if not hasattr(user, "_prefstudio_roles"):  # once per request: the user object lives that long
-        names = set(_group_names(user))
+        names = set(getattr(user, "_prefstudio_groups", None) or _group_names(user))
         roles = [r for r in Role if r.value in names]
         if user.is_superuser and Role.ADMIN not in roles:
             roles.append(Role.ADMIN)
         user._prefstudio_roles = roles
     return user._prefstudio_roles
+
+
+def remember_groups(user: Any, names: list[str]) -> None:
+    """Group names loaded along with the user (prefstudio.auth): `roles_of` then needs no query."""
+    user._prefstudio_groups = names
 
 
 def _group_names(user: Any) -> list[str]:
