@@ -67,6 +67,7 @@ def seed(n_users: int, n_pairs: int, history_share: float) -> None:
     from django.contrib.auth.models import Group, User
     from django.db import connection
 
+    from labeling.display import render_missing
     from labeling.models import ImportBatch, Membership, Pair, Project
 
     rng, hashed = random.Random(0), make_password(PASSWORD)
@@ -87,6 +88,7 @@ def seed(n_users: int, n_pairs: int, history_share: float) -> None:
         pairs.append(Pair(project=project, batch=batch, prompt=prompt, response_a=f"A {a}",
                           response_b=f"B {b}", shape="pair", content_hash=f"{i:064x}"))  # fmt: skip
     Pair.objects.bulk_create(pairs, batch_size=2000)
+    render_missing(Pair.objects.filter(project=project))  # as the job that follows every import does
     history(project, pairs[: int(len(pairs) * history_share)], hashed)
     with connection.cursor() as cursor:  # steady state: autovacuum keeps statistics about this fresh
         cursor.execute("ANALYZE labeling_pair, labeling_assignment, labeling_judgment, auth_user")

@@ -6,6 +6,7 @@ Parsing and validation live in `labeling.importing` (pure); this module saves wh
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 import django_rq
+import redis
 from django.conf import settings
 from django.core.files import File
 from django.db import connection, transaction
@@ -30,6 +32,8 @@ from labeling.importing import (
     iter_records,
 )
 from labeling.models import ImportBatch, Judgment, Pair, Project
+
+logger = logging.getLogger(__name__)
 
 ERRORS_SHOWN = 50
 INSERT_BATCH = 2000
@@ -212,6 +216,8 @@ def import_stream(
                 summary.committed = True
                 summary.imported, summary.duplicates = inserter.inserted, inserter.duplicates
         _save_outcome(batch, summary, report if summary.rejected and batch.skip_invalid else None)
+    if summary.imported:
+        transaction.on_commit(lambda: _enqueue_render(batch))
     if (
         summary.imported >= ANALYZE_AFTER
         and connection.vendor == "postgresql"
@@ -331,6 +337,15 @@ class _Inserter:
                 )
         Pair.objects.bulk_create(rows, ignore_conflicts=True)
         return len(rows)
+
+
+def _enqueue_render(batch: ImportBatch) -> None:
+    """Render the new pairs in a worker. Without Redis the workbench renders each pair when it is
+    first handed out, so nothing is lost; say so in the log."""
+    try:
+        django_rq.get_queue("default").enqueue("labeling.tasks.render_batch", batch.pk, job_timeout=6 * 3600)
+    except redis.exceptions.RedisError as exc:
+        logger.warning("Batch %s: pairs will be rendered when first shown (no queue: %s)", batch.pk, exc)
 
 
 def _save_outcome(batch: ImportBatch, summary: ImportSummary, report: IO[bytes] | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import QuerySet
 from django.utils.safestring import SafeString, mark_safe
 
 from labeling.models import Pair
@@ -56,3 +57,18 @@ def rendered(pair: Pair) -> dict:
         pair.rendered = render_pair(pair.prompt, pair.response_a, pair.response_b)
         sql.execute(_KEEP, [sql.param(Pair, "rendered", pair.rendered), pair.pk])
     return pair.rendered
+
+
+def render_missing(pairs: QuerySet[Pair], *, chunk: int = 500) -> int:
+    """Render and keep the HTML of `pairs` that have none (or an older renderer's); how many.
+
+    Runs after an import (labeling.tasks.render_batch), so annotators seldom wait on it.
+    """
+    done = 0
+    stale = pairs.exclude(rendered__v=RENDER_VERSION).only("id", "prompt", "response_a", "response_b")
+    while batch := list(stale.order_by("id")[:chunk]):
+        for pair in batch:
+            pair.rendered = render_pair(pair.prompt, pair.response_a, pair.response_b)
+        Pair.objects.bulk_update(batch, ["rendered"])
+        done += len(batch)
+    return done

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rq import get_current_job
 
 from labeling.batches import batch_fail, batch_run
-from labeling.models import ImportBatch
+from labeling.display import render_missing
+from labeling.models import ImportBatch, Pair
 
 
 def import_batch(batch_id: int) -> dict:
@@ -24,3 +25,8 @@ def import_batch(batch_id: int) -> dict:
         batch_fail(batch, f"The import stopped: {type(exc).__name__}: {exc}")
         raise
     return {"imported": summary.imported, "duplicates": summary.duplicates, "rejected": summary.rejected}
+
+
+def render_batch(batch_id: int) -> int:
+    """Render an imported batch's pairs to HTML ahead of the workbench; how many were rendered."""
+    return render_missing(Pair.objects.filter(batch_id=batch_id))

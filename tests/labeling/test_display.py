@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
+
+import django_rq
 import pytest
+import redis
+from rq import SimpleWorker
 
 from labeling import display
-from labeling.display import shown
-from labeling.models import Pair
+from labeling.batches import _enqueue_render, import_stream
+from labeling.display import render_missing, shown
+from labeling.models import ImportBatch, Pair
 from labeling.rendering import RENDER_VERSION
+from tests.conftest import worker_for
 from tests.labeling.test_assignment import make_pairs
 
 pytestmark = pytest.mark.django_db
@@ -64,3 +72,35 @@ def test_chat_prompts_are_shown_as_turns(project, plain):
     view = shown(Pair.objects.get(pk=pair.pk), a_on_left=True, plain=plain)
     assert [role for role, _ in view.turns] == ["system", "user"] and view.prompt == ""
     assert ("<em>brief</em>" in view.turns[0][1]) is not plain
+
+
+def test_imports_render_their_pairs_in_a_worker(project, django_capture_on_commit_callbacks):
+    batch = ImportBatch.objects.create(project=project, source_name="t.jsonl")
+    rows = [{"prompt": f"Q{i}", "response_a": f"**A{i}**", "response_b": f"B{i}"} for i in range(3)]
+    data = "\n".join(json.dumps(r) for r in rows).encode()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        import_stream(batch=batch, stream=io.BytesIO(data))
+    assert callbacks and not Pair.objects.exclude(rendered=None).exists()  # nothing rendered in the request
+    worker_for("default", worker_class=SimpleWorker).work(burst=True)
+    expected = [f"<p><strong>A{i}</strong></p>\n" for i in range(3)]
+    assert [p.rendered["a"] for p in Pair.objects.order_by("id")] == expected
+
+
+def test_render_missing_renders_only_what_has_no_current_html(project, renders):
+    pairs = make_pairs(project, 3)
+    current = {"v": RENDER_VERSION, "prompt": "", "a": "", "b": ""}
+    Pair.objects.filter(pk=pairs[0].pk).update(rendered=current)
+    Pair.objects.filter(pk=pairs[1].pk).update(rendered={"v": RENDER_VERSION - 1})
+    assert render_missing(Pair.objects.all(), chunk=1) == 2
+    assert render_missing(Pair.objects.all()) == 0
+    assert len(renders) == 2 and Pair.objects.get(pk=pairs[0].pk).rendered["a"] == ""
+
+
+def test_without_a_queue_pairs_are_rendered_when_first_shown(project, monkeypatch, caplog):
+    def unreachable(name):
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(django_rq, "get_queue", unreachable)
+    batch = ImportBatch.objects.create(project=project, source_name="t.jsonl")
+    _enqueue_render(batch)
+    assert "rendered when first shown" in caplog.text
