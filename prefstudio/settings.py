@@ -96,7 +96,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # before 1.21 in transaction mode) set DATABASE_PREPARE_THRESHOLD=off.
     _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5")
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        server_side_binding=env.bool("DATABASE_SERVER_SIDE_BINDING", default=True),
+        server_side_binding=True,
         prepare_threshold=None if _prepare.lower() in ("off", "none", "") else int(_prepare),
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

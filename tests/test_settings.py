@@ -31,6 +31,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
 _SETTINGS_VARS = {
     "DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
     "MEDIA_ROOT", "ARTIFACT_ROOT", "PREFSTUDIO_TRAINING_QUEUE", "DJANGO_ALLOW_ASYNC_UNSAFE",
+    "DATABASE_PREPARE_THRESHOLD",
 }  # fmt: skip
 
 
@@ -104,3 +105,20 @@ def test_check_deploy_is_clean_with_a_production_environment():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_postgresql_statements_are_prepared_unless_turned_off():
+    options = "print(json.dumps(s.DATABASES['default'].get('OPTIONS', {})))"
+    code = PROBE.split("print(")[0] + options
+    url = "postgres://u:p@127.0.0.1:5432/x"
+    assert json.loads(run_python(code, DATABASE_URL=url).stdout) == {
+        "server_side_binding": True,
+        "prepare_threshold": 5,
+    }
+    assert (
+        json.loads(run_python(code, DATABASE_URL=url, DATABASE_PREPARE_THRESHOLD="off").stdout)[
+            "prepare_threshold"
+        ]
+        is None
+    )
+    assert json.loads(run_python(code, DATABASE_URL="sqlite:///x.sqlite3").stdout) == {}
