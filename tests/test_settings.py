@@ -108,17 +108,14 @@ def test_check_deploy_is_clean_with_a_production_environment():
 
 
 def test_postgresql_statements_are_prepared_unless_turned_off():
-    options = "print(json.dumps(s.DATABASES['default'].get('OPTIONS', {})))"
-    code = PROBE.split("print(")[0] + options
+    code = PROBE.split("print(")[0] + "print(json.dumps(s.DATABASES['default'].get('OPTIONS', {})))"
+
+    def options(**env: str) -> dict:
+        result = run_python(code, DEBUG="true", **env)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
     url = "postgres://u:p@127.0.0.1:5432/x"
-    assert json.loads(run_python(code, DATABASE_URL=url).stdout) == {
-        "server_side_binding": True,
-        "prepare_threshold": 5,
-    }
-    assert (
-        json.loads(run_python(code, DATABASE_URL=url, DATABASE_PREPARE_THRESHOLD="off").stdout)[
-            "prepare_threshold"
-        ]
-        is None
-    )
-    assert json.loads(run_python(code, DATABASE_URL="sqlite:///x.sqlite3").stdout) == {}
+    assert options(DATABASE_URL=url) == {"server_side_binding": True, "prepare_threshold": 5}
+    assert options(DATABASE_URL=url, DATABASE_PREPARE_THRESHOLD="off")["prepare_threshold"] is None
+    assert options(DATABASE_URL="sqlite:///x.sqlite3") == {}
