@@ -7,6 +7,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from labeling import assignment as assigning
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair
 from tests.labeling.test_assignment import make_pairs
 from tests.labeling.xss import PAYLOADS, unsafe_markup
@@ -209,8 +210,9 @@ def test_own_assignment_through_another_projects_url_is_refused(labeled, project
     assert not Judgment.objects.exists()
 
 
-def test_an_htmx_judgment_runs_a_bounded_number_of_statements(labeled, project, annotator):
+def test_an_htmx_judgment_runs_a_bounded_number_of_statements(labeled, project, annotator, monkeypatch):
     """The hot path of the app: a regression here costs every annotator on every pair."""
+    monkeypatch.setattr(assigning, "SWEEP_EVERY", 3600)  # the 10-second lease sweep must not fall in here
     labeled.get(f"/projects/{project.slug}/label/")
     url = judge_url(project, lease_of(annotator))
     with CaptureQueriesContext(connection) as queries:
