@@ -51,6 +51,16 @@ _CLAIM = (
     f"UPDATE {_P} SET taken = taken + 1 WHERE id = (SELECT p.id FROM {_P} p WHERE {_OPEN} "
     f"ORDER BY p.taken DESC, p.id LIMIT 1{{lock}}) RETURNING {sql.columns(Pair, PAIR_SHOWN)}"
 )
+# PostgreSQL: claim the pair and insert the lease in one statement (the lease's values, pair_id aside,
+# are parameters; pair_id comes from the claimed row).
+_LEASE_COLUMNS = [c for c in _ASSIGNMENT_COLUMNS if c != "pair_id"]
+_CLAIM_AND_LEASE = (
+    f"WITH pair AS ({_CLAIM.format(lock=' FOR NO KEY UPDATE SKIP LOCKED')}), "
+    f"lease AS (INSERT INTO {_A} ({sql.columns(Assignment, _ASSIGNMENT_COLUMNS)}) "
+    f"SELECT {', '.join('pair.id' if c == 'pair_id' else '%s' for c in _ASSIGNMENT_COLUMNS)} "
+    "FROM pair RETURNING id) "
+    f"SELECT lease.id, {sql.columns(Pair, PAIR_SHOWN, 'pair')} FROM lease, pair"
+)
 _ANY_OPEN = f"SELECT 1 FROM {_P} p WHERE {_OPEN} LIMIT 1"
 _GOLD = (
     f"SELECT {sql.columns(Pair, PAIR_SHOWN, 'p')} FROM {_P} p "
@@ -102,22 +112,39 @@ def current_lease(project: Project, user: Any, *, now: Any = None) -> Assignment
     return lease
 
 
-def _claim_open_pair(project: Project, user: Any) -> Pair | None:
-    """Lock the best open pair for this user, skipping pairs other claims hold right now, and count
-    the claim on it (`taken + 1`) in the same statement."""
-    # no key: other transactions' foreign-key checks on this pair (their assignments) need not wait.
-    claim = _CLAIM.format(lock=" FOR NO KEY UPDATE SKIP LOCKED" if sql.is_postgres() else "")
+def _deal_gold(project: Project, user: Any, lease: Assignment) -> bool:
+    """Put a gold pair this user has not seen into `lease`; False if there is none."""
+    if (row := sql.fetchone(_GOLD, [project.pk, user.pk])) is None:
+        return False
+    lease.pair, lease.is_gold = sql.load(Pair, PAIR_SHOWN, row), True
+    return True
+
+
+def _claim(project: Project, user: Any, lease: Assignment) -> bool:
+    """Claim the best open pair for this user into `lease`, skipping pairs other claims hold right now
+    and counting the claim on the pair (`taken + 1`) in the same statement; False if none is open.
+
+    On PostgreSQL the same statement also inserts the lease (`lease.id` is then set).
+    """
     params = [project.pk, project.overlap, user.pk]
+    postgres = sql.is_postgres()
+    lease_params = [sql.param(Assignment, c, getattr(lease, c)) for c in _LEASE_COLUMNS] if postgres else []
     for attempt in range(CLAIM_ATTEMPTS):
-        row = sql.fetchone(claim, params)
-        if row is not None:
-            return sql.load(Pair, PAIR_SHOWN, row)
+        if postgres:
+            # no key: other transactions' foreign-key checks on this pair need not wait.
+            row = sql.fetchone(_CLAIM_AND_LEASE, params + lease_params)
+            if row is not None:
+                lease.id, lease.pair = row[0], sql.load(Pair, PAIR_SHOWN, row[1:])
+                return True
+        elif (row := sql.fetchone(_CLAIM.format(lock=""), params)) is not None:
+            lease.pair = sql.load(Pair, PAIR_SHOWN, row)
+            return True
         if sql.fetchone(_ANY_OPEN, params) is None:
-            return None
+            return False
         # Open pairs exist but other claims hold them all for a moment. Waiting on their locks
         # instead (plain FOR UPDATE) can deadlock: rows failing the re-check stay locked.
         time.sleep(0.002 * (attempt + 1))
-    return None
+    return False
 
 
 def next_assignment(project: Project, user: Any, *, rng: random.Random | None = None) -> Assignment | None:
@@ -145,29 +172,27 @@ def next_assignment_locked(
     if time.monotonic() - _last_sweep.get(project.pk, float("-inf")) >= SWEEP_EVERY:
         _last_sweep[project.pk] = time.monotonic()
         expire_leases(project, now=now)
-    pair, gold = None, False
-    if project.gold_rate and rng.random() < project.gold_rate:
-        # Gold pairs measure each annotator against a known answer: not capped by k.
-        row = sql.fetchone(_GOLD, [project.pk, user.pk])
-        pair, gold = (sql.load(Pair, PAIR_SHOWN, row), True) if row else (None, False)
-    if pair is None:
-        pair = _claim_open_pair(project, user)
-        if pair is None and expire_leases(project, now=now):  # stale leases may hold the last slots
-            pair = _claim_open_pair(project, user)
-        if pair is None:
-            return None
-    # Render now, while this transaction holds the pair's row: kept for the next k - 1 annotators.
-    rendered(pair)
     lease = Assignment(
         project=project,
-        pair=pair,
         annotator=user,
         a_on_left=rng.random() < 0.5,
-        is_gold=gold,
         leased_at=now,
         expires_at=now + timedelta(minutes=project.lease_minutes),
     )
-    lease.id = sql.insert(Assignment, {f: getattr(lease, f) for f in _ASSIGNMENT_COLUMNS})
+    # Gold pairs measure each annotator against a known answer: not capped by k.
+    gold_turn = bool(project.gold_rate) and rng.random() < project.gold_rate
+    if gold_turn:
+        _deal_gold(project, user, lease)
+    if not lease.is_gold:
+        claimed = _claim(project, user, lease)
+        if not claimed and expire_leases(project, now=now):  # stale leases may hold the last slots
+            claimed = _claim(project, user, lease)
+        if not claimed and not (project.gold_rate and not gold_turn and _deal_gold(project, user, lease)):
+            return None  # no regular pair left, nor a gold pair this user has not met
+    # Render now, while this transaction holds the pair's row: kept for the next k - 1 annotators.
+    rendered(lease.pair)
+    if lease.id is None:
+        lease.id = sql.insert(Assignment, {f: getattr(lease, f) for f in _ASSIGNMENT_COLUMNS})
     lease._state.adding = False
     return lease
 

@@ -56,9 +56,17 @@ def load(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> Mod
 
 
 def insert(
-    model: type[Model], values: dict[str, Any], *, on_conflict: Sequence[str] = (), returning: str = "id"
+    model: type[Model],
+    values: dict[str, Any],
+    *,
+    on_conflict: Sequence[str] = (),
+    returning: str = "id",
+    with_: tuple[str, Sequence[Any]] = ("", ()),
 ) -> Any:
-    """INSERT one row; the `returning` column's value, or None when `on_conflict` columns matched a row."""
+    """INSERT one row; the `returning` column's value, or None when `on_conflict` columns matched a row.
+
+    `with_`: a `WITH ... ` clause and its parameters to run in the same statement (PostgreSQL).
+    """
     names = list(values)
     sql = (
         f"INSERT INTO {model._meta.db_table} ({columns(model, names)}) "
@@ -66,7 +74,10 @@ def insert(
     )
     if on_conflict:
         sql += f" ON CONFLICT ({columns(model, on_conflict)}) DO NOTHING"
-    row = fetchone(f"{sql} RETURNING {returning}", [param(model, n, values[n]) for n in names])
+    prefix, prefix_params = with_
+    row = fetchone(
+        f"{prefix}{sql} RETURNING {returning}", [*prefix_params, *(param(model, n, values[n]) for n in names)]
+    )
     return row[0] if row else None
 
 

@@ -139,6 +139,23 @@ class TestNextAssignment:
         assert Judgment.objects.filter(pair=gold).count() == 3  # every annotator saw the gold pair
         assert Judgment.objects.get(pair=gold, annotator=users[0]).is_gold
 
+    def test_when_regular_pairs_run_out_unseen_gold_pairs_still_come(self, project, make_user):
+        project.gold_rate = 0.01
+        project.save()
+        make_pairs(project, 2)
+        (gold,) = make_pairs(project, 1, gold="b")
+        (user,) = annotators(make_user, project, 1)
+
+        class NeverGold(random.Random):
+            def random(self) -> float:
+                return 0.99  # never the gold turn (and A always on the right)
+
+        served = []
+        while (a := next_assignment(project, user, rng=NeverGold())) is not None:
+            served.append(a.pair_id)
+            judge(a)
+        assert served[-1] == gold.pk and len(served) == 3
+
     def test_gold_pairs_are_not_served_when_the_rate_is_zero(self, project, make_user):
         make_pairs(project, 1, gold="b")
         (user,) = annotators(make_user, project, 1)
