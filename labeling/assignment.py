@@ -34,7 +34,7 @@ _last_sweep: dict[int, float] = {}
 LEASE_FIELDS = ("id", "project_id", "pair_id", "annotator_id", "state", "a_on_left", "is_gold", "leased_at",
                 "expires_at")  # fmt: skip
 PAIR_SHOWN = ("id", "project_id", "prompt", "response_a", "response_b", "gold", "rendered")
-_ASSIGNMENT_COLUMNS = [f.attname for f in Assignment._meta.concrete_fields if not f.primary_key]
+_ASSIGNMENT_COLUMNS = sql.insert_columns(Assignment)
 
 _A, _P = Assignment._meta.db_table, Pair._meta.db_table
 _LEASE = (
@@ -191,8 +191,8 @@ def next_assignment_locked(
             return None  # no regular pair left, nor a gold pair this user has not met
     # Render now, while this transaction holds the pair's row: kept for the next k - 1 annotators.
     rendered(lease.pair)
-    if lease.id is None:
-        lease.id = sql.insert(Assignment, {f: getattr(lease, f) for f in _ASSIGNMENT_COLUMNS})
+    if lease.id is None:  # PostgreSQL's claim inserted it already
+        sql.add(lease)
     lease._state.adding = False
     return lease
 

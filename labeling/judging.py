@@ -14,7 +14,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.assignment import lock_user, next_assignment_locked
+from labeling.assignment import next_assignment_locked
 from labeling.models import Assignment, Choice, Judgment, Pair, Project
 from prefstudio import sql
 
@@ -58,7 +58,6 @@ class Verdict:
         }
 
 
-_JUDGMENT_COLUMNS = [f.attname for f in Judgment._meta.concrete_fields if not f.primary_key]
 _LOCKED_FIELDS = ("pair_id", "state", "a_on_left", "is_gold", "leased_at", "expires_at")
 _LOCK_ASSIGNMENT = (
     f"SELECT {sql.columns(Assignment, _LOCKED_FIELDS)} FROM {Assignment._meta.db_table} "
@@ -107,9 +106,7 @@ def _submit(
         row = sql.fetchone(
             _LOCK_USER_AND_ASSIGNMENT, [project.pk, annotator.pk, assignment_id, annotator.pk, project.pk]
         )
-    else:
-        if lock_user_first:
-            lock_user(project, annotator)
+    else:  # SQLite has no row or advisory locks: its writers are serialized anyway
         lock = " FOR NO KEY UPDATE" if postgres else ""
         row = sql.fetchone(_LOCK_ASSIGNMENT + lock, [assignment_id, annotator.pk, project.pk])
     if row is None:
@@ -137,17 +134,13 @@ def _submit(
         updated_at=now,
         **verdict.for_pair(locked.a_on_left),
     )
-    values = {f: getattr(judgment, f) for f in _JUDGMENT_COLUMNS}
     finish = [sql.param(Assignment, "finished_at", now), assignment_id]
     # On PostgreSQL the assignment is marked done by the same statement that stores the judgment.
     with_ = (f"WITH finished AS ({_FINISH}) ", finish) if postgres else ("", ())
-    judgment.id = sql.insert(Judgment, values, on_conflict=("pair_id", "annotator_id"), with_=with_)
+    created = sql.add(judgment, on_conflict=("pair_id", "annotator_id"), with_=with_)
     if not postgres:
         sql.execute(_FINISH, finish)
-    created = judgment.id is not None
-    if created:
-        judgment._state.adding = False
-    else:
+    if not created:
         judgment = Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk)
     return judgment, created, locked.state == Assignment.State.LEASED and locked.expires_at > now
 

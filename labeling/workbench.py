@@ -47,21 +47,22 @@ def _verdict(form: JudgmentForm) -> Verdict:
 def _render_workbench(
     request: HttpRequest, project: Project, assignment: Assignment | None, form: JudgmentForm | None = None
 ) -> HttpResponse:
+    plain = _plain(request)
     context = {
         "project": project,
         "assignment": assignment,
-        "shown": _shown(request, assignment) if assignment else None,
+        "shown": _shown(assignment, plain) if assignment else None,
         "controls": verdict_controls(project, form),
         "skip_reasons": Assignment.SkipReason.choices,
         "progress": progress_for(project, request.user, has_lease=assignment is not None),
-        "plain": _plain(request),
+        "plain": plain,
     }
     template = "labeling/workbench.html#workbench" if request.htmx else "labeling/workbench.html"
     return render(request, template, context)
 
 
-def _shown(request: HttpRequest, dealt: Assignment | Judgment) -> Shown:
-    return shown(dealt.pair, a_on_left=dealt.a_on_left, plain=_plain(request))
+def _shown(dealt: Assignment | Judgment, plain: bool) -> Shown:
+    return shown(dealt.pair, a_on_left=dealt.a_on_left, plain=plain)
 
 
 def _next(request: HttpRequest, project: Project) -> HttpResponse:
@@ -154,8 +155,7 @@ def judgment_edit(request: HttpRequest, slug: str, judgment_id: int) -> HttpResp
     context = {
         "project": project,
         "judgment": judgment,
-        "shown": _shown(request, judgment),
+        "shown": _shown(judgment, _plain(request)),
         "controls": verdict_controls(project, form),
-        "plain": _plain(request),
     }
     return render(request, "labeling/judgment_edit.html", context)

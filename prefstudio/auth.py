@@ -13,7 +13,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
 from django.contrib.sessions.backends import db
-from django.db import connection
 from django.utils import timezone
 
 from prefstudio import sql
@@ -27,10 +26,10 @@ class SessionStore(db.SessionStore):
         session_key = self.session_key
         if not session_key:
             return {}
-        table, field = self.model._meta.db_table, self.model._meta.get_field("expire_date")
+        table = self.model._meta.db_table
         row = sql.fetchone(
             f"SELECT session_data FROM {table} WHERE session_key = %s AND expire_date > %s",
-            [session_key, field.get_db_prep_value(timezone.now(), connection)],
+            [session_key, sql.param(self.model, "expire_date", timezone.now())],
         )
         if row is None:
             self._session_key = None
@@ -46,14 +45,12 @@ class UserBackend(ModelBackend):
         meta, through = model._meta, model.groups.through._meta
         fields = tuple(f.attname for f in meta.concrete_fields)
         pk = sql.param(model, meta.pk.name, meta.pk.to_python(user_id))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {sql.columns(model, fields, 'u')}, g.name FROM {meta.db_table} u "
-                f"LEFT JOIN {through.db_table} ug ON ug.user_id = u.{meta.pk.column} "
-                f"LEFT JOIN {Group._meta.db_table} g ON g.id = ug.group_id WHERE u.{meta.pk.column} = %s",
-                [pk],
-            )
-            rows = cursor.fetchall()
+        rows = sql.fetchall(
+            f"SELECT {sql.columns(model, fields, 'u')}, g.name FROM {meta.db_table} u "
+            f"LEFT JOIN {through.db_table} ug ON ug.user_id = u.{meta.pk.column} "
+            f"LEFT JOIN {Group._meta.db_table} g ON g.id = ug.group_id WHERE u.{meta.pk.column} = %s",
+            [pk],
+        )
         if not rows:
             return None
         user = sql.load(model, fields, rows[0][:-1])

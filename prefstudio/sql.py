@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
 from django.db import connection
 from django.db.models import Model
 
@@ -31,6 +30,12 @@ def fetchone(sql: str, params: Sequence[Any] = ()) -> tuple | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def fetchall(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def execute(sql: str, params: Sequence[Any] = ()) -> int:
@@ -81,13 +86,25 @@ def insert(
     return row[0] if row else None
 
 
+def insert_columns(model: type[Model]) -> list[str]:
+    """The columns (attnames) an INSERT of a new `model` row sets: every concrete field but the key."""
+    return [f.attname for f in model._meta.concrete_fields if not f.primary_key]
+
+
+def add(
+    instance: Model, *, on_conflict: Sequence[str] = (), with_: tuple[str, Sequence[Any]] = ("", ())
+) -> bool:
+    """INSERT a new instance (as `insert`), setting its key; False when `on_conflict` matched a row."""
+    model = type(instance)
+    values = {name: getattr(instance, name) for name in insert_columns(model)}
+    instance.pk = insert(model, values, on_conflict=on_conflict, with_=with_)
+    instance._state.adding = instance.pk is None
+    return instance.pk is not None
+
+
 @cache
 def _field(model: type[Model], name: str) -> Any:
-    meta = model._meta
-    try:
-        return meta.get_field(name)
-    except FieldDoesNotExist:
-        return next(f for f in meta.concrete_fields if f.attname == name)
+    return model._meta.get_field(name)  # names and attnames (`pair_id`) alike
 
 
 @cache
