@@ -1,58 +1,141 @@
-"""Loading the session and the signed-in user, the two queries in front of every request.
+"""Loading the session and the signed-in user: one statement in front of every request.
 
-Django's database session store and ModelBackend do exactly this through the ORM; building those two
-queries was a tenth of an annotator's judge request, so here they are written out. Everything else
-(saving sessions, logging in and out, permissions) is Django's own.
+Django's database session store and ModelBackend load them with two ORM queries. Here the session row
+carries the signed-in user's id (prefstudio.models.Session), and the session store loads the session,
+that user and their group names with one written-out statement. Django's own `get_user` still decides
+whether the user is signed in (backend, session hash, active flag); it only finds the user already
+loaded. Everything else (saving sessions, logging in and out, permissions) is Django's own.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from functools import cache
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.contrib import auth
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthenticationMiddleware
 from django.contrib.auth.models import Group
 from django.contrib.sessions.backends import db
+from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
 
 from prefstudio import sql
+from prefstudio.models import Session
 from prefstudio.roles import remember_groups
+
+# The user the session store loaded, offered to UserBackend.get_user while Django's get_user runs.
+_session_user: ContextVar[Any] = ContextVar("prefstudio_session_user", default=None)
+
+
+def _user_query(where: str) -> tuple[str, tuple[str, ...]]:
+    """SELECT of a user's columns and group names (one row per group), joined onto `where`'s rows."""
+    model = get_user_model()
+    meta, through = model._meta, model.groups.through._meta
+    fields = tuple(f.attname for f in meta.concrete_fields)
+    pk = meta.pk.column
+    return (
+        f"SELECT {{first}}{sql.columns(model, fields, 'u')}, g.name FROM {where} "
+        f"LEFT JOIN {through.db_table} ug ON ug.user_id = u.{pk} "
+        f"LEFT JOIN {Group._meta.db_table} g ON g.id = ug.group_id",
+        fields,
+    )
+
+
+def _load_user(rows: list[tuple], fields: tuple[str, ...]) -> Any:
+    """The user in `rows` (as _user_query returns them, leading columns cut off) with their groups."""
+    if not rows or rows[0][0] is None:
+        return None
+    user = sql.load(get_user_model(), fields, rows[0][:-1])
+    remember_groups(user, [row[-1] for row in rows if row[-1] is not None])
+    return user
+
+
+def _user_id(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class SessionStore(db.SessionStore):
-    """Django's database session store, loading with one written-out statement."""
+    """Django's database session store on prefstudio.models.Session: the row records the signed-in
+    user, and loading the session loads that user too (`loaded_user`)."""
+
+    loaded_user: Any = None
+
+    @classmethod
+    def get_model_class(cls) -> type[Session]:
+        return Session
+
+    def create_model_instance(self, data: dict[str, Any]) -> Session:
+        instance = super().create_model_instance(data)
+        instance.user_id = _user_id(data.get(SESSION_KEY))
+        return instance
 
     def load(self) -> dict[str, Any]:
-        session_key = self.session_key
-        if not session_key:
+        self.loaded_user = None
+        if not self.session_key:
             return {}
-        table = self.model._meta.db_table
-        row = sql.fetchone(
-            f"SELECT session_data FROM {table} WHERE session_key = %s AND expire_date > %s",
-            [session_key, sql.param(self.model, "expire_date", timezone.now())],
-        )
-        if row is None:
+        query, fields = _load_session_query()
+        rows = sql.fetchall(query, [self.session_key, sql.param(Session, "expire_date", timezone.now())])
+        if not rows:
             self._session_key = None
             return {}
-        return self.decode(row[0])
+        data = self.decode(rows[0][0])
+        user = _load_user([row[1:] for row in rows], fields)
+        if user is not None and user.pk == _user_id(data.get(SESSION_KEY)):
+            self.loaded_user = user
+        return data
+
+
+@cache
+def _load_session_query() -> tuple[str, tuple[str, ...]]:
+    pk = get_user_model()._meta.pk.column
+    query, fields = _user_query(
+        f"{Session._meta.db_table} s LEFT JOIN {get_user_model()._meta.db_table} u ON u.{pk} = s.user_id"
+    )
+    return query.format(first="s.session_data, ") + " WHERE s.session_key = %s AND s.expire_date > %s", fields
+
+
+@cache
+def _load_user_query() -> tuple[str, tuple[str, ...]]:
+    query, fields = _user_query(f"{get_user_model()._meta.db_table} u")
+    return query.format(first="") + f" WHERE u.{get_user_model()._meta.pk.column} = %s", fields
 
 
 class UserBackend(ModelBackend):
-    """ModelBackend, loading the signed-in user and their group names with one written-out statement."""
+    """ModelBackend, loading the user and their group names with one written-out statement, or taking
+    the user the session store already loaded."""
 
     def get_user(self, user_id: Any) -> Any:
         model = get_user_model()
-        meta, through = model._meta, model.groups.through._meta
-        fields = tuple(f.attname for f in meta.concrete_fields)
-        pk = sql.param(model, meta.pk.name, meta.pk.to_python(user_id))
-        rows = sql.fetchall(
-            f"SELECT {sql.columns(model, fields, 'u')}, g.name FROM {meta.db_table} u "
-            f"LEFT JOIN {through.db_table} ug ON ug.user_id = u.{meta.pk.column} "
-            f"LEFT JOIN {Group._meta.db_table} g ON g.id = ug.group_id WHERE u.{meta.pk.column} = %s",
-            [pk],
-        )
-        if not rows:
-            return None
-        user = sql.load(model, fields, rows[0][:-1])
-        remember_groups(user, [row[-1] for row in rows if row[-1] is not None])
-        return user if self.user_can_authenticate(user) else None
+        pk = model._meta.pk.to_python(user_id)
+        user = _session_user.get()
+        if user is None or user.pk != pk:
+            query, fields = _load_user_query()
+            user = _load_user(sql.fetchall(query, [sql.param(model, model._meta.pk.name, pk)]), fields)
+        return user if user is not None and self.user_can_authenticate(user) else None
+
+
+def get_user(request: HttpRequest) -> Any:
+    """django.contrib.auth.get_user, with the user the session store loaded on offer to UserBackend."""
+    if not hasattr(request, "_cached_user"):
+        request.session.get(SESSION_KEY)  # loads the session (and its user) if not yet loaded
+        token = _session_user.set(getattr(request.session, "loaded_user", None))
+        try:
+            request._cached_user = auth.get_user(request)
+        finally:
+            _session_user.reset(token)
+    return request._cached_user
+
+
+class AuthenticationMiddleware(DjangoAuthenticationMiddleware):
+    """Django's middleware; `request.user` comes from `get_user` above."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        super().process_request(request)
+        request.user = SimpleLazyObject(lambda: get_user(request))

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "prefstudio",  # the session table (prefstudio.models.Session)
     # Before django_rq: training's `rqworker` command (JSON serializer by default) wins.
     "labeling",
     "training",
@@ -61,7 +62,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "prefstudio.auth.AuthenticationMiddleware",  # session and user in one statement
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -90,6 +91,8 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'p
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend with a health check that asks the socket before it sends `SELECT 1`.
+    DATABASES["default"]["ENGINE"] = "prefstudio.postgresql"
     # Parameters bound on the server, and statements prepared by psycopg after their 5th run on a
     # connection: the workbench's statements then skip parsing and planning, which was most of
     # PostgreSQL's time per judgment. Behind a pooler without prepared-statement support (PgBouncer
@@ -107,7 +110,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Django's database sessions and ModelBackend, each loading with one written-out query (prefstudio/auth.py).
+# Django's database sessions and ModelBackend; one written-out statement loads both (prefstudio/auth.py).
 SESSION_ENGINE = "prefstudio.auth"
 AUTHENTICATION_BACKENDS = ["prefstudio.auth.UserBackend"]
 LOGIN_URL = "login"

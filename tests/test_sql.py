@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
 
@@ -14,6 +14,8 @@ from labeling.assignment import LEASE_FIELDS, PAIR_SHOWN, current_lease, next_as
 from labeling.models import Assignment, Judgment, Pair
 from prefstudio import sql
 from prefstudio.auth import UserBackend
+from prefstudio.models import Session
+from tests.conftest import PASSWORD
 from tests.labeling.test_assignment import make_pairs
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +94,37 @@ def test_user_loads_like_the_orm(annotator):
     assert loaded == annotator and loaded.username == annotator.username
     assert loaded.date_joined == annotator.date_joined and loaded.is_active is True
     assert UserBackend().get_user(10**9) is None
+
+
+def test_one_statement_loads_the_session_its_user_and_their_groups(annotator, make_user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    client.post("/login/", {"username": "ann", "password": PASSWORD})
+    row = Session.objects.get()
+    assert row.user_id == annotator.pk  # the row names its signed-in user
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/label/").status_code == 200  # a page that needs the user's roles
+    loads = [q["sql"] for q in queries if re.search(r'FROM "?(auth_user|prefstudio_session)"? ', q["sql"])]
+    assert len(loads) == 1 and "JOIN auth_group" in loads[0], loads  # no second query for the user
+    client.post("/logout/")
+    assert not Session.objects.exists()
+
+
+def test_a_session_row_naming_another_user_does_not_sign_them_in(annotator, make_user):
+    """The session data decides who is signed in; the row's user is only a way to load them early."""
+    other = make_user("mallory", "admin")
+    client = Client()
+    client.force_login(annotator)
+    Session.objects.update(user=other)
+    response = client.get("/")
+    assert response.status_code == 200 and response.wsgi_request.user == annotator
+
+
+def test_deleting_a_user_ends_their_sessions(annotator):
+    client = Client()
+    client.force_login(annotator)
+    annotator.delete()
+    assert not Session.objects.exists()
+    assert client.get("/").status_code == 302

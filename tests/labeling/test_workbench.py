@@ -220,6 +220,6 @@ def test_an_htmx_judgment_runs_a_bounded_number_of_statements(labeled, project, 
     assert response.status_code == 200 and Judgment.objects.count() == 1
     # Transaction control aside (the test's own transaction turns BEGIN into a SAVEPOINT)
     statements = [q["sql"] for q in queries if q["sql"].split()[0] in ("SELECT", "INSERT", "UPDATE", "WITH")]
-    # session, user and groups, project; lock, judgment, assignment done; claim, lease; HTML kept; progress.
-    # PostgreSQL folds the user lock into the assignment's, and each write pair into one statement.
-    assert len(statements) <= (8 if connection.vendor == "postgresql" else 10), statements
+    # session with its user and groups, project; lock, judgment, assignment done; claim, lease; HTML kept;
+    # progress. PostgreSQL folds the user lock into the assignment's, and each write pair into one statement.
+    assert len(statements) <= (7 if connection.vendor == "postgresql" else 9), statements
