@@ -54,13 +54,14 @@ _CLAIM = (
 # PostgreSQL: claim the pair and insert the lease in one statement (the lease's values, pair_id aside,
 # are parameters; pair_id comes from the claimed row).
 _LEASE_COLUMNS = [c for c in _ASSIGNMENT_COLUMNS if c != "pair_id"]
-_CLAIM_AND_LEASE = (
-    f"WITH pair AS ({_CLAIM.format(lock=' FOR NO KEY UPDATE SKIP LOCKED')}), "
+_CLAIM_AND_LEASE_CTES = (
+    f"pair AS ({_CLAIM.format(lock=' FOR NO KEY UPDATE SKIP LOCKED')}), "
     f"lease AS (INSERT INTO {_A} ({sql.columns(Assignment, _ASSIGNMENT_COLUMNS)}) "
     f"SELECT {', '.join('pair.id' if c == 'pair_id' else '%s' for c in _ASSIGNMENT_COLUMNS)} "
-    "FROM pair RETURNING id) "
-    f"SELECT lease.id, {sql.columns(Pair, PAIR_SHOWN, 'pair')} FROM lease, pair"
+    "FROM pair RETURNING id)"
 )
+_CLAIMED = f"lease.id, {sql.columns(Pair, PAIR_SHOWN, 'pair')}"
+_CLAIM_AND_LEASE = f"WITH {_CLAIM_AND_LEASE_CTES} SELECT {_CLAIMED} FROM lease, pair"
 _ANY_OPEN = f"SELECT 1 FROM {_P} p WHERE {_OPEN} LIMIT 1"
 _GOLD = (
     f"SELECT {sql.columns(Pair, PAIR_SHOWN, 'p')} FROM {_P} p "
@@ -120,11 +121,12 @@ def _deal_gold(project: Project, user: Any, lease: Assignment) -> bool:
     return True
 
 
-def _claim(project: Project, user: Any, lease: Assignment) -> bool:
+def _claim(project: Project, user: Any, lease: Assignment, rider: sql.Rider | None = None) -> bool:
     """Claim the best open pair for this user into `lease`, skipping pairs other claims hold right now
     and counting the claim on the pair (`taken + 1`) in the same statement; False if none is open.
 
-    On PostgreSQL the same statement also inserts the lease (`lease.id` is then set).
+    On PostgreSQL the same statement also inserts the lease (`lease.id` is then set), and carries
+    `rider` if it has not been sent yet.
     """
     params = [project.pk, project.overlap, user.pk]
     postgres = sql.is_postgres()
@@ -132,7 +134,14 @@ def _claim(project: Project, user: Any, lease: Assignment) -> bool:
     for attempt in range(CLAIM_ATTEMPTS):
         if postgres:
             # no key: other transactions' foreign-key checks on this pair need not wait.
-            row = sql.fetchone(_CLAIM_AND_LEASE, params + lease_params)
+            if rider is not None and rider.row is None:
+                statement, all_params = rider.carried_by(
+                    _CLAIM_AND_LEASE_CTES, params + lease_params, _CLAIMED, "lease CROSS JOIN pair"
+                )
+                row = rider.take(sql.fetchone(statement, all_params))
+                row = None if row[0] is None else row
+            else:
+                row = sql.fetchone(_CLAIM_AND_LEASE, params + lease_params)
             if row is not None:
                 lease.id, lease.pair = row[0], sql.load(Pair, PAIR_SHOWN, row[1:])
                 return True
@@ -160,12 +169,19 @@ def next_assignment(project: Project, user: Any, *, rng: random.Random | None = 
 
 
 def next_assignment_locked(
-    project: Project, user: Any, *, rng: random.Random | None = None, no_lease: bool = False
+    project: Project,
+    user: Any,
+    *,
+    rng: random.Random | None = None,
+    no_lease: bool = False,
+    now: Any = None,
+    rider: sql.Rider | None = None,
 ) -> Assignment | None:
     """`next_assignment` for a caller already in a transaction holding `lock_user(project, user)`;
-    `no_lease`: the caller knows the user holds no live lease."""
+    `no_lease`: the caller knows the user holds no live lease; `rider`: statements the claim may carry
+    (the caller sends them if it does not)."""
     rng = rng or random
-    now = timezone.now()
+    now = now or timezone.now()
     lease = None if no_lease else current_lease(project, user, now=now)
     if lease is not None:
         return lease
@@ -184,7 +200,7 @@ def next_assignment_locked(
     if gold_turn:
         _deal_gold(project, user, lease)
     if not lease.is_gold:
-        claimed = _claim(project, user, lease)
+        claimed = _claim(project, user, lease, rider)
         if not claimed and expire_leases(project, now=now):  # stale leases may hold the last slots
             claimed = _claim(project, user, lease)
         if not claimed and not (project.gold_rate and not gold_turn and _deal_gold(project, user, lease)):

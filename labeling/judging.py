@@ -85,20 +85,52 @@ def judgment_submit(
     Raises Assignment.DoesNotExist when the assignment is not this annotator's in this project.
     """
     with transaction.atomic():
-        judgment, created, _ = _submit(
+        submission = _submit(
             assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict
         )
-    return judgment, created
+        return submission.settle()
+
+
+@dataclass
+class _Submission:
+    """A judgment being stored: on PostgreSQL `rider` may hold its writes until a later statement of
+    the transaction carries them; `settle` finishes either way."""
+
+    judgment: Judgment
+    created: bool
+    was_live_lease: bool  # the assignment was the annotator's live lease until now
+    rider: sql.Rider | None = None
+
+    def settle(self) -> tuple[Judgment, bool]:
+        """(judgment, created), once its writes are sent."""
+        if self.rider is not None:
+            (judgment_id,) = self.rider.send()
+            if judgment_id is None:  # stored before, from elsewhere
+                self.judgment = Judgment.objects.get(
+                    pair_id=self.judgment.pair_id, annotator_id=self.judgment.annotator_id
+                )
+            else:
+                self.judgment.pk, self.judgment._state.adding, self.created = judgment_id, False, True
+            self.rider = None
+        return self.judgment, self.created
 
 
 def _submit(
-    *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict, lock_user_first: bool = False
-) -> tuple[Judgment, bool, bool]:
-    """(judgment, created, whether the assignment was the annotator's live lease until now).
+    *,
+    assignment_id: int,
+    annotator: Any,
+    project: Project,
+    verdict: Verdict,
+    now: Any = None,
+    lock_user_first: bool = False,
+    ride: bool = False,
+) -> _Submission:
+    """Lock the assignment and store the judgment; refusals raise before anything is written.
 
     `lock_user_first`: take `lock_user` before the assignment's row lock (the order next_assignment uses).
+    `ride` (PostgreSQL, the assignment is the live lease): leave the writes to a rider.
     """
-    now = timezone.now()
+    now = now or timezone.now()
     # The hot path of the workbench: statements written out (prefstudio/sql.py), portable but for
     # PostgreSQL's locks, and on PostgreSQL folded together where that saves a round trip.
     postgres = sql.is_postgres()
@@ -113,7 +145,8 @@ def _submit(
         raise Assignment.DoesNotExist
     locked = sql.load(Assignment, _LOCKED_FIELDS, row)
     if locked.state == Assignment.State.DONE:
-        return Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk), False, False
+        judgment = Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk)
+        return _Submission(judgment, created=False, was_live_lease=False)
     if locked.state == Assignment.State.SKIPPED:
         raise JudgmentRefused("You skipped this pair.")
     # A lease that ran out gave its slot back to the pool: take it again if still free.
@@ -134,7 +167,21 @@ def _submit(
         updated_at=now,
         **verdict.for_pair(locked.a_on_left),
     )
+    live = locked.state == Assignment.State.LEASED and locked.expires_at > now
     finish = [sql.param(Assignment, "finished_at", now), assignment_id]
+    if postgres and ride and live:
+        # Marking the assignment done and storing the judgment ride in the claim of the next pair.
+        # Only for a live lease: the lease sweep that may run first leaves it alone (it expires
+        # leases older than the same `now`).
+        insert, params = sql.insert_statement(
+            Judgment, sql.new_values(judgment), on_conflict=("pair_id", "annotator_id")
+        )
+        rider = sql.Rider(
+            f"finished AS ({_FINISH}), judgment AS ({insert} RETURNING id)",
+            [*finish, *params],
+            select=["(SELECT id FROM judgment)"],
+        )
+        return _Submission(judgment, created=False, was_live_lease=True, rider=rider)
     # On PostgreSQL the assignment is marked done by the same statement that stores the judgment.
     with_ = (f"WITH finished AS ({_FINISH}) ", finish) if postgres else ("", ())
     created = sql.add(judgment, on_conflict=("pair_id", "annotator_id"), with_=with_)
@@ -142,25 +189,35 @@ def _submit(
         sql.execute(_FINISH, finish)
     if not created:
         judgment = Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk)
-    return judgment, created, locked.state == Assignment.State.LEASED and locked.expires_at > now
+    return _Submission(judgment, created=created, was_live_lease=live)
 
 
 def judgment_submit_and_next(
     *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict
 ) -> tuple[Judgment, Assignment | None]:
     """`judgment_submit`, then `next_assignment` for the same annotator, in one transaction: the
-    workbench's judge request commits once. Raises as `judgment_submit` does, storing nothing."""
+    workbench's judge request commits once. Raises as `judgment_submit` does, storing nothing.
+
+    On PostgreSQL the judgment's writes travel in the statement that claims the next pair.
+    """
+    now = timezone.now()
     with transaction.atomic():
-        judgment, _, was_live_lease = _submit(  # the user lock first, as in next_assignment
+        submission = _submit(  # the user lock first, as in next_assignment
             assignment_id=assignment_id,
             annotator=annotator,
             project=project,
             verdict=verdict,
+            now=now,
             lock_user_first=True,
+            ride=True,
         )
         # Leases are only made under lock_user when the user has no live one: if this was it, the
         # user now has none, and the lookup can be skipped.
-        return judgment, next_assignment_locked(project, annotator, no_lease=was_live_lease)
+        upcoming = next_assignment_locked(
+            project, annotator, no_lease=submission.was_live_lease, now=now, rider=submission.rider
+        )
+        judgment, _ = submission.settle()
+    return judgment, upcoming
 
 
 def judgment_change(*, judgment: Judgment, verdict: Verdict) -> Judgment:

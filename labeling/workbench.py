@@ -45,7 +45,10 @@ def _verdict(form: JudgmentForm) -> Verdict:
 
 
 def _render_workbench(
-    request: HttpRequest, project: Project, assignment: Assignment | None, form: JudgmentForm | None = None
+    request: HttpRequest,
+    project: Project,
+    assignment: Assignment | None,
+    form: JudgmentForm | None = None,
 ) -> HttpResponse:
     plain = _plain(request)
     context = {

@@ -9,6 +9,7 @@ through the fields' own conversions both ways, so JSON, booleans and aware datet
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -60,6 +61,20 @@ def load(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> Mod
     return model.from_db(connection.alias, [_field(model, n).attname for n in names], converted)
 
 
+def insert_statement(
+    model: type[Model], values: dict[str, Any], *, on_conflict: Sequence[str] = ()
+) -> tuple[str, list[Any]]:
+    """`INSERT` of one row of `values` (skipped when `on_conflict` columns match a row); its parameters."""
+    names = list(values)
+    statement = (
+        f"INSERT INTO {model._meta.db_table} ({columns(model, names)}) "
+        f"VALUES ({', '.join(['%s'] * len(names))})"
+    )
+    if on_conflict:
+        statement += f" ON CONFLICT ({columns(model, on_conflict)}) DO NOTHING"
+    return statement, [param(model, n, values[n]) for n in names]
+
+
 def insert(
     model: type[Model],
     values: dict[str, Any],
@@ -72,17 +87,9 @@ def insert(
 
     `with_`: a `WITH ... ` clause and its parameters to run in the same statement (PostgreSQL).
     """
-    names = list(values)
-    sql = (
-        f"INSERT INTO {model._meta.db_table} ({columns(model, names)}) "
-        f"VALUES ({', '.join(['%s'] * len(names))})"
-    )
-    if on_conflict:
-        sql += f" ON CONFLICT ({columns(model, on_conflict)}) DO NOTHING"
+    statement, params = insert_statement(model, values, on_conflict=on_conflict)
     prefix, prefix_params = with_
-    row = fetchone(
-        f"{prefix}{sql} RETURNING {returning}", [*prefix_params, *(param(model, n, values[n]) for n in names)]
-    )
+    row = fetchone(f"{prefix}{statement} RETURNING {returning}", [*prefix_params, *params])
     return row[0] if row else None
 
 
@@ -91,15 +98,50 @@ def insert_columns(model: type[Model]) -> list[str]:
     return [f.attname for f in model._meta.concrete_fields if not f.primary_key]
 
 
+def new_values(instance: Model) -> dict[str, Any]:
+    """What an INSERT of `instance` as a new row sets: `insert_columns` and their values."""
+    return {name: getattr(instance, name) for name in insert_columns(type(instance))}
+
+
 def add(
     instance: Model, *, on_conflict: Sequence[str] = (), with_: tuple[str, Sequence[Any]] = ("", ())
 ) -> bool:
     """INSERT a new instance (as `insert`), setting its key; False when `on_conflict` matched a row."""
-    model = type(instance)
-    values = {name: getattr(instance, name) for name in insert_columns(model)}
-    instance.pk = insert(model, values, on_conflict=on_conflict, with_=with_)
+    instance.pk = insert(type(instance), new_values(instance), on_conflict=on_conflict, with_=with_)
     instance._state.adding = instance.pk is None
     return instance.pk is not None
+
+
+@dataclass
+class Rider:
+    """Statements that travel inside the next statement a transaction sends, saving their round trip
+    (PostgreSQL, whose WITH clauses may write): `ctes`, a WITH list, and its parameters; the carrier
+    also selects `select`, expressions over those CTEs. `row` holds their values once sent."""
+
+    ctes: str
+    params: list[Any]
+    select: list[str]
+    row: tuple | None = None
+
+    def carried_by(self, ctes: str, params: Sequence[Any], select: str, source: str) -> tuple[str, list[Any]]:
+        """A carrier statement: its own `ctes` after ours, selecting ours then its `select` from its
+        `source`, LEFT JOINed so that our values come back even when the source has no row."""
+        statement = (
+            f"WITH {self.ctes}, {ctes} SELECT {', '.join(self.select)}, {select} "
+            f"FROM (SELECT 1) AS one LEFT JOIN ({source}) ON true"
+        )
+        return statement, [*self.params, *params]
+
+    def take(self, row: tuple) -> tuple:
+        """Keep our values from a carrier's `row`; the carrier's own values."""
+        self.row = row[: len(self.select)]
+        return row[len(self.select) :]
+
+    def send(self) -> tuple:
+        """Our values, sending the statements alone if no carrier took them."""
+        if self.row is None:
+            self.row = fetchone(f"WITH {self.ctes} SELECT {', '.join(self.select)}", self.params)
+        return self.row
 
 
 @cache

@@ -12,7 +12,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from labeling.assignment import assignment_skip, expire_leases, next_assignment
-from labeling.judging import JudgmentRefused, Verdict, judgment_submit, judgment_submit_and_next
+from labeling.judging import JudgmentRefused, Verdict, judgment_submit, judgment_submit_and_next, progress_for
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
 
 LIVE = Q(state__in=[Assignment.State.LEASED, Assignment.State.DONE])
@@ -199,6 +199,34 @@ class TestNextAssignment:
             assignment_id=upcoming.pk, annotator=user, project=project, verdict=Verdict(choice="left")
         )
         assert none_left is None and Judgment.objects.count() == 2
+
+    @pytest.mark.parametrize("gold_turn", [False, True], ids=["claim carries the writes", "sent alone"])
+    def test_submit_and_next_stores_once_whoever_sends_the_writes(
+        self, project, make_user, monkeypatch, gold_turn
+    ):
+        """On PostgreSQL the judgment's writes travel in the claim of the next pair; on a gold turn no
+        claim runs and they go alone. Either way: stored once, counted, and a retry stores nothing."""
+        project.gold_rate = 0.5 if gold_turn else 0.0
+        project.save()
+        make_pairs(project, 3)
+        make_pairs(project, 1, gold="a")
+        (user,) = annotators(make_user, project, 1)
+        monkeypatch.setattr(random, "random", lambda: 0.9)  # the first lease is a regular pair
+        first = next_assignment(project, user)
+        monkeypatch.setattr(random, "random", lambda: 0.0)  # then a gold turn, if the project has gold
+        judgment, upcoming = judgment_submit_and_next(
+            assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="left")
+        )
+        assert (
+            judgment.pk == Judgment.objects.get().pk and Assignment.objects.get(pk=first.pk).state == "done"
+        )
+        assert upcoming.is_gold is gold_turn and upcoming.pair != first.pair
+        progress = progress_for(project, user, has_lease=True)
+        assert (progress.total, progress.today) == (1, 1)
+        again, _ = judgment_submit_and_next(  # a retried POST: the stored judgment, nothing more
+            assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="right")
+        )
+        assert again == judgment and Judgment.objects.count() == 1
 
     def test_submit_and_next_refused_stores_nothing(self, project, make_user):
         make_pairs(project, 2)

@@ -221,5 +221,6 @@ def test_an_htmx_judgment_runs_a_bounded_number_of_statements(labeled, project, 
     # Transaction control aside (the test's own transaction turns BEGIN into a SAVEPOINT)
     statements = [q["sql"] for q in queries if q["sql"].split()[0] in ("SELECT", "INSERT", "UPDATE", "WITH")]
     # session with its user and groups, project; lock, judgment, assignment done; claim, lease; HTML kept;
-    # progress. PostgreSQL folds the user lock into the assignment's, and each write pair into one statement.
-    assert len(statements) <= (7 if connection.vendor == "postgresql" else 9), statements
+    # progress. PostgreSQL folds the user lock into the assignment's, and the judgment's writes into the
+    # statement that claims the next pair and leases it.
+    assert len(statements) <= (6 if connection.vendor == "postgresql" else 9), statements
