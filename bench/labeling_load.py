@@ -6,15 +6,18 @@ after a warm-up: `max` (closed loop, no think time: capacity; there latency ~ N 
 `paced` (together the annotators offer --rate judgments/s on fixed schedules; `p99sch` is measured from
 the scheduled send time, so time spent behind schedule counts). Reports judgments/s, p50/p95/p99/max ms,
 errors (non-200, no new pair, socket errors), CPU cores of gunicorn / PostgreSQL / this client / the rest
-of the machine, DB checks (judgments added == successful POSTs, no duplicate (pair, annotator), no pair
-over k live annotators, every done assignment judged, `taken` exact, one lease per annotator), and a
-census of one htmx judge request in-process (queries, time, slowest statement).
+of the machine, CPU ms per judgment (all three together), the machine's speed just before the phase
+(`python_loop_ms`, a fixed pure-Python loop: these shared machines vary by half from hour to hour), DB
+checks (judgments added == successful POSTs, no duplicate (pair, annotator), no pair over k live
+annotators, every done assignment judged, `taken` exact, one lease per annotator), and a census of one
+htmx judge request in-process (queries, time, slowest statement).
 
 Scratch database `prefstudio_loadbench`: re-created, seeded through Django, ANALYZEd, dropped at the end.
-Run: `.venv/bin/python bench/labeling_load.py [--sizes 10,50,100] [--seconds 20] [--workers 4]
-[--worker-class gthread --threads 4] [--rate 300] [--pairs 20000] [--out var/bench/labeling_load.json]`
-(more gunicorn flags through GUNICORN_CMD_ARGS). Targets: 300 judgments/s at N=50, p99 < 150 ms (paced),
-no errors, DB checks clean. Closed-loop latency can't pass with no think time: 50 / 300 j/s = 167 ms.
+Run: `.venv/bin/python bench/labeling_load.py [--sizes 10,50,100] [--seconds 20] [--workers 3]
+[--worker-class sync --threads 1] [--rate 300] [--pairs 20000] [--out var/bench/labeling_load.json]`
+(gunicorn.conf.py's settings unless given; more gunicorn flags through GUNICORN_CMD_ARGS).
+Targets: 300 judgments/s at N=50, p99 < 150 ms (paced), no errors, DB checks clean. Closed-loop
+latency can't pass with no think time: 50 / 300 j/s = 167 ms.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import platform
 import random
 import re
+import runpy
 import secrets
 import signal
 import socket
@@ -249,6 +253,20 @@ def cpu_cores(a: dict, b: dict, seconds: float) -> dict:
     return {k: round(v / seconds, 2) for k, v in out.items()}
 
 
+def python_loop_ms() -> float:
+    """The machine's speed right now: the best of five runs of a fixed pure-Python loop, in ms.
+
+    These shared 2-core machines change speed from hour to hour (the same code and the same phase have
+    measured 40% apart); this reference, taken next to every phase, tells a slow machine from slow code.
+    """
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        sum(i * i for i in range(200_000))
+        best = min(best, time.perf_counter() - t)
+    return round(best * 1000, 1)
+
+
 async def run_phase(clients: list[Client], server: psutil.Process, args, rate: float) -> dict:
     rec: dict = {"samples": [], "errors": {}, "posts_200": 0}
     t0 = time.perf_counter()
@@ -262,6 +280,8 @@ async def run_phase(clients: list[Client], server: psutil.Process, args, rate: f
     ok = [s for s in rec["samples"] if start <= s[1] <= stop and s[3]]
     lat, late = sorted((s[1] - s[0]) * 1000 for s in ok), sorted((s[1] - s[2]) * 1000 for s in ok)
     pct = lambda v, p: round(v[min(len(v) - 1, int(p / 100 * len(v)))], 1) if v else float("nan")  # noqa: E731
+    cores = cpu_cores(*snaps, args.seconds) if len(snaps) == 2 else {}
+    busy = sum(v for k, v in cores.items() if k != "other")  # cores used by gunicorn, PostgreSQL, client
     return {
         "judgments_per_s": round(len(ok) / args.seconds, 1),
         **{f"p{p}_ms": pct(lat, p) for p in (50, 95, 99)},
@@ -269,7 +289,8 @@ async def run_phase(clients: list[Client], server: psutil.Process, args, rate: f
         "errors": sum(rec["errors"].values()), "error_kinds": rec["errors"],
         "ok_posts_total": sum(s[3] for s in rec["samples"]), "posts_200_total": rec["posts_200"],
         "drain_s": round(time.perf_counter() - stop, 2),
-        "cpu_cores": cpu_cores(*snaps, args.seconds) if len(snaps) == 2 else {},
+        "cpu_ms_per_judgment": round(1000 * busy * args.seconds / len(ok), 2) if ok else None,
+        "cpu_cores": cores,
     }  # fmt: skip
 
 
@@ -344,9 +365,10 @@ def main() -> None:
     add("--seconds", type=float, default=20.0, help="measured seconds per phase")
     add("--warmup", type=float, default=3.0, help="unmeasured seconds before each phase")
     add("--rate", type=float, default=TARGET_RATE, help="offered judgments/s in the paced phase (0: none)")
-    add("--workers", type=int, default=4)
-    add("--worker-class", default="sync", help="gunicorn worker class: sync or gthread")
-    add("--threads", type=int, default=1)
+    shipped = runpy.run_path(str(ROOT / "gunicorn.conf.py"))  # what the Dockerfile serves with
+    add("--workers", type=int, default=shipped["workers"], help="gunicorn workers (gunicorn.conf.py's)")
+    add("--worker-class", default=shipped["worker_class"], help="gunicorn worker class: gthread or sync")
+    add("--threads", type=int, default=shipped["threads"])
     add("--pairs", type=int, default=20000)
     add("--history", type=float, default=0.25, help="share of pairs already judged k times before the run")
     add("--out", type=Path, default=ROOT / "var/bench/labeling_load.json")
@@ -388,7 +410,9 @@ def main() -> None:
         before = db_state()
         for n, mode in ((n, m) for n in sizes for m in ("max", "paced")[: 2 if args.rate else 1]):
             rate = args.rate if mode == "paced" else None
+            speed = python_loop_ms()  # the machine's speed just before the phase
             result = asyncio.run(run_phase(clients[:n], server, args, rate or 0))
+            result["python_loop_ms"] = speed
             after = db_state()
             added, checks = after["judgments"] - before["judgments"], dict(list(after.items())[1:-1])
             result["db"] = {"judgments_added": added, "free_slots": after["free_slots"], **checks}
@@ -445,13 +469,14 @@ def report(args, sizes: list[int], phases: list[dict], census: dict, pg: str) ->
     print(f"\nlabeling_load: {os.cpu_count()} CPUs, gunicorn {g['workers']} x {g['worker_class']} "
           f"(threads {g['threads']}), PostgreSQL {pg.split()[0]}, {args.pairs:,} pairs, k={K}")  # fmt: skip
     head = f"{'N':>4}  {'phase':<10}{'j/s':>7}{'p50':>7}{'p95':>7}{'p99':>7}{'max':>7}{'p99sch':>8}{'err':>5}"
-    print(head + "  cores gunicorn/pg/client/other  db\n" + "-" * (len(head) + 36))
+    print(head + "  cores gunicorn/pg/client/other  cpu/j  loop  db\n" + "-" * (len(head) + 49))
     for p in phases:
         name = p["mode"] + (f"@{p['offered_rate']:g}" if p["offered_rate"] else "")
         cols = "".join(f"{p[k]:>7}" for k in ("judgments_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms"))
         cores = "/".join(str(v) for v in p["cpu_cores"].values())
+        speed = f"{p['cpu_ms_per_judgment']:>6}{p['python_loop_ms']:>6}"
         print(f"{p['annotators']:>4}  {name:<10}{cols}{p['p99_from_schedule_ms']:>8}{p['errors']:>5}  "
-              f"{cores:<30}{'ok' if p['db_ok'] else 'FAIL'}")  # fmt: skip
+              f"{cores:<30}{speed}  {'ok' if p['db_ok'] else 'FAIL'}")  # fmt: skip
     print(f"census: judge request {census['median_request_ms']} ms in-process, {census['queries']} queries, "
           f"{census['sql_ms']} ms SQL; slowest {census['slowest'][0]['ms']:.1f} ms: "
           f"{census['slowest'][0]['sql'][:50]}...")  # fmt: skip

@@ -119,3 +119,18 @@ def test_postgresql_statements_are_prepared_unless_turned_off():
     assert options(DATABASE_URL=url) == {"server_side_binding": True, "prepare_threshold": 5}
     assert options(DATABASE_URL=url, DATABASE_PREPARE_THRESHOLD="off")["prepare_threshold"] is None
     assert options(DATABASE_URL="sqlite:///x.sqlite3") == {}
+
+
+def test_gunicorn_serves_with_the_shipped_settings():
+    """gunicorn.conf.py: threaded workers that keep connections open, WEB_CONCURRENCY of them."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    env = {**os.environ, "WEB_CONCURRENCY": "5"}
+    result = subprocess.run(
+        [gunicorn, "--print-config", "prefstudio.wsgi:application"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = dict(line.split(" = ", 1) for line in result.stdout.splitlines() if " = " in line)
+    values = {k.strip(): v.strip() for k, v in config.items()}
+    assert values["worker_class"] == "gthread" and values["threads"] == "1"
+    assert values["workers"] == "5" and int(values["keepalive"]) > 0 and values["timeout"] == "120"
