@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.messages import get_messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling.access import project_for
@@ -59,9 +62,17 @@ def _render_workbench(
         "skip_reasons": Assignment.SkipReason.choices,
         "progress": progress_for(project, request.user, has_lease=assignment is not None),
         "plain": plain,
+        "messages": get_messages(request) if request.htmx else (),  # the full page shows them itself
     }
-    template = "labeling/workbench.html#workbench" if request.htmx else "labeling/workbench.html"
-    return render(request, template, context)
+    area = _fragment(request, "labeling/workbench_area.html", context)
+    if request.htmx:  # the judge request's answer: only the working area, swapped in place
+        return HttpResponse(area)
+    return render(request, "labeling/workbench.html", {"project": project, "workbench": area})
+
+
+def _fragment(request: HttpRequest, name: str, context: dict) -> SafeString:
+    """A workbench fragment (templates/jinja2/, autoescaped) as HTML to place in a page."""
+    return mark_safe(render_to_string(name, context, request=request, using="jinja2"))
 
 
 def _shown(dealt: Assignment | Judgment, plain: bool) -> Shown:
@@ -158,7 +169,9 @@ def judgment_edit(request: HttpRequest, slug: str, judgment_id: int) -> HttpResp
     context = {
         "project": project,
         "judgment": judgment,
-        "shown": _shown(judgment, _plain(request)),
-        "controls": verdict_controls(project, form),
+        "pair": _fragment(request, "labeling/pair.html", {"shown": _shown(judgment, _plain(request))}),
+        "controls": _fragment(
+            request, "labeling/verdict.html", {"controls": verdict_controls(project, form)}
+        ),
     }
     return render(request, "labeling/judgment_edit.html", context)

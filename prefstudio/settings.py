@@ -85,6 +85,12 @@ TEMPLATES = [
             ],
         },
     },
+    {  # the workbench's fragments, rendered on every judgment (prefstudio/jinja2.py)
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [BASE_DIR / "templates" / "jinja2"],
+        "APP_DIRS": False,
+        "OPTIONS": {"environment": "prefstudio.jinja2.environment"},
+    },
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'prefstudio.sqlite3'}")}

@@ -64,6 +64,31 @@ def test_htmx_submit_stores_and_swaps_in_the_next_pair(labeled, project, annotat
     assert "<dd>1</dd>" in body  # judged today / total
 
 
+def test_htmx_refusal_says_why_in_the_swapped_area(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    skipped = lease_of(annotator)
+    labeled.post(
+        f"/projects/{project.slug}/label/{skipped.pk}/skip/", {"reason": "broken"}, HTTP_HX_REQUEST="true"
+    )
+    response = labeled.post(judge_url(project, skipped), {"choice": "left"}, HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    assert response.status_code == 200 and '<li class="msg warning">You skipped this pair.</li>' in body
+    assert f'action="{judge_url(project, lease_of(annotator))}"' in body and not Judgment.objects.exists()
+    # shown once: the next page has no message left
+    assert "You skipped this pair." not in labeled.get(f"/projects/{project.slug}/label/").content.decode()
+
+
+def test_change_page_shows_the_pair_and_the_judgment_as_stored(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    lease = lease_of(annotator)
+    labeled.post(judge_url(project, lease), {"choice": "left", "rationale": "<b>clearer</b>"})
+    judgment = Judgment.objects.get()
+    body = labeled.get(f"/projects/{project.slug}/judgments/{judgment.pk}/edit/").content.decode()
+    assert 'value="left" id="id_choice_0" required checked' in body  # shown where the annotator saw it
+    assert "&lt;b&gt;clearer&lt;/b&gt;</textarea>" in body  # the rationale, escaped
+    assert ("<p>A0</p>" in body) and ("<p>B0</p>" in body) and "secret-model" not in body
+
+
 def test_plain_form_post_redirects_to_the_next_pair(labeled, project, annotator):
     labeled.get(f"/projects/{project.slug}/label/")
     response = labeled.post(judge_url(project, lease_of(annotator)), {"choice": "tie"})
