@@ -307,7 +307,11 @@ def census(requests: int = 21) -> dict:
     for _ in range(requests):
         with CaptureQueriesContext(connection) as ctx:
             t = time.perf_counter()
-            action = ACTION.search(client.post(action, {"choice": "left"}).content).group(1).decode()
+            response = client.post(action, {"choice": "left"})
+            if not (match := ACTION.search(response.content)):
+                body = response.content[:2000]
+                raise SystemExit(f"census: {action} answered {response.status_code}, no next pair: {body!r}")
+            action = match.group(1).decode()
             runs.append((time.perf_counter() - t, [(float(q["time"]) * 1000, q["sql"]) for q in ctx]))
     seconds, queries = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     return {"median_request_ms": round(seconds * 1000, 1), "queries": len(queries),
