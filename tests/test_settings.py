@@ -121,16 +121,21 @@ def test_postgresql_statements_are_prepared_unless_turned_off():
     assert options(DATABASE_URL="sqlite:///x.sqlite3") == {}
 
 
-def test_gunicorn_serves_with_the_shipped_settings():
-    """gunicorn.conf.py: threaded workers that keep connections open, WEB_CONCURRENCY of them."""
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    env = {**os.environ, "WEB_CONCURRENCY": "5"}
+def gunicorn_config(**env: str) -> dict[str, str]:
+    """The settings gunicorn would serve with from the project's root, as `--print-config` lists them."""
+    clean = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
     result = subprocess.run(
-        [gunicorn, "--print-config", "prefstudio.wsgi:application"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        [Path(sys.executable).with_name("gunicorn"), "--print-config", "prefstudio.wsgi:application"],
+        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    config = dict(line.split(" = ", 1) for line in result.stdout.splitlines() if " = " in line)
-    values = {k.strip(): v.strip() for k, v in config.items()}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(" = ") for line in result.stdout.splitlines())}
+
+
+def test_gunicorn_serves_with_the_shipped_settings():
+    """gunicorn.conf.py: threaded workers that keep connections open, one per core unless WEB_CONCURRENCY."""
+    values = gunicorn_config()
     assert values["worker_class"] == "gthread" and values["threads"] == "1"
-    assert values["workers"] == "5" and int(values["keepalive"]) > 0 and values["timeout"] == "120"
+    assert int(values["keepalive"]) > 0 and values["timeout"] == "120"
+    assert int(values["workers"]) == max(2, os.cpu_count() or 1)
+    assert gunicorn_config(WEB_CONCURRENCY="5")["workers"] == "5"
