@@ -129,7 +129,8 @@ def gunicorn_config(**env: str) -> dict[str, str]:
         cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    return {k.strip(): v.strip() for k, _, v in (line.partition(" = ") for line in result.stdout.splitlines())}
+    lines = (line.partition(" = ") for line in result.stdout.splitlines())
+    return {name.strip(): value.strip() for name, _, value in lines}
 
 
 def test_gunicorn_serves_with_the_shipped_settings():
