@@ -24,5 +24,5 @@ RUN DEBUG=false SECRET_KEY=collectstatic-only-$(python -c 'import secrets; print
 USER prefstudio
 EXPOSE 8000
 # Workers override the command: python manage.py rqworker default gpu
-# Workers (one per core), worker class and timeouts: gunicorn.conf.py; WEB_CONCURRENCY sets the number.
+# Workers, worker class and timeouts: gunicorn.conf.py; WEB_CONCURRENCY sets the number of workers.
 CMD ["gunicorn", "prefstudio.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

@@ -13,7 +13,7 @@ annotators, every done assignment judged, `taken` exact, one lease per annotator
 htmx judge request in-process (queries, time, slowest statement).
 
 Scratch database `prefstudio_loadbench`: re-created, seeded through Django, ANALYZEd, dropped at the end.
-Run: `.venv/bin/python bench/labeling_load.py [--sizes 10,50,100] [--seconds 20] [--workers 2]
+Run: `.venv/bin/python bench/labeling_load.py [--sizes 10,50,100] [--seconds 20] [--workers 3]
 [--worker-class sync --threads 1] [--rate 300] [--pairs 40000] [--out var/bench/labeling_load.json]`
 (gunicorn.conf.py's settings unless given; more gunicorn flags through GUNICORN_CMD_ARGS).
 Targets: 300 judgments/s at N=50, p99 < 150 ms (paced), no errors, DB checks clean. Closed-loop
