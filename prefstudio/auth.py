@@ -31,22 +31,29 @@ from prefstudio.roles import remember_groups
 _session_user: ContextVar[Any] = ContextVar("prefstudio_session_user", default=None)
 
 
-def _user_query(where: str) -> tuple[str, tuple[str, ...]]:
-    """SELECT of a user's columns and group names (one row per group), joined onto `where`'s rows."""
+@cache
+def _queries() -> tuple[str, str, tuple[str, ...]]:
+    """(session with its user, user alone, the user's fields): SELECTs of a user's columns and group
+    names, one row per group."""
     model = get_user_model()
     meta, through = model._meta, model.groups.through._meta
     fields = tuple(f.attname for f in meta.concrete_fields)
-    pk = meta.pk.column
-    return (
-        f"SELECT {{first}}{sql.columns(model, fields, 'u')}, g.name FROM {where} "
-        f"LEFT JOIN {through.db_table} ug ON ug.user_id = u.{pk} "
-        f"LEFT JOIN {Group._meta.db_table} g ON g.id = ug.group_id",
-        fields,
+    user = f"{sql.columns(model, fields, 'u')}, g.name"
+    groups = (
+        f"LEFT JOIN {through.db_table} ug ON ug.user_id = u.{meta.pk.column} "
+        f"LEFT JOIN {Group._meta.db_table} g ON g.id = ug.group_id"
     )
+    session = (
+        f"SELECT s.session_data, {user} FROM {Session._meta.db_table} s "
+        f"LEFT JOIN {meta.db_table} u ON u.{meta.pk.column} = s.user_id {groups} "
+        "WHERE s.session_key = %s AND s.expire_date > %s"
+    )
+    alone = f"SELECT {user} FROM {meta.db_table} u {groups} WHERE u.{meta.pk.column} = %s"
+    return session, alone, fields
 
 
 def _load_user(rows: list[tuple], fields: tuple[str, ...]) -> Any:
-    """The user in `rows` (as _user_query returns them, leading columns cut off) with their groups."""
+    """The user in `rows` (as _queries select them, leading columns cut off) with their groups."""
     if not rows or rows[0][0] is None:
         return None
     user = sql.load(get_user_model(), fields, rows[0][:-1])
@@ -80,7 +87,7 @@ class SessionStore(db.SessionStore):
         self.loaded_user = None
         if not self.session_key:
             return {}
-        query, fields = _load_session_query()
+        query, _, fields = _queries()
         rows = sql.fetchall(query, [self.session_key, sql.param(Session, "expire_date", timezone.now())])
         if not rows:
             self._session_key = None
@@ -92,21 +99,6 @@ class SessionStore(db.SessionStore):
         return data
 
 
-@cache
-def _load_session_query() -> tuple[str, tuple[str, ...]]:
-    pk = get_user_model()._meta.pk.column
-    query, fields = _user_query(
-        f"{Session._meta.db_table} s LEFT JOIN {get_user_model()._meta.db_table} u ON u.{pk} = s.user_id"
-    )
-    return query.format(first="s.session_data, ") + " WHERE s.session_key = %s AND s.expire_date > %s", fields
-
-
-@cache
-def _load_user_query() -> tuple[str, tuple[str, ...]]:
-    query, fields = _user_query(f"{get_user_model()._meta.db_table} u")
-    return query.format(first="") + f" WHERE u.{get_user_model()._meta.pk.column} = %s", fields
-
-
 class UserBackend(ModelBackend):
     """ModelBackend, loading the user and their group names with one written-out statement, or taking
     the user the session store already loaded."""
@@ -116,7 +108,7 @@ class UserBackend(ModelBackend):
         pk = model._meta.pk.to_python(user_id)
         user = _session_user.get()
         if user is None or user.pk != pk:
-            query, fields = _load_user_query()
+            _, query, fields = _queries()
             user = _load_user(sql.fetchall(query, [sql.param(model, model._meta.pk.name, pk)]), fields)
         return user if user is not None and self.user_can_authenticate(user) else None
 
