@@ -71,6 +71,7 @@ def seed(n_users: int, n_pairs: int, history_share: float) -> None:
     from django.contrib.auth.models import Group, User
     from django.db import connection
 
+    from labeling import tally
     from labeling.display import render_missing
     from labeling.models import ImportBatch, Membership, Pair, Project
 
@@ -94,6 +95,7 @@ def seed(n_users: int, n_pairs: int, history_share: float) -> None:
     Pair.objects.bulk_create(pairs, batch_size=2000)
     render_missing(Pair.objects.filter(project=project))  # as the job that follows every import does
     history(project, pairs[: int(len(pairs) * history_share)], hashed)
+    tally.recount(project.pk)  # the earlier annotators' tallies, as the app would have kept them
     with connection.cursor() as cursor:  # steady state: autovacuum keeps statistics about this fresh
         cursor.execute("ANALYZE labeling_pair, labeling_assignment, labeling_judgment, auth_user")
 

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from labeling import tally
 from labeling.display import rendered
 from labeling.models import Assignment, Pair, Project
 from prefstudio import sql
@@ -225,5 +226,6 @@ def assignment_skip(*, assignment: Assignment, reason: str) -> None:
             timezone.now(),
         )
         locked.save(update_fields=["state", "skip_reason", "finished_at"])
+        tally.add(locked.project_id, locked.annotator_id, skipped=1, now=locked.finished_at)
         if not locked.is_gold:
             Pair.objects.filter(pk=locked.pair_id).update(taken=F("taken") - 1)

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from labeling import tally
 from labeling.importing import (
     ImportFormatError,
     ImportOptions,
@@ -31,7 +32,7 @@ from labeling.importing import (
     detect_format,
     iter_records,
 )
-from labeling.models import ImportBatch, Judgment, Pair, Project
+from labeling.models import Assignment, ImportBatch, Judgment, Pair, Project
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +376,7 @@ def batch_delete(batch: ImportBatch) -> int:
             raise BatchInUse(f"{batch.source_name} has judged pairs; it can no longer be deleted.")
         count = batch.pairs.count()
         files = [f for f in (batch.file, batch.report) if f]
+        tally.forget(Assignment.objects.filter(pair__batch=batch))  # skips of its pairs go with them
         batch.delete()
     for f in files:
         f.storage.delete(f.name)

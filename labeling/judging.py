@@ -7,15 +7,15 @@ the pair's A and B, so the stored choice is about the responses, whatever side t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from labeling import tally
 from labeling.assignment import next_assignment_locked
-from labeling.models import Assignment, Choice, Judgment, Pair, Project
+from labeling.models import Assignment, Choice, Judgment, Pair, Project, Tally
 from prefstudio import sql
 
 SIDES = ("left", "right")
@@ -94,17 +94,20 @@ def judgment_submit(
 @dataclass
 class _Submission:
     """A judgment being stored: on PostgreSQL `rider` may hold its writes until a later statement of
-    the transaction carries them; `settle` finishes either way."""
+    the transaction carries them; `settle` finishes either way. `counted`: the annotator's tally after
+    this judgment, where the statement that counted it returned it."""
 
     judgment: Judgment
     created: bool
     was_live_lease: bool  # the assignment was the annotator's live lease until now
     rider: sql.Rider | None = None
+    counted: Tally | None = None
 
     def settle(self) -> tuple[Judgment, bool]:
         """(judgment, created), once its writes are sent."""
         if self.rider is not None:
-            (judgment_id,) = self.rider.send()
+            judgment_id, *counted = self.rider.send()
+            self.counted = tally.load(counted)
             if judgment_id is None:  # stored before, from elsewhere
                 self.judgment = Judgment.objects.get(
                     pair_id=self.judgment.pair_id, annotator_id=self.judgment.annotator_id
@@ -169,32 +172,47 @@ def _submit(
     )
     live = locked.state == Assignment.State.LEASED and locked.expires_at > now
     finish = [sql.param(Assignment, "finished_at", now), assignment_id]
+    count = tally.add_params(project.pk, annotator.pk, judged=1, now=now)
     if postgres and ride and live:
-        # Marking the assignment done and storing the judgment ride in the claim of the next pair.
-        # Only for a live lease: the lease sweep that may run first leaves it alone (it expires
-        # leases older than the same `now`).
+        # Marking the assignment done, storing the judgment and counting it ride in the claim of the
+        # next pair. Only for a live lease: the lease sweep that may run first leaves it alone (it
+        # expires leases older than the same `now`).
         insert, params = sql.insert_statement(
             Judgment, sql.new_values(judgment), on_conflict=("pair_id", "annotator_id")
         )
         rider = sql.Rider(
-            f"finished AS ({_FINISH}), judgment AS ({insert} RETURNING id)",
-            [*finish, *params],
-            select=["(SELECT id FROM judgment)"],
+            f"finished AS ({_FINISH}), judgment AS ({insert} RETURNING id), "
+            f"counted AS ({tally.ADD_RETURNING})",
+            [*finish, *params, *count],
+            select=["(SELECT id FROM judgment)", *(f"(SELECT {f} FROM counted)" for f in tally.FIELDS)],
         )
         return _Submission(judgment, created=False, was_live_lease=True, rider=rider)
-    # On PostgreSQL the assignment is marked done by the same statement that stores the judgment.
-    with_ = (f"WITH finished AS ({_FINISH}) ", finish) if postgres else ("", ())
-    created = sql.add(judgment, on_conflict=("pair_id", "annotator_id"), with_=with_)
-    if not postgres:
+    # On PostgreSQL the assignment is marked done and counted by the statement that stores the judgment.
+    counted = None
+    if postgres:
+        with_ = (f"WITH finished AS ({_FINISH}), counted AS ({tally.ADD_RETURNING}) ", [*finish, *count])
+        created = sql.add(judgment, on_conflict=("pair_id", "annotator_id"), with_=with_)
+    else:
+        created = sql.add(judgment, on_conflict=("pair_id", "annotator_id"))
         sql.execute(_FINISH, finish)
+        counted = tally.load(sql.fetchone(tally.ADD_RETURNING, count))
     if not created:
         judgment = Judgment.objects.get(pair_id=locked.pair_id, annotator_id=annotator.pk)
-    return _Submission(judgment, created=created, was_live_lease=live)
+    return _Submission(judgment, created=created, was_live_lease=live, counted=counted)
+
+
+class Turn(NamedTuple):
+    """One judge request's outcome: the stored judgment, the next lease (None: nothing left), and the
+    annotator's tally after it where the statements returned it (None: read it when needed)."""
+
+    judgment: Judgment
+    upcoming: Assignment | None
+    counted: Tally | None
 
 
 def judgment_submit_and_next(
     *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict
-) -> tuple[Judgment, Assignment | None]:
+) -> Turn:
     """`judgment_submit`, then `next_assignment` for the same annotator, in one transaction: the
     workbench's judge request commits once. Raises as `judgment_submit` does, storing nothing.
 
@@ -217,7 +235,7 @@ def judgment_submit_and_next(
             project, annotator, no_lease=submission.was_live_lease, now=now, rider=submission.rider
         )
         judgment, _ = submission.settle()
-    return judgment, upcoming
+    return Turn(judgment, upcoming, submission.counted)
 
 
 def judgment_change(*, judgment: Judgment, verdict: Verdict) -> Judgment:
@@ -236,14 +254,6 @@ class Progress:
 
 
 LEFT_REFRESH_SECONDS = 30
-# States as literals: prepared (generic) plans then see which index rows qualify.
-_DONE, _SKIPPED = Assignment.State.DONE.value, Assignment.State.SKIPPED.value
-_COUNTS = (
-    f"SELECT COALESCE(SUM(CASE WHEN state = '{_DONE}' THEN 1 ELSE 0 END), 0), "
-    f"COALESCE(SUM(CASE WHEN state = '{_DONE}' AND finished_at >= %s THEN 1 ELSE 0 END), 0), COUNT(*) "
-    f"FROM {Assignment._meta.db_table} WHERE project_id = %s AND annotator_id = %s "
-    f"AND state IN ('{_DONE}', '{_SKIPPED}')"
-)
 _OPEN_IN_PROJECT = f"SELECT COUNT(*) FROM {Pair._meta.db_table} p WHERE p.project_id = %s AND ({{open}})"
 _OPEN_SEEN_BY_USER = (
     f"SELECT COUNT(*) FROM {Assignment._meta.db_table} a JOIN {Pair._meta.db_table} p ON p.id = a.pair_id "
@@ -251,23 +261,22 @@ _OPEN_SEEN_BY_USER = (
 )
 
 
-def progress_for(project: Project, user: Any, *, has_lease: bool) -> Progress:
+def progress_for(project: Project, user: Any, *, has_lease: bool, counted: Tally | None = None) -> Progress:
     """Judged today and in total by this user in this project, and the pairs still open to them.
 
-    "Left" is recounted at most every LEFT_REFRESH_SECONDS per user and process; in between it goes
-    down as the user judges and skips.
+    From the user's tally (`counted`, when the caller has it already). "Left" is recounted at most
+    every LEFT_REFRESH_SECONDS per user and process; in between it goes down as the user judges and skips.
     """
-    midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
-    params = [sql.param(Assignment, "finished_at", midnight), project.pk, user.pk]
-    total, today, finished = sql.fetchone(_COUNTS, params)
+    counted = counted or tally.read(project.pk, user.pk)
+    finished = counted.judged + counted.skipped
     key = f"prefstudio:left:{project.pk}:{user.pk}"
-    counted = cache.get(key)
-    if counted is None:
-        counted = (_open_to(project, user) + int(has_lease), finished)
-        cache.set(key, counted, LEFT_REFRESH_SECONDS)
-    left_then, finished_then = counted
+    then = cache.get(key)
+    if then is None:
+        then = (_open_to(project, user) + int(has_lease), finished)
+        cache.set(key, then, LEFT_REFRESH_SECONDS)
+    left_then, finished_then = then
     left = max(0, left_then - (finished - finished_then))
-    return Progress(today=today, total=total, left=left)
+    return Progress(today=tally.judged_today(counted), total=counted.judged, left=left)
 
 
 def _open_to(project: Project, user: Any) -> int:

@@ -285,3 +285,25 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator} on {self.pair}: {self.choice}"
+
+
+class Tally(models.Model):
+    """An annotator's finished work in a project, counted as it happens: the statements that mark an
+    assignment done or skipped add to it (labeling/tally.py), so the workbench reads its progress from
+    one row instead of counting the annotator's whole history on every request."""
+
+    # Indexed by tally_one_per_annotator, which starts with it.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tallies", db_index=False)
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tallies")
+    judged = models.PositiveIntegerField(default=0, help_text="Assignments done.")
+    skipped = models.PositiveIntegerField(default=0, help_text="Assignments skipped.")
+    day = models.DateField(help_text="The local date `judged_on_day` counts.")
+    judged_on_day = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "annotator"], name="tally_one_per_annotator")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} in {self.project}: {self.judged} judged, {self.skipped} skipped"

@@ -25,7 +25,7 @@ from labeling.judging import (
     recent_judgments,
     to_position,
 )
-from labeling.models import Assignment, Judgment, Project
+from labeling.models import Assignment, Judgment, Project, Tally
 from prefstudio.roles import LABEL, requires
 
 
@@ -52,6 +52,7 @@ def _render_workbench(
     project: Project,
     assignment: Assignment | None,
     form: JudgmentForm | None = None,
+    counted: Tally | None = None,
 ) -> HttpResponse:
     plain = _plain(request)
     context = {
@@ -60,7 +61,7 @@ def _render_workbench(
         "shown": _shown(assignment, plain) if assignment else None,
         "controls": verdict_controls(project, form),
         "skip_reasons": Assignment.SkipReason.choices,
-        "progress": progress_for(project, request.user, has_lease=assignment is not None),
+        "progress": progress_for(project, request.user, has_lease=assignment is not None, counted=counted),
         "plain": plain,
         "messages": get_messages(request) if request.htmx else (),  # the full page shows them itself
     }
@@ -110,10 +111,10 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     verdict = _verdict(form)
     try:
         if request.htmx:  # the next pair comes back in the same response, leased in the same transaction
-            _, upcoming = judgment_submit_and_next(
+            turn = judgment_submit_and_next(
                 assignment_id=assignment_id, annotator=request.user, project=project, verdict=verdict
             )
-            return _render_workbench(request, project, upcoming)
+            return _render_workbench(request, project, turn.upcoming, counted=turn.counted)
         judgment_submit(assignment_id=assignment_id, annotator=request.user, project=project, verdict=verdict)
     except Assignment.DoesNotExist:
         raise Http404("No such assignment.") from None  # not theirs, or another project's: nothing stored

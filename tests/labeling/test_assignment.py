@@ -188,14 +188,14 @@ class TestNextAssignment:
         make_pairs(project, 2)
         (user,) = annotators(make_user, project, 1)
         first = next_assignment(project, user)
-        judgment, upcoming = judgment_submit_and_next(
+        judgment, upcoming, _ = judgment_submit_and_next(
             assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="tie")
         )
         assert judgment.choice == "tie" and Assignment.objects.get(pk=first.pk).state == "done"
         assert upcoming.pair != first.pair and upcoming.state == "leased"
         assert Assignment.objects.get(pk=upcoming.pk).pair_id == upcoming.pair.pk
         assert next_assignment(project, user) == upcoming  # the one lease, reload-safe
-        last, none_left = judgment_submit_and_next(
+        last, none_left, _ = judgment_submit_and_next(
             assignment_id=upcoming.pk, annotator=user, project=project, verdict=Verdict(choice="left")
         )
         assert none_left is None and Judgment.objects.count() == 2
@@ -214,7 +214,7 @@ class TestNextAssignment:
         monkeypatch.setattr(random, "random", lambda: 0.9)  # the first lease is a regular pair
         first = next_assignment(project, user)
         monkeypatch.setattr(random, "random", lambda: 0.0)  # then a gold turn, if the project has gold
-        judgment, upcoming = judgment_submit_and_next(
+        judgment, upcoming, _ = judgment_submit_and_next(
             assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="left")
         )
         assert (
@@ -223,7 +223,7 @@ class TestNextAssignment:
         assert upcoming.is_gold is gold_turn and upcoming.pair != first.pair
         progress = progress_for(project, user, has_lease=True)
         assert (progress.total, progress.today) == (1, 1)
-        again, _ = judgment_submit_and_next(  # a retried POST: the stored judgment, nothing more
+        again, _, _ = judgment_submit_and_next(  # a retried POST: the stored judgment, nothing more
             assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="right")
         )
         assert again == judgment and Judgment.objects.count() == 1
@@ -332,7 +332,7 @@ class TestConcurrency:
             user = users[i % 8]
             lease = next_assignment(project, user)
             while lease is not None:  # a tab that submits a lease another tab already judged gets the next
-                _, lease = judgment_submit_and_next(
+                _, lease, _ = judgment_submit_and_next(
                     assignment_id=lease.pk, annotator=user, project=project, verdict=Verdict(choice="left")
                 )
 
