@@ -12,6 +12,7 @@ import random
 import time
 from collections import Counter
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from django.db import transaction
@@ -46,23 +47,64 @@ _LEASE = (
     "AND a.expires_at > %s LIMIT 1"
 )
 _UNSEEN = f"NOT EXISTS (SELECT 1 FROM {_A} s WHERE s.pair_id = p.id AND s.annotator_id = %s)"
+# The same test as one index probe per pair looked at. OFFSET keeps PostgreSQL from turning it into an
+# anti join, which it may plan as a walk over the annotator's whole history to find the first pair.
+_UNSEEN_PROBE = _UNSEEN[:-1] + " LIMIT 1 OFFSET 0)"
 _OPEN = f"p.project_id = %s AND p.gold = '' AND p.taken < %s AND {_UNSEEN}"
-# Best open pair first: closest to its k judgments, then the oldest (index pair_claim_order).
-_CLAIM = (
-    f"UPDATE {_P} SET taken = taken + 1 WHERE id = (SELECT p.id FROM {_P} p WHERE {_OPEN} "
-    f"ORDER BY p.taken DESC, p.id LIMIT 1{{lock}}) RETURNING {sql.columns(Pair, PAIR_SHOWN)}"
-)
+# How many pairs of each number of judgments (1 to k - 1) a claim looks at before it starts a fresh
+# pair. The pairs an annotator has judged stay open until others judge them too: an annotator far ahead
+# of the rest would otherwise pass over their whole lead on every claim.
+CLAIM_WINDOW = 64
+
+
+@cache
+def _claim_statement(overlap: int, lock: str, window: int) -> str:
+    """Claim the best open pair: closest to its k judgments, then the oldest (index pair_claim_order),
+    among the `window` oldest pairs of each count above 0; else the oldest fresh pair; else any open
+    pair (scanning them all). COALESCE runs each choice only if those before it found nothing; every
+    choice re-checks `taken` on the row it locks (a row lock re-reads the row's latest version).
+    Parameters: `_claim_params`."""
+    windows = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT id FROM {_P} WHERE project_id = %s AND gold = '' AND taken = {taken} "
+        f"ORDER BY id LIMIT {window}) AS w{taken}"
+        for taken in range(overlap - 1, 0, -1)
+    )
+    near = (
+        f"(SELECT p.id FROM ({windows}) AS near JOIN {_P} p ON p.id = near.id WHERE p.taken < %s "
+        f"AND {_UNSEEN_PROBE} ORDER BY p.taken DESC, p.id LIMIT 1{lock}), "
+        if overlap > 1
+        else ""
+    )
+    return (
+        f"UPDATE {_P} SET taken = taken + 1 WHERE id = COALESCE({near}"
+        f"(SELECT p.id FROM {_P} p WHERE p.project_id = %s AND p.gold = '' AND p.taken = 0 "
+        f"AND {_UNSEEN_PROBE} ORDER BY p.id LIMIT 1{lock}), "
+        f"(SELECT p.id FROM {_P} p WHERE {_OPEN} ORDER BY p.taken DESC, p.id LIMIT 1{lock}), NULL) "
+        f"RETURNING {sql.columns(Pair, PAIR_SHOWN)}"
+    )
+
+
+def _claim_params(project: Project, user: Any) -> list[Any]:
+    near = [project.pk] * (project.overlap - 1) + [project.overlap, user.pk] if project.overlap > 1 else []
+    return [*near, project.pk, user.pk, project.pk, project.overlap, user.pk]
+
+
 # PostgreSQL: claim the pair and insert the lease in one statement (the lease's values, pair_id aside,
 # are parameters; pair_id comes from the claimed row).
 _LEASE_COLUMNS = [c for c in _ASSIGNMENT_COLUMNS if c != "pair_id"]
-_CLAIM_AND_LEASE_CTES = (
-    f"pair AS ({_CLAIM.format(lock=' FOR NO KEY UPDATE SKIP LOCKED')}), "
-    f"lease AS (INSERT INTO {_A} ({sql.columns(Assignment, _ASSIGNMENT_COLUMNS)}) "
-    f"SELECT {', '.join('pair.id' if c == 'pair_id' else '%s' for c in _ASSIGNMENT_COLUMNS)} "
-    "FROM pair RETURNING id)"
-)
+
+
+@cache
+def _claim_and_lease_ctes(overlap: int, window: int) -> str:
+    return (
+        f"pair AS ({_claim_statement(overlap, ' FOR NO KEY UPDATE OF p SKIP LOCKED', window)}), "
+        f"lease AS (INSERT INTO {_A} ({sql.columns(Assignment, _ASSIGNMENT_COLUMNS)}) "
+        f"SELECT {', '.join('pair.id' if c == 'pair_id' else '%s' for c in _ASSIGNMENT_COLUMNS)} "
+        "FROM pair RETURNING id)"
+    )
+
+
 _CLAIMED = f"lease.id, {sql.columns(Pair, PAIR_SHOWN, 'pair')}"
-_CLAIM_AND_LEASE = f"WITH {_CLAIM_AND_LEASE_CTES} SELECT {_CLAIMED} FROM lease, pair"
 _ANY_OPEN = f"SELECT 1 FROM {_P} p WHERE {_OPEN} LIMIT 1"
 _GOLD = (
     f"SELECT {sql.columns(Pair, PAIR_SHOWN, 'p')} FROM {_P} p "
@@ -129,24 +171,30 @@ def _claim(project: Project, user: Any, lease: Assignment, rider: sql.Rider | No
     On PostgreSQL the same statement also inserts the lease (`lease.id` is then set), and carries
     `rider` if it has not been sent yet.
     """
-    params = [project.pk, project.overlap, user.pk]
+    params, claim_params = [project.pk, project.overlap, user.pk], _claim_params(project, user)
     postgres = sql.is_postgres()
+    if postgres:  # the claim and the lease, as WITH clauses
+        claim = _claim_and_lease_ctes(project.overlap, CLAIM_WINDOW)
+    else:
+        claim = _claim_statement(project.overlap, "", CLAIM_WINDOW)
     lease_params = [sql.param(Assignment, c, getattr(lease, c)) for c in _LEASE_COLUMNS] if postgres else []
     for attempt in range(CLAIM_ATTEMPTS):
         if postgres:
             # no key: other transactions' foreign-key checks on this pair need not wait.
             if rider is not None and rider.row is None:
                 statement, all_params = rider.carried_by(
-                    _CLAIM_AND_LEASE_CTES, params + lease_params, _CLAIMED, "lease CROSS JOIN pair"
+                    claim, claim_params + lease_params, _CLAIMED, "lease CROSS JOIN pair"
                 )
                 row = rider.take(sql.fetchone(statement, all_params))
                 row = None if row[0] is None else row
             else:
-                row = sql.fetchone(_CLAIM_AND_LEASE, params + lease_params)
+                row = sql.fetchone(
+                    f"WITH {claim} SELECT {_CLAIMED} FROM lease, pair", claim_params + lease_params
+                )
             if row is not None:
                 lease.id, lease.pair = row[0], sql.load(Pair, PAIR_SHOWN, row[1:])
                 return True
-        elif (row := sql.fetchone(_CLAIM.format(lock=""), params)) is not None:
+        elif (row := sql.fetchone(claim, claim_params)) is not None:
             lease.pair = sql.load(Pair, PAIR_SHOWN, row)
             return True
         if sql.fetchone(_ANY_OPEN, params) is None:

@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
+import labeling.assignment as assigning
 from labeling.assignment import assignment_skip, expire_leases, next_assignment
 from labeling.judging import JudgmentRefused, Verdict, judgment_submit, judgment_submit_and_next, progress_for
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
@@ -37,6 +38,16 @@ def annotators(make_user, project: Project, n: int) -> list:
         Membership.objects.create(project=project, user=user)
         users.append(user)
     return users
+
+
+def judged_by(pair: Pair, user) -> None:
+    """`user` judged `pair` (as if earlier, with the workbench under test not involved)."""
+    now = timezone.now()
+    Assignment.objects.create(
+        project=pair.project, pair=pair, annotator=user, state="done", leased_at=now, expires_at=now,
+        finished_at=now,
+    )  # fmt: skip
+    Pair.objects.filter(pk=pair.pk).update(taken=F("taken") + 1)
 
 
 def submit(assignment: Assignment, verdict: Verdict) -> tuple[Judgment, bool]:
@@ -69,6 +80,23 @@ class TestNextAssignment:
         assert next_assignment(project, u2).pair == p1  # p1 has one judgment: finish it first
         assert next_assignment(project, u3).pair == p1
         assert Pair.objects.get(pk=p1.pk).taken == 3
+
+    def test_an_annotator_far_ahead_starts_fresh_pairs_and_others_follow_their_trail(
+        self, project, make_user, monkeypatch
+    ):
+        """A claim looks at CLAIM_WINDOW pairs per number of judgments, not at the whole lead of an
+        annotator ahead of the rest: past the window it starts the oldest fresh pair, and only when
+        none is left does it look at every open pair."""
+        monkeypatch.setattr(assigning, "CLAIM_WINDOW", 2)
+        p = make_pairs(project, 5)
+        leader, follower, other = annotators(make_user, project, 3)
+        assert [judge(next_assignment(project, leader)).pair for _ in range(3)] == p[:3]
+        judged_by(p[4], other)  # in progress too, but past the leader's window of pairs with 1 judgment
+        assert next_assignment(project, leader).pair == p[3]  # the window holds p0 and p1, both theirs
+        judge(next_assignment(project, leader))
+        assert [judge(next_assignment(project, follower)).pair for _ in range(2)] == p[:2]  # the trail
+        # No fresh pair is left and the leader's windows hold only their own: all open pairs are looked at.
+        assert next_assignment(project, leader).pair == p[4]
 
     def test_never_more_than_k_and_never_twice_to_one_user(self, project, make_user):
         project.overlap = 2
