@@ -60,20 +60,15 @@ CLAIM_WINDOW = 64
 @cache
 def _claim_statement(overlap: int, lock: str, window: int) -> str:
     """Claim the best open pair: closest to its k judgments, then the oldest (index pair_claim_order),
-    among the `window` oldest pairs of each count above 0; else the oldest fresh pair; else any open
-    pair (scanning them all). COALESCE runs each choice only if those before it found nothing; every
-    choice re-checks `taken` on the row it locks (a row lock re-reads the row's latest version).
-    Parameters: `_claim_params`."""
-    windows = " UNION ALL ".join(
-        f"SELECT * FROM (SELECT id FROM {_P} WHERE project_id = %s AND gold = '' AND taken = {taken} "
-        f"ORDER BY id LIMIT {window}) AS w{taken}"
+    among the `window` oldest pairs at each count of judgments from k - 1 down to 1; else the oldest
+    fresh pair; else any open pair (scanning them all). COALESCE runs each choice only if those before
+    it found nothing; each stops at its first pair, and re-checks `taken` on the row it locks (a row
+    lock re-reads the row's latest version). Parameters: `_claim_params`."""
+    near = "".join(
+        f"(SELECT p.id FROM (SELECT id FROM {_P} WHERE project_id = %s AND gold = '' AND taken = {taken} "
+        f"ORDER BY id LIMIT {window}) AS near JOIN {_P} p ON p.id = near.id "
+        f"WHERE p.taken < %s AND {_UNSEEN_PROBE} ORDER BY p.id LIMIT 1{lock}), "
         for taken in range(overlap - 1, 0, -1)
-    )
-    near = (
-        f"(SELECT p.id FROM ({windows}) AS near JOIN {_P} p ON p.id = near.id WHERE p.taken < %s "
-        f"AND {_UNSEEN_PROBE} ORDER BY p.taken DESC, p.id LIMIT 1{lock}), "
-        if overlap > 1
-        else ""
     )
     return (
         f"UPDATE {_P} SET taken = taken + 1 WHERE id = COALESCE({near}"
@@ -85,7 +80,7 @@ def _claim_statement(overlap: int, lock: str, window: int) -> str:
 
 
 def _claim_params(project: Project, user: Any) -> list[Any]:
-    near = [project.pk] * (project.overlap - 1) + [project.overlap, user.pk] if project.overlap > 1 else []
+    near = [project.pk, project.overlap, user.pk] * (project.overlap - 1)
     return [*near, project.pk, user.pk, project.pk, project.overlap, user.pk]
 
 
