@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -62,6 +64,24 @@ def test_htmx_submit_stores_and_swaps_in_the_next_pair(labeled, project, annotat
     second = lease_of(annotator)
     assert second.pair != first.pair and f'action="{judge_url(project, second)}"' in body
     assert "<dd>1</dd>" in body  # judged today / total
+
+
+def test_the_swapped_area_carries_a_csrf_token_that_both_its_forms_accept(project, annotator):
+    make_pairs(project, 3)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(annotator)
+    page = client.get(f"/projects/{project.slug}/label/").content.decode()
+    area = page[page.index('<div id="workbench"') :]
+    tokens = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', area)
+    assert len(tokens) == 2 and tokens[0] == tokens[1]  # the verdict form and the skip form
+    headers = {"HTTP_HX_REQUEST": "true", "HTTP_X_CSRFTOKEN": tokens[0]}
+    area = client.post(judge_url(project, lease_of(annotator)), {"choice": "tie"}, **headers).content.decode()
+    tokens = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', area)
+    assert Judgment.objects.count() == 1 and len(tokens) == 2 and tokens[0] == tokens[1]
+    skip = f"/projects/{project.slug}/label/{lease_of(annotator).pk}/skip/"
+    assert client.post(skip, {"reason": "broken", "csrfmiddlewaretoken": tokens[1]}).status_code == 302
+    assert Assignment.objects.filter(state="skipped").count() == 1
+    assert client.post(skip, {"reason": "broken"}).status_code == 403  # without the token: refused
 
 
 def test_htmx_refusal_says_why_in_the_swapped_area(labeled, project, annotator):
