@@ -14,7 +14,7 @@ htmx judge request in-process (queries, time, slowest statement).
 
 Scratch database `prefstudio_loadbench`: re-created, seeded through Django, ANALYZEd, dropped at the end.
 Run: `.venv/bin/python bench/labeling_load.py [--sizes 10,50,100] [--seconds 20] [--workers 3]
-[--worker-class sync --threads 1] [--rate 300] [--pairs 40000] [--out var/bench/labeling_load.json]`
+[--worker-class gthread --threads 1] [--rate 300] [--pairs 40000] [--out var/bench/labeling_load.json]`
 (gunicorn.conf.py's settings unless given; more gunicorn flags through GUNICORN_CMD_ARGS).
 Targets: 300 judgments/s at N=50, p99 < 150 ms (paced), no errors, DB checks clean. Closed-loop
 latency can't pass with no think time: 50 / 300 j/s = 167 ms.
@@ -374,7 +374,7 @@ def main() -> None:
     shipped = runpy.run_path(str(ROOT / "gunicorn.conf.py"))  # what the Dockerfile serves with
     add("--workers", type=int, default=shipped["workers"], help="gunicorn workers (gunicorn.conf.py's)")
     add("--worker-class", default=shipped["worker_class"], help="gunicorn worker class: gthread or sync")
-    add("--threads", type=int, default=shipped["threads"])
+    add("--threads", type=int, default=shipped.get("threads", 1), help="threads per worker (gthread)")
     add("--pairs", type=int, default=40000, help="enough free slots for six phases at 500 judgments/s")
     add("--history", type=float, default=0.25, help="share of pairs already judged k times before the run")
     add("--out", type=Path, default=ROOT / "var/bench/labeling_load.json")

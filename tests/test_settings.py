@@ -134,9 +134,8 @@ def gunicorn_config(**env: str) -> dict[str, str]:
 
 
 def test_gunicorn_serves_with_the_shipped_settings():
-    """gunicorn.conf.py: threaded workers that keep connections open, 3 of them unless WEB_CONCURRENCY."""
+    """gunicorn.conf.py: synchronous workers, 3 of them unless WEB_CONCURRENCY."""
     values = gunicorn_config()
-    assert values["worker_class"] == "gthread" and values["threads"] == "1"
-    assert int(values["keepalive"]) > 0 and values["timeout"] == "120"
+    assert values["worker_class"] == "sync" and values["timeout"] == "120"
     assert values["workers"] == "3"
     assert gunicorn_config(WEB_CONCURRENCY="5")["workers"] == "5"
