@@ -48,7 +48,7 @@ _RECOUNT = (
 
 def add_params(
     project_id: int, annotator_id: int, *, judged: int = 0, skipped: int = 0, now: datetime
-) -> list:
+) -> list[Any]:
     """The parameters of `ADD_RETURNING` (for a caller that sends it inside another statement)."""
     day = sql.param(Tally, "day", timezone.localdate(now))
     return [project_id, annotator_id, judged, skipped, day, judged]
@@ -72,6 +72,7 @@ def read(project_id: int, annotator_id: int) -> Tally:
 
 
 def judged_today(tally: Tally, now: datetime | None = None) -> int:
+    """Assignments done on the local day of `now` (today when None)."""
     return tally.judged_on_day if tally.day == timezone.localdate(now) else 0
 
 
