@@ -89,17 +89,21 @@ def _claim_params(project: Project, user: Any) -> list[Any]:
 _LEASE_COLUMNS = [c for c in _ASSIGNMENT_COLUMNS if c != "pair_id"]
 
 
+_CLAIMED = f"lease.id, {sql.columns(Pair, PAIR_SHOWN, 'pair')}"
+
+
 @cache
-def _claim_and_lease_ctes(overlap: int, window: int) -> str:
-    return (
+def _claim_and_lease(overlap: int, window: int) -> tuple[str, str]:
+    """(the claim and the lease as WITH clauses, for a rider to carry; the statement sending them alone)."""
+    ctes = (
         f"pair AS ({_claim_statement(overlap, ' FOR NO KEY UPDATE OF p SKIP LOCKED', window)}), "
         f"lease AS (INSERT INTO {_A} ({sql.columns(Assignment, _ASSIGNMENT_COLUMNS)}) "
         f"SELECT {', '.join('pair.id' if c == 'pair_id' else '%s' for c in _ASSIGNMENT_COLUMNS)} "
         "FROM pair RETURNING id)"
     )
+    return ctes, f"WITH {ctes} SELECT {_CLAIMED} FROM lease, pair"
 
 
-_CLAIMED = f"lease.id, {sql.columns(Pair, PAIR_SHOWN, 'pair')}"
 _ANY_OPEN = f"SELECT 1 FROM {_P} p WHERE {_OPEN} LIMIT 1"
 _GOLD = (
     f"SELECT {sql.columns(Pair, PAIR_SHOWN, 'p')} FROM {_P} p "
@@ -168,8 +172,8 @@ def _claim(project: Project, user: Any, lease: Assignment, rider: sql.Rider | No
     """
     params, claim_params = [project.pk, project.overlap, user.pk], _claim_params(project, user)
     postgres = sql.is_postgres()
-    if postgres:  # the claim and the lease, as WITH clauses
-        claim = _claim_and_lease_ctes(project.overlap, CLAIM_WINDOW)
+    if postgres:
+        ctes, claim = _claim_and_lease(project.overlap, CLAIM_WINDOW)
     else:
         claim = _claim_statement(project.overlap, "", CLAIM_WINDOW)
     lease_params = [sql.param(Assignment, c, getattr(lease, c)) for c in _LEASE_COLUMNS] if postgres else []
@@ -178,14 +182,12 @@ def _claim(project: Project, user: Any, lease: Assignment, rider: sql.Rider | No
             # no key: other transactions' foreign-key checks on this pair need not wait.
             if rider is not None and rider.row is None:
                 statement, all_params = rider.carried_by(
-                    claim, claim_params + lease_params, _CLAIMED, "lease CROSS JOIN pair"
+                    ctes, claim_params + lease_params, _CLAIMED, "lease CROSS JOIN pair"
                 )
                 row = rider.take(sql.fetchone(statement, all_params))
                 row = None if row[0] is None else row
             else:
-                row = sql.fetchone(
-                    f"WITH {claim} SELECT {_CLAIMED} FROM lease, pair", claim_params + lease_params
-                )
+                row = sql.fetchone(claim, claim_params + lease_params)
             if row is not None:
                 lease.id, lease.pair = row[0], sql.load(Pair, PAIR_SHOWN, row[1:])
                 return True

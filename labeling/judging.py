@@ -267,7 +267,8 @@ def progress_for(project: Project, user: Any, *, has_lease: bool, counted: Tally
     From the user's tally (`counted`, when the caller has it already). "Left" is recounted at most
     every LEFT_REFRESH_SECONDS per user and process; in between it goes down as the user judges and skips.
     """
-    counted = counted or tally.read(project.pk, user.pk)
+    if counted is None:
+        counted = tally.read(project.pk, user.pk)
     finished = counted.judged + counted.skipped
     key = f"prefstudio:left:{project.pk}:{user.pk}"
     then = cache.get(key)

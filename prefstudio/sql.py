@@ -65,14 +65,19 @@ def insert_statement(
     model: type[Model], values: dict[str, Any], *, on_conflict: Sequence[str] = ()
 ) -> tuple[str, list[Any]]:
     """`INSERT` of one row of `values` (skipped when `on_conflict` columns match a row); its parameters."""
-    names = list(values)
+    names = tuple(values)
+    return _insert_sql(model, names, tuple(on_conflict)), [param(model, n, values[n]) for n in names]
+
+
+@cache
+def _insert_sql(model: type[Model], names: tuple[str, ...], on_conflict: tuple[str, ...]) -> str:
     statement = (
         f"INSERT INTO {model._meta.db_table} ({columns(model, names)}) "
         f"VALUES ({', '.join(['%s'] * len(names))})"
     )
     if on_conflict:
         statement += f" ON CONFLICT ({columns(model, on_conflict)}) DO NOTHING"
-    return statement, [param(model, n, values[n]) for n in names]
+    return statement
 
 
 def insert(
