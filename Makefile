@@ -53,7 +53,7 @@ format: venv-dev
 
 bench: venv-dev
 	@mkdir -p var/bench
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 staticfiles

@@ -23,25 +23,16 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from _scratch import migrate, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgres://prefstudio:prefstudio@127.0.0.1:5432/prefstudio"
 BENCH_DB, K, REQUESTS = "prefstudio_claimbench", 3, 60
 TARGET_RATIO = 2.0  # the leader's median judge request against the follower's, at the longest lead
-
-
-def admin(url: str, *statements: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
 
 
 def seed(n_pairs: int):
@@ -111,52 +102,52 @@ def time_requests(project, user, n: int) -> tuple[list[float], list[int]]:
     return times, levels
 
 
+def measure(leads: list[int]) -> list[dict]:
+    """A row per lead: the leader's and the follower's judge requests at that lead."""
+    project, leader, follower = seed(max(leads) + 10 * REQUESTS * len(leads) + 1000)
+    rows, lead = [], 0
+    for target in leads:
+        lead_by(project, leader, target - lead)
+        leader_ms, _ = time_requests(project, leader, REQUESTS)
+        follower_ms, levels = time_requests(project, follower, REQUESTS)
+        lead = target + REQUESTS  # the leader judged REQUESTS more
+        row = {
+            "lead": target,
+            "leader_median_ms": round(statistics.median(leader_ms), 2),
+            "leader_p95_ms": round(sorted(leader_ms)[int(0.95 * len(leader_ms))], 2),
+            "follower_median_ms": round(statistics.median(follower_ms), 2),
+            "follower_p95_ms": round(sorted(follower_ms)[int(0.95 * len(follower_ms))], 2),
+            "follower_from_trail": round(sum(level > 0 for level in levels) / len(levels), 2),
+        }
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", default="0,1000,5000,20000")
     parser.add_argument("--out", type=Path, default=ROOT / "var/bench/claim_history.json")
     args = parser.parse_args()
     leads = [int(s) for s in args.leads.split(",")]
-    parts = urlsplit(os.environ.get("DATABASE_URL") or DEFAULT_URL)
-    if not parts.scheme.startswith("postgres"):
-        raise SystemExit(f"needs a PostgreSQL DATABASE_URL, got {parts.scheme}")
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    os.environ.update({
-        "DATABASE_URL": urlunsplit(parts._replace(path=f"/{BENCH_DB}")), "PREFSTUDIO_ENV_FILE": "/dev/null",
-        "DJANGO_SETTINGS_MODULE": "prefstudio.settings", "DEBUG": "false", "LOG_LEVEL": "WARNING",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-    })  # fmt: skip
-    admin(admin_url, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)", f"CREATE DATABASE {BENCH_DB}")
     rows = []
-    try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
+    with scratch_database(BENCH_DB, "bench/claim_history.py") as (url, _):
+        os.environ.update({
+            "DATABASE_URL": url, "PREFSTUDIO_ENV_FILE": "/dev/null", "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "prefstudio.settings", "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+        })  # fmt: skip
+        migrate()
         sys.path.insert(0, str(ROOT))
         import django
 
         django.setup()
         from django.db import connections
 
-        project, leader, follower = seed(max(leads) + 10 * REQUESTS * len(leads) + 1000)
-        lead = 0
-        for target in leads:
-            lead_by(project, leader, target - lead)
-            lead = target
-            leader_ms, _ = time_requests(project, leader, REQUESTS)
-            follower_ms, levels = time_requests(project, follower, REQUESTS)
-            lead += REQUESTS
-            row = {
-                "lead": target,
-                "leader_median_ms": round(statistics.median(leader_ms), 2),
-                "leader_p95_ms": round(sorted(leader_ms)[int(0.95 * len(leader_ms))], 2),
-                "follower_median_ms": round(statistics.median(follower_ms), 2),
-                "follower_p95_ms": round(sorted(follower_ms)[int(0.95 * len(follower_ms))], 2),
-                "follower_from_trail": round(sum(level > 0 for level in levels) / len(levels), 2),
-            }
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-        connections.close_all()
-    finally:
-        admin(admin_url, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        try:
+            rows = measure(leads)
+        finally:
+            connections.close_all()
     longest = rows[-1]
     ratio = round(longest["leader_median_ms"] / longest["follower_median_ms"], 2)
     result = {

@@ -31,12 +31,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import environ
+from _scratch import migrate, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgres://prefstudio:prefstudio@127.0.0.1:5432/prefstudio"
 BENCH_DB = "prefstudio_bench"
 TARGET_RATE = 5000
 ROW_GROUP = 5000
@@ -166,14 +165,6 @@ def run_child(env: dict, **spec) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def admin(url: str, *statements: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        for sql in statements:
-            conn.execute(sql)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated record counts")
@@ -187,31 +178,19 @@ def main() -> None:
     env_file = Path(os.environ.get("PREFSTUDIO_ENV_FILE", ROOT / ".env"))
     if env_file.is_file():  # as settings.py does: the environment wins over the file
         environ.Env.read_env(str(env_file))
-    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
-    parts = urlsplit(url)
-    if not parts.scheme.startswith("postgres") or parts.path == f"/{BENCH_DB}":
-        raise SystemExit(
-            f"bench/import_pairs.py measures PostgreSQL, but DATABASE_URL is {parts.scheme}://{parts.path}. "
-            f"Point it at a PostgreSQL database (not {BENCH_DB}) whose role may CREATEDB."
-        )
-    bench_url = urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-    env = {
-        **os.environ,
-        "DATABASE_URL": bench_url,
-        "DJANGO_SETTINGS_MODULE": "prefstudio.settings",
-        "PREFSTUDIO_ENV_FILE": "/dev/null",
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "CONN_MAX_AGE": "0",
-        "PYTHONPATH": str(ROOT),
-    }
-    sizes = sorted(int(s) for s in args.sizes.split(","))
-    admin(url, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)", f"CREATE DATABASE {BENCH_DB}")
-    try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True
-        )
-        runs = []
+    sizes, runs = sorted(int(s) for s in args.sizes.split(",")), []
+    with scratch_database(BENCH_DB, "bench/import_pairs.py") as (url, _):
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "DJANGO_SETTINGS_MODULE": "prefstudio.settings",
+            "PREFSTUDIO_ENV_FILE": "/dev/null",
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "CONN_MAX_AGE": "0",
+            "PYTHONPATH": str(ROOT),
+        }
+        migrate(env)
         with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
             for n in sizes:
                 t0 = time.perf_counter()
@@ -227,8 +206,6 @@ def main() -> None:
                     size = round(files[fmt].stat().st_size / 2**20, 1)
                     runs.append({"format": fmt, "kind": kind, "records": n_, "file_mb": size, **result})
                     print(f"  {fmt} {kind}: {result['records_per_s']:,} records/s", file=sys.stderr)
-    finally:
-        admin(url, f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
     report(runs, sizes, args.out)
 
 
