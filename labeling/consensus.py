@@ -1,0 +1,352 @@
+"""Consensus: from the votes on one pair (and a lead's adjudication) to its exported preference, or to
+the reason it is left out; and the label noise of what is kept.
+
+Pure Python: this module must not import Django. The caller gathers, per pair, the choices of the
+annotators who count (excluded annotators already left out), the lead's adjudication if any, whether
+the pair is gold, and, for the Dawid–Skene method, the pair's posterior over labels.
+
+Order of the rules (the first that applies names the reason a pair is dropped):
+1. `gold`: a gold pair while `drop_gold` is on.
+2. A lead's adjudication, when `adjudication_overrides` is on, is the label: no vote count or share
+   is required (a disputed pair with two votes can be settled by the lead).
+3. `too_few_votes`: fewer counted votes than `min_judgments`.
+4. majority: `split` when the most-voted label is tied with another or has a share below
+   `min_share`; dawid-skene: `low_posterior` when the largest posterior is tied or below
+   `min_posterior` (`min_share` is not used: the posterior already weighs each annotator).
+5. `tie` / `both_bad`: the label reached (adjudicated or not) is a tie or both-bad and the rules
+   drop those.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+LABELS = ("a", "b", "tie", "both_bad")
+SIDES = ("a", "b")
+METHODS = ("majority", "dawid-skene")
+
+# Stable codes (stored in snapshots, counted in the preview) -> what the preview shows. The last one
+# is decided by the export shape (labeling/exporting.py), not by the rules here.
+REASONS: dict[str, str] = {
+    "gold": "Gold pair",
+    "too_few_votes": "Fewer judgments than the minimum",
+    "split": "Split vote: no label reaches the minimum share",
+    "low_posterior": "Dawid–Skene posterior below the minimum",
+    "tie": "Judged a tie",
+    "both_bad": "Both responses judged bad",
+    "chat_prompt": "Multi-turn chat prompt: use the conversational shape",
+}
+
+# The largest label smoothing suggested: at 0.5 the cDPO loss no longer depends on the label.
+MAX_LABEL_SMOOTHING = 0.49
+# Shares are ratios of small integers; a threshold typed as 0.6666666667 should still keep 2 of 3.
+_SHARE_TOLERANCE = 1e-9
+# Expectation-maximisation rounds at most for the one-coin noise model (measure_disagreement).
+_EM_ROUNDS = 10_000
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusRules:
+    """The export rules. Raises ValueError naming the field when a value is out of range.
+
+    `min_judgments`: counted votes a pair needs (the project's overlap k), an int >= 1.
+    `min_share`: the share of counted votes the winning label needs (majority only), in [0, 1].
+    `min_posterior`: the posterior probability the winning label needs (dawid-skene), in [0, 1].
+    `method`: "majority" or "dawid-skene".
+    """
+
+    min_judgments: int = 3
+    min_share: float = 2 / 3
+    drop_ties: bool = True
+    drop_both_bad: bool = True
+    adjudication_overrides: bool = True
+    drop_gold: bool = False
+    method: str = "majority"
+    min_posterior: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_judgments, int) or isinstance(self.min_judgments, bool):
+            raise ValueError(f"min_judgments must be an integer, got {self.min_judgments!r}")
+        if self.min_judgments < 1:
+            raise ValueError(f"min_judgments must be at least 1, got {self.min_judgments}")
+        for name in ("min_share", "min_posterior"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name in ("drop_ties", "drop_both_bad", "adjudication_overrides", "drop_gold"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the rules made of one pair.
+
+    `label`: the consensus label ("a", "b", "tie", "both_bad"), or None when none was reached
+    (too few votes, split, low posterior). `chosen`: "a" or "b" when the label prefers a side.
+    `votes`: counted votes per label, every label of LABELS present (zeros included).
+    `share`: the share of counted votes for `label` (for the largest label when there is none);
+    0.0 without votes. `adjudicated`: a lead's label was used. `posterior`: the Dawid–Skene
+    probability of `label` (None under majority, for an adjudicated pair or without a label).
+    `kept`: the rules keep the pair, and `reason` is None; otherwise `reason` is a code of REASONS.
+    A kept tie or both-bad pair may still give no row in an export shape (exporting.drop_reason).
+    """
+
+    label: str | None
+    chosen: str | None
+    votes: dict[str, int] = field(hash=False)
+    share: float
+    adjudicated: bool
+    kept: bool
+    reason: str | None
+    posterior: float | None = None
+
+    @property
+    def rejected(self) -> str | None:
+        """The side not chosen, or None when no side is."""
+        return None if self.chosen is None else "b" if self.chosen == "a" else "a"
+
+    @property
+    def total(self) -> int:
+        """The number of counted votes."""
+        return sum(self.votes.values())
+
+    @property
+    def unanimous(self) -> bool:
+        """Every counted vote names the same label (False without votes)."""
+        total = self.total
+        return total > 0 and max(self.votes.values()) == total
+
+
+def _count(votes: Sequence[str]) -> dict[str, int]:
+    counts = {label: votes.count(label) for label in LABELS}
+    if sum(counts.values()) != len(votes):
+        unknown = next(vote for vote in votes if vote not in LABELS)
+        raise ValueError(f"votes must be among {', '.join(LABELS)}, got {unknown!r}")
+    return counts
+
+
+def _top(scores: Mapping[str, float]) -> tuple[str | None, float]:
+    """The label with the largest score and that score; None for the label when it is shared."""
+    best = max(scores.values())
+    winners = [label for label, score in scores.items() if score == best]
+    return (winners[0] if len(winners) == 1 else None), best
+
+
+def decide(
+    votes: Sequence[str],
+    *,
+    rules: ConsensusRules,
+    adjudication: str | None = None,
+    is_gold: bool = False,
+    posterior: Mapping[str, float] | None = None,
+) -> Decision:
+    """The decision for one pair under `rules` (see the module docstring for the order of rules).
+
+    `votes`: the counted choices, each one of LABELS. `adjudication`: the lead's final label or None.
+    `posterior`: label -> probability for this pair (labels missing count as 0), required when
+    `rules.method` is "dawid-skene" and the pair has enough votes. Raises ValueError on a label
+    outside LABELS or a missing posterior.
+    """
+    counts = _count(votes)
+    total = len(votes)
+    if adjudication is not None and adjudication not in LABELS:
+        raise ValueError(f"adjudication must be one of {', '.join(LABELS)}, got {adjudication!r}")
+    adjudicated = adjudication is not None and rules.adjudication_overrides
+    label: str | None = None
+    reason: str | None = None
+    probability: float | None = None
+    if is_gold and rules.drop_gold:
+        reason = "gold"
+    elif adjudicated:
+        label = adjudication
+    elif total < rules.min_judgments:
+        reason = "too_few_votes"
+    elif rules.method == "majority":
+        label, top = _top(counts)
+        if label is None or top < rules.min_share * total - _SHARE_TOLERANCE:
+            label, reason = None, "split"
+    else:
+        if posterior is None:
+            raise ValueError("posterior is required when method is 'dawid-skene'")
+        unknown = set(posterior) - set(LABELS)
+        if unknown:
+            raise ValueError(f"posterior labels must be among {', '.join(LABELS)}, got {sorted(unknown)}")
+        label, probability = _top({name: float(posterior.get(name, 0.0)) for name in LABELS})
+        if label is None or probability < rules.min_posterior:
+            label, probability, reason = None, None, "low_posterior"
+    if label == "tie" and rules.drop_ties:
+        reason = "tie"
+    elif label == "both_bad" and rules.drop_both_bad:
+        reason = "both_bad"
+    votes_for = counts[label] if label is not None else max(counts.values())
+    share = votes_for / total if total else 0.0
+    return Decision(
+        label=label,
+        chosen=label if label in SIDES else None,
+        votes=counts,
+        share=share,
+        adjudicated=adjudicated,
+        kept=reason is None,
+        reason=reason,
+        posterior=probability,
+    )
+
+
+def decide_all(
+    votes: Sequence[Sequence[str]],
+    *,
+    rules: ConsensusRules,
+    adjudications: Sequence[str | None] | None = None,
+    gold: Sequence[bool] | None = None,
+    posteriors: Sequence[Mapping[str, float] | None] | None = None,
+) -> list[Decision]:
+    """`decide` for many pairs: `votes[i]`, `adjudications[i]`, `gold[i]` and `posteriors[i]` are
+    pair i's (each sequence as long as `votes`; None means no adjudication / not gold / no posterior
+    for every pair). Decisions come back in the same order.
+
+    Under majority the decision depends only on the vote counts, the adjudication and the gold flag,
+    so equal inputs share one Decision (treat decisions as read-only): a project has few distinct
+    combinations, which makes 100,000 pairs take a few tens of milliseconds.
+    """
+    n = len(votes)
+    for name, column in (("adjudications", adjudications), ("gold", gold), ("posteriors", posteriors)):
+        if column is not None and len(column) != n:
+            raise ValueError(f"{name} has {len(column)} items for {n} pairs")
+    adjudications = adjudications if adjudications is not None else [None] * n
+    gold = gold if gold is not None else [False] * n
+    if rules.method == "dawid-skene":
+        posteriors = posteriors if posteriors is not None else [None] * n
+        return [
+            decide(v, rules=rules, adjudication=a, is_gold=g, posterior=p)
+            for v, a, g, p in zip(votes, adjudications, gold, posteriors, strict=True)
+        ]
+    seen: dict[tuple, Decision] = {}
+    decisions = []
+    for v, a, g in zip(votes, adjudications, gold, strict=True):
+        key = (v.count("a"), v.count("b"), v.count("tie"), v.count("both_bad"), len(v), a, bool(g))
+        decision = seen.get(key)
+        if decision is None:
+            decision = seen[key] = decide(v, rules=rules, adjudication=a, is_gold=bool(g))
+        decisions.append(decision)
+    return decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Disagreement:
+    """How noisy the kept pairs that prefer a side are.
+
+    `pairs`: kept pairs with a chosen side. `non_unanimous`: the share of them whose counted votes
+    were not all the same label. `vote_error`: the estimated chance that one annotator picks the
+    worse side of an A/B pair. `label_noise`: the estimated chance that a kept pair's chosen side is
+    wrong (adjudicated pairs count as right). All 0.0 when `pairs` is 0.
+    """
+
+    pairs: int
+    non_unanimous: float
+    vote_error: float
+    label_noise: float
+
+
+def _flip_chance(p: float, n: int, m: int) -> float:
+    """The chance that the side with n votes is the worse one, the other side having m votes."""
+    if p == 0.0:
+        return 0.0 if n > m else 1.0 if n < m else 0.5
+    flip = p**n * (1 - p) ** m
+    return flip / (flip + (1 - p) ** n * p**m)
+
+
+class DisagreementCounter:
+    """Takes decisions one at a time (while an export streams) and gives `measure_disagreement`'s
+    result; it keeps a few histogram cells, whatever the number of pairs."""
+
+    def __init__(self) -> None:
+        self._fit: dict[tuple[int, int], int] = {}
+        self._kept: dict[tuple[int, int], int] = {}
+        self._pairs = 0
+        self._non_unanimous = 0
+
+    def add(self, decision: Decision) -> None:
+        """Count one pair's decision (kept or dropped)."""
+        is_kept = decision.kept and decision.chosen is not None
+        if is_kept:
+            self._pairs += 1
+            self._non_unanimous += not decision.unanimous
+        if decision.adjudicated:
+            return
+        a, b = decision.votes["a"], decision.votes["b"]
+        key = (a, b) if a >= b else (b, a)
+        self._fit[key] = self._fit.get(key, 0) + 1
+        if is_kept:
+            key = (decision.votes[decision.chosen], decision.votes[decision.rejected])
+            self._kept[key] = self._kept.get(key, 0) + 1
+
+    def result(self) -> Disagreement:
+        """The disagreement of the decisions added so far (see `measure_disagreement`)."""
+        pairs, fit = self._pairs, self._fit
+        if pairs == 0:
+            return Disagreement(pairs=0, non_unanimous=0.0, vote_error=0.0, label_noise=0.0)
+        votes = sum((n + m) * count for (n, m), count in fit.items())
+        # At p = 1/2 votes carry no information; the cap keeps q defined and the estimate below it.
+        cap = 0.5 - 1e-9
+        p = min(sum(m * count for (_, m), count in fit.items()) / votes, cap) if votes else 0.0
+        # The histogram has a few dozen cells at most, so iterating to convergence costs nothing.
+        for _ in range(_EM_ROUNDS if p > 0 else 0):
+            expected = 0.0
+            for (n, m), count in fit.items():
+                q = _flip_chance(p, n, m)
+                expected += ((1 - q) * m + q * n) * count
+            p, previous = min(expected / votes, cap), p
+            if abs(p - previous) < 1e-12:
+                break
+        noise = sum(_flip_chance(p, n, m) * count for (n, m), count in self._kept.items()) / pairs
+        return Disagreement(
+            pairs=pairs, non_unanimous=self._non_unanimous / pairs, vote_error=p, label_noise=noise
+        )
+
+
+def measure_disagreement(decisions: Iterable[Decision]) -> Disagreement:
+    """The measured disagreement of the kept A/B pairs among `decisions` (pass every pair's decision,
+    dropped ones too: they show how often annotators disagree). `DisagreementCounter` does the same
+    one decision at a time.
+
+    The noise estimate is a one-coin Dawid–Skene model: each annotator independently picks the
+    worse side of an A/B pair with probability p, both sides being a priori equally likely. For a
+    pair with n votes for one side and m for the other (tie and both-bad votes carry no direction
+    and are not counted), the chance that the n side is the worse one is
+        q(n, m) = p^n (1-p)^m / (p^n (1-p)^m + (1-p)^n p^m).
+    p is fitted by expectation–maximisation on every non-adjudicated pair, starting from the mean
+    minority share: p <- sum((1 - q) m + q n) / sum(n + m) until it moves less than 1e-12. Fitting
+    on dropped pairs too avoids the bias of a kept set that lacks the even splits. `label_noise` is
+    the mean of q(votes for chosen, votes for rejected) over the kept A/B pairs, 0 for adjudicated
+    ones. The plain mean minority share would understate p (when the majority is wrong, its
+    minority is right) and overstate the label noise (k votes outvote one noisy annotator).
+    """
+    counter = DisagreementCounter()
+    for decision in decisions:
+        counter.add(decision)
+    return counter.result()
+
+
+def suggest_label_smoothing(decisions: Iterable[Decision] = (), *, noise: float | None = None) -> float:
+    """A cDPO `label_smoothing` for the kept pairs: the estimated chance that a kept label is wrong.
+
+    `noise`: the caller's estimate (e.g. Dawid–Skene: the mean over kept pairs of 1 minus the
+    posterior of the exported label); when None, `measure_disagreement(decisions).label_noise`.
+    Clipped to [0, MAX_LABEL_SMOOTHING] and rounded to 3 decimals (a form value, not a statistic).
+    Raises ValueError when `noise` is not a number from 0 to 1.
+    """
+    if noise is None:
+        noise = measure_disagreement(decisions).label_noise
+    elif not _is_number(noise) or not 0 <= noise <= 1:
+        raise ValueError(f"noise must be a number from 0 to 1, got {noise!r}")
+    return round(min(max(float(noise), 0.0), MAX_LABEL_SMOOTHING), 3)

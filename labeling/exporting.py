@@ -1,0 +1,584 @@
+"""Rows in TRL's preference formats and the streaming writers that put them in JSONL or Parquet files.
+
+Pure Python: this module must not import Django, and imports pyarrow only when a Parquet file or a
+schema is asked for (the export preview needs neither).
+
+Shapes (every row also has `id`, the pair's stable id, and `meta`, see below):
+- "standard": `prompt`, `chosen`, `rejected` strings, no chat template applied. A chat prompt of
+  one user message becomes its text; a longer chat prompt cannot be a string without a template, so
+  such pairs are dropped with reason "chat_prompt".
+- "conversational": `prompt` a list of `{"role", "content"}` messages (a string prompt becomes one
+  user message), `chosen` / `rejected` each a list of one assistant message.
+- "unpaired" and "unpaired-conversational": TRL's unpaired preference rows for KTO, `prompt`,
+  `completion`, `label` (bool), as strings / as messages like the two shapes above. A kept A/B
+  pair gives a desirable row (its chosen response) and an undesirable one; a kept both-bad pair
+  gives two undesirable rows; a tie says nothing about either response being good or bad, so it
+  gives none (reason "tie").
+The preference shapes have no row for a tie or a both-bad pair, even when the rules keep them
+(reasons "tie" and "both_bad").
+
+`meta` has the same keys and types on every row of a shape, so `datasets` infers one schema:
+`pair_pk` (int), `label` (the consensus label: "a", "b" or "both_bad"), `votes` ({"a", "b", "tie",
+"both_bad"}: counted votes, in the pair's A/B order), `share` (float), `adjudicated` (bool),
+`criteria` (JSON text: criterion -> label -> votes, in A/B order), `metadata` (JSON text: the pair's
+imported metadata); preference shapes add `models` ({"chosen", "rejected"}: model names, "" when
+unknown); unpaired shapes add `side` ("a" or "b": which response the completion is) and `model`.
+
+Pairs go to "train" or "eval" by a hash of their id (`split_of`), so a pair stays in its split in
+every later snapshot, and both rows of an unpaired pair go to the same split.
+
+Files: JSONL is UTF-8, one compact JSON object per line, with U+0085, U+2028 and U+2029 escaped so
+that no reader splits a row. Parquet is zstd-compressed, with the explicit schema of `schema(shape)`,
+so an empty file still has its columns. (`datasets` refuses to load a split with no rows: load only
+the files whose FileInfo.rows > 0.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import operator
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from labeling.consensus import LABELS, Decision
+
+SHAPES = ("standard", "conversational", "unpaired", "unpaired-conversational")
+FORMATS = ("jsonl", "parquet")
+SPLITS = ("train", "eval")
+DEFAULT_EVAL_FRACTION = 0.05
+
+_UNPAIRED = ("unpaired", "unpaired-conversational")
+_TEXT_SHAPES = ("standard", "unpaired")
+# Rows buffered before they are written (a Parquet row group, or a batch of JSON lines): at most
+# ROW_GROUP_ROWS rows, fewer when their texts reach ROW_GROUP_CHARS characters, so that long
+# responses do not make the buffer, and the peak memory, grow.
+ROW_GROUP_ROWS = 4096
+ROW_GROUP_CHARS = 8 << 20
+_META_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+# Characters valid inside a JSON string that str.splitlines() and some JSONL readers take for a line
+# break; written as escapes so that every row is exactly one line for any reader.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+@dataclass(slots=True)
+class ExportPair:
+    """One pair as the export reads it (not frozen: a million of them are built per export, and a
+    frozen dataclass takes about 4 times as long to construct; nothing here changes one).
+
+    `id`: the stable external id (see `pair_id`). `prompt`: a string or a list of `{"role",
+    "content"}` messages (system / user / assistant turns). `criteria`: criterion name -> label ->
+    counted votes, in A/B order (empty without criteria). `metadata`: the pair's imported metadata.
+    `criteria` and `metadata` may also be given as JSON text (e.g. `metadata::text` from
+    PostgreSQL), which is exported as it is, saving a decode and an encode per pair.
+    """
+
+    id: str
+    pair_pk: int
+    prompt: str | Sequence[Mapping[str, str]]
+    response_a: str
+    response_b: str
+    model_a: str = ""
+    model_b: str = ""
+    criteria: Mapping[str, Mapping[str, int]] | str = field(default_factory=dict)
+    metadata: Mapping[str, Any] | str = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """One written file: its name inside the snapshot directory, its split, the rows and pairs in
+    it, its size in bytes and the hex sha256 of its content."""
+
+    name: str
+    split: str
+    rows: int
+    pairs: int
+    bytes: int
+    sha256: str
+
+
+def pair_id(*, external_id: str, pk: int) -> str:
+    """The id a pair is exported (and split) under: its external id, or "pair-<pk>" without one."""
+    return external_id or f"pair-{pk}"
+
+
+def _check_fraction(eval_fraction: float) -> None:
+    if (
+        not isinstance(eval_fraction, int | float)
+        or isinstance(eval_fraction, bool)
+        or not 0 <= eval_fraction < 1
+    ):
+        raise ValueError(f"eval_fraction must be a number from 0 to below 1, got {eval_fraction!r}")
+
+
+def split_of(pair_id: str, eval_fraction: float) -> str:
+    """ "eval" for about `eval_fraction` of ids, "train" for the rest, by the first 8 bytes of the
+    sha256 of the id's UTF-8 bytes: stable across processes, machines and Python versions. An id
+    in eval at one fraction stays in eval at any larger one. Raises ValueError for a fraction
+    outside [0, 1)."""
+    _check_fraction(eval_fraction)
+    return _split(pair_id, eval_fraction)
+
+
+def _split(pair_id: str, eval_fraction: float) -> str:
+    point = int.from_bytes(hashlib.sha256(pair_id.encode("utf-8")).digest()[:8], "big")
+    return "eval" if point < eval_fraction * 2**64 else "train"
+
+
+def is_flat_prompt(prompt: str | Sequence[Mapping[str, str]]) -> bool:
+    """Whether the prompt can be a plain string in the text shapes: a string, or one user message.
+    (In SQL over the stored JSON: jsonb_typeof(prompt) = 'string' OR (jsonb_array_length(prompt) = 1
+    AND prompt->0->>'role' = 'user').)"""
+    return isinstance(prompt, str) or (len(prompt) == 1 and prompt[0]["role"] == "user")
+
+
+def drop_reason(decision: Decision, *, shape: str, flat_prompt: bool = True) -> str | None:
+    """Why a pair gives no rows in `shape`, or None when it gives some: the decision's own reason,
+    "tie" / "both_bad" for kept pairs the shape cannot express, "chat_prompt" for a prompt that is
+    not flat (`is_flat_prompt`) in a text shape. Raises ValueError for an unknown shape."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    if not decision.kept:
+        return decision.reason
+    if decision.label == "tie" or (decision.chosen is None and shape not in _UNPAIRED):
+        return decision.label
+    if shape in _TEXT_SHAPES and not flat_prompt:
+        return "chat_prompt"
+    return None
+
+
+# The fields of a row, leaf by leaf, as (dotted path, kind), in column order. One list per shape is
+# the single description that the dict rows, the JSON lines, the pyarrow schema and the Parquet
+# columns are all derived from.
+_META_FIELDS = (
+    ("meta.pair_pk", "int"),
+    ("meta.label", "text"),
+    *((f"meta.votes.{label}", "int") for label in LABELS),
+    ("meta.share", "float"),
+    ("meta.adjudicated", "bool"),
+    ("meta.criteria", "text"),
+    ("meta.metadata", "text"),
+)
+
+
+def _shape_fields(shape: str) -> tuple[tuple[str, str], ...]:
+    # Kinds: "messages" holds a prompt as given (a string is one user message), "reply" a response
+    # text that is written as one assistant message; the other kinds are plain values.
+    prompt, reply = ("text", "text") if shape in _TEXT_SHAPES else ("messages", "reply")
+    if shape in _UNPAIRED:
+        head = (("prompt", prompt), ("completion", reply), ("label", "bool"))
+        tail = (("meta.side", "text"), ("meta.model", "text"))
+    else:
+        head = (("prompt", prompt), ("chosen", reply), ("rejected", reply))
+        tail = (("meta.models.chosen", "text"), ("meta.models.rejected", "text"))
+    return (*head, ("id", "text"), *_META_FIELDS, *tail)
+
+
+_FIELDS = {shape: _shape_fields(shape) for shape in SHAPES}
+
+
+def _nest(paths: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for path, value in zip(paths, values, strict=True):
+        *parents, leaf = path.split(".")
+        target = row
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return row
+
+
+def _messages(prompt: str | Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": message["role"], "content": message["content"]} for message in prompt]
+
+
+# Leaf values as the rows hold them, by kind (other kinds are held as they are).
+_VALUES = {"messages": _messages, "reply": lambda text: [{"role": "assistant", "content": text}]}
+
+
+def _encode_messages(prompt: str | Sequence[Mapping[str, str]]) -> str:
+    encode = json.encoder.encode_basestring
+    if isinstance(prompt, str):
+        return f'[{{"role":"user","content":{encode(prompt)}}}]'
+    return (
+        "["
+        + ",".join(
+            f'{{"role":{encode(message["role"])},"content":{encode(message["content"])}}}'
+            for message in prompt
+        )
+        + "]"
+    )
+
+
+def _encode_reply(text: str) -> str:
+    return f'[{{"role":"assistant","content":{json.encoder.encode_basestring(text)}}}]'
+
+
+class _FloatText(dict[float, str]):
+    """float -> its JSON text, remembered: shares are few distinct ratios, and repr is slow."""
+
+    def __missing__(self, value: float) -> str:
+        if len(self) >= 4096:
+            self.clear()
+        text = self[value] = float.__repr__(value)
+        return text
+
+
+_ENCODERS = {
+    "text": json.encoder.encode_basestring,
+    "messages": _encode_messages,
+    "reply": _encode_reply,
+    "int": int.__repr__,
+    "float": _FloatText().__getitem__,
+    "bool": {False: "false", True: "true"}.__getitem__,
+}
+
+
+def _line_template(fields: Sequence[tuple[str, str]]) -> str:
+    """A %-template of one JSON line with a %s per leaf: the JSON encoding of the nested row whose
+    leaves are placeholders. Keys are our own constants, so they hold no % sign."""
+    placeholders = [f"@{i}@" for i in range(len(fields))]
+    text = json.dumps(_nest([path for path, _ in fields], placeholders), separators=(",", ":"))
+    for placeholder in placeholders:
+        text = text.replace(f'"{placeholder}"', "%s", 1)
+    return text
+
+
+def _json_text(value: Mapping[str, Any] | str) -> str:
+    if isinstance(value, str):
+        return value
+    return _META_JSON.encode(value) if value else "{}"
+
+
+def _flat_rows(pair: ExportPair, decision: Decision, shape: str) -> list[tuple[Any, ...]]:
+    """The leaf values of the rows of a pair that gives rows, in the order of _FIELDS[shape]."""
+    prompt: Any = pair.prompt
+    if shape in _TEXT_SHAPES and not isinstance(prompt, str):
+        prompt = prompt[0]["content"]
+    first, second, first_model, second_model = pair.response_a, pair.response_b, pair.model_a, pair.model_b
+    if decision.chosen == "b":
+        first, second, first_model, second_model = second, first, second_model, first_model
+    votes = decision.votes
+    # Spelled out rather than derived from LABELS: this runs once per exported pair.
+    meta = (
+        pair.pair_pk,
+        decision.label,
+        votes["a"],
+        votes["b"],
+        votes["tie"],
+        votes["both_bad"],
+        decision.share,
+        decision.adjudicated,
+        _json_text(pair.criteria),
+        _json_text(pair.metadata),
+    )
+    if shape not in _UNPAIRED:
+        return [(prompt, first, second, pair.id, *meta, first_model, second_model)]
+    # Unpaired: the chosen response first (A for a both-bad pair), both undesirable when none is.
+    chosen = decision.chosen is not None
+    first_side, second_side = ("b", "a") if decision.chosen == "b" else ("a", "b")
+    return [
+        (prompt, first, chosen, pair.id, *meta, first_side, first_model),
+        (prompt, second, False, pair.id, *meta, second_side, second_model),
+    ]
+
+
+def build_rows(pair: ExportPair, decision: Decision, *, shape: str) -> list[dict[str, Any]]:
+    """The rows `pair` gives in `shape` (see the module docstring), as the files hold them: one for
+    the preference shapes, two for the unpaired ones. Raises ValueError when `drop_reason` names
+    a reason."""
+    reason = drop_reason(decision, shape=shape, flat_prompt=is_flat_prompt(pair.prompt))
+    if reason is not None:
+        raise ValueError(f"pair {pair.id!r} gives no rows in the {shape} shape: {reason}")
+    fields = _FIELDS[shape]
+    paths = [path for path, _ in fields]
+    convert = [_VALUES.get(kind) for _, kind in fields]
+    return [
+        _nest(paths, [value if to is None else to(value) for to, value in zip(convert, values, strict=True)])
+        for values in _flat_rows(pair, decision, shape)
+    ]
+
+
+def columns(shape: str) -> tuple[str, ...]:
+    """The columns of a row in `shape`, in order."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    return tuple(dict.fromkeys(path.split(".")[0] for path, _ in _FIELDS[shape]))
+
+
+def _tree(shape: str) -> dict[str, Any]:
+    """The row of `shape` with the index of each leaf in _FIELDS[shape] as its value."""
+    fields = _FIELDS[shape]
+    return _nest([path for path, _ in fields], range(len(fields)))
+
+
+def _arrow_type(kind: str) -> Any:
+    import pyarrow as pa
+
+    if kind in ("messages", "reply"):
+        return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    return {"text": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}[kind]
+
+
+def _arrow_column(values: list[Any], kind: str) -> Any:
+    """A pyarrow array of one leaf column. Message lists are built from flat role and content
+    arrays rather than converted from dicts, which would cost a dict per message."""
+    import pyarrow as pa
+
+    if kind not in ("messages", "reply"):
+        return pa.array(values, type=_arrow_type(kind))
+    if kind == "reply":
+        roles, contents, offsets = ["assistant"] * len(values), values, range(len(values) + 1)
+    else:
+        roles, contents, offsets = [], [], [0]
+        for prompt in values:
+            if isinstance(prompt, str):
+                roles.append("user")
+                contents.append(prompt)
+            else:
+                for message in prompt:
+                    roles.append(message["role"])
+                    contents.append(message["content"])
+            offsets.append(len(roles))
+    messages = pa.StructArray.from_arrays(
+        [pa.array(roles, type=pa.string()), pa.array(contents, type=pa.string())], names=["role", "content"]
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), messages)
+
+
+# Module-level recursion, not a nested function calling itself: such a closure is a reference
+# cycle, and the arrays it holds would wait for the garbage collector (measured: memory grew by a
+# row group per flush until a collection).
+def _struct_type(node: int | dict[str, Any], kinds: Sequence[str]) -> Any:
+    import pyarrow as pa
+
+    if isinstance(node, dict):
+        return pa.struct([(name, _struct_type(child, kinds)) for name, child in node.items()])
+    return _arrow_type(kinds[node])
+
+
+def _struct_array(node: int | dict[str, Any], leaves: Sequence[Any]) -> Any:
+    import pyarrow as pa
+
+    if isinstance(node, dict):
+        children = [_struct_array(child, leaves) for child in node.values()]
+        return pa.StructArray.from_arrays(children, names=list(node))
+    return leaves[node]
+
+
+def schema(shape: str) -> Any:
+    """The pyarrow schema of `shape` (a `pyarrow.Schema`; typed Any so that importing this module
+    does not import pyarrow). Raises ValueError for an unknown shape."""
+    import pyarrow as pa
+
+    columns(shape)
+    kinds = [kind for _, kind in _FIELDS[shape]]
+    return pa.schema([(name, _struct_type(node, kinds)) for name, node in _tree(shape).items()])
+
+
+class _HashingFile:
+    """A binary file opened for exclusive creation that keeps the sha256 and size of what it wrote
+    (pyarrow writes to it sequentially, without seeking)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: BinaryIO = open(path, "xb", buffering=1 << 20)  # noqa: SIM115 (closed in close())
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self.closed = True
+        self._file.close()
+
+
+class _JsonlFile:
+    def __init__(self, path: Path, shape: str) -> None:
+        self._sink = _HashingFile(path)
+        self._template = _line_template(_FIELDS[shape])
+        self._encoders = [_ENCODERS[kind] for _, kind in _FIELDS[shape]]
+        self._lines: list[str] = []
+        self._chars = 0
+
+    def write(self, rows: list[tuple[Any, ...]], chars: int) -> None:
+        self._chars += chars
+        for values in rows:
+            line = self._template % tuple(map(operator.call, self._encoders, values))
+            if "\u2028" in line or "\u2029" in line or "\x85" in line:
+                line = line.translate(_LINE_BREAKS)
+            self._lines.append(line)
+        if len(self._lines) >= ROW_GROUP_ROWS or self._chars >= ROW_GROUP_CHARS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._lines:
+            self._lines.append("")
+            self._sink.write("\n".join(self._lines).encode("utf-8"))
+            self._lines.clear()
+            self._chars = 0
+
+    def close(self) -> _HashingFile:
+        self._flush()
+        self._sink.close()
+        return self._sink
+
+
+class _ParquetFile:
+    def __init__(self, path: Path, shape: str) -> None:
+        import pyarrow.parquet as pq
+
+        self._sink = _HashingFile(path)
+        self._schema = schema(shape)
+        self._tree = _tree(shape)
+        self._kinds = [kind for _, kind in _FIELDS[shape]]
+        # No min/max statistics: for text columns they are large (kept per row group until the
+        # footer is written) and no reader of training data filters on them.
+        self._writer = pq.ParquetWriter(self._sink, self._schema, compression="zstd", write_statistics=False)
+        self._rows: list[tuple[Any, ...]] = []
+        self._chars = 0
+
+    def write(self, rows: list[tuple[Any, ...]], chars: int) -> None:
+        self._rows.extend(rows)
+        self._chars += chars
+        if len(self._rows) >= ROW_GROUP_ROWS or self._chars >= ROW_GROUP_CHARS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self._rows:
+            return
+        # Column by column, each a list: far faster than converting nested dicts, and pyarrow
+        # converts a tuple of strings about 70 times slower than a list.
+        columns = map(list, zip(*self._rows, strict=True))
+        leaves = [_arrow_column(column, kind) for column, kind in zip(columns, self._kinds, strict=True)]
+        arrays = [_struct_array(node, leaves) for node in self._tree.values()]
+        table = pa.Table.from_arrays(arrays, schema=self._schema)
+        self._writer.write_table(table, row_group_size=len(self._rows))
+        self._rows.clear()
+        self._chars = 0
+
+    def close(self) -> _HashingFile:
+        self._flush()
+        self._writer.close()
+        self._sink.close()
+        return self._sink
+
+
+class SnapshotWriter:
+    """Writes the rows of one export into `<directory>/train.<fmt>` and, when `eval_fraction` > 0,
+    `<directory>/eval.<fmt>`, streaming: at most a row group per split is held in memory (see
+    ROW_GROUP_ROWS), and the sha256 of each file is computed as it is written.
+
+    `fmt`: one of FORMATS; `shape`: one of SHAPES; `eval_fraction`: in [0, 1). The directory must
+    exist; existing files are never overwritten (FileExistsError). Feed every pair with `add`, then
+    `close` for the files; `kept` counts pairs written, `dropped` counts the others by reason. As a
+    context manager it closes on success and, on an exception, `abort`s (the files are removed).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fmt: str,
+        shape: str,
+        eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        columns(shape)
+        _check_fraction(eval_fraction)
+        self.fmt, self.shape, self.eval_fraction = fmt, shape, eval_fraction
+        self.directory = Path(directory)
+        self.kept = 0
+        self.dropped: dict[str, int] = {}
+        self._rows = dict.fromkeys(SPLITS, 0)
+        self._pairs = dict.fromkeys(SPLITS, 0)
+        self._paths: dict[str, Path] = {}
+        self._files: dict[str, _JsonlFile | _ParquetFile] = {}
+        self._infos: list[FileInfo] | None = None
+        kind = _JsonlFile if fmt == "jsonl" else _ParquetFile
+        try:
+            for split in SPLITS if eval_fraction > 0 else SPLITS[:1]:
+                path = self.directory / f"{split}.{fmt}"
+                self._files[split] = kind(path, shape)
+                self._paths[split] = path
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, pair: ExportPair, decision: Decision) -> str | None:
+        """Write the rows of `pair` to its split; the reason it gives none (counted in `dropped`), or
+        None when it was written."""
+        if self._infos is not None or not self._files:
+            raise ValueError("the writer is closed")
+        reason = drop_reason(decision, shape=self.shape, flat_prompt=is_flat_prompt(pair.prompt))
+        if reason is not None:
+            self.dropped[reason] = self.dropped.get(reason, 0) + 1
+            return reason
+        rows = _flat_rows(pair, decision, self.shape)
+        split = _split(pair.id, self.eval_fraction) if self.eval_fraction else "train"
+        prompt = pair.prompt
+        chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+        self._files[split].write(rows, len(rows) * chars + len(pair.response_a) + len(pair.response_b))
+        self._rows[split] += len(rows)
+        self._pairs[split] += 1
+        self.kept += 1
+        return None
+
+    def close(self) -> list[FileInfo]:
+        """Finish the files; one FileInfo per split written, train first. Idempotent."""
+        if self._infos is None:
+            infos = []
+            for split, file in self._files.items():
+                sink = file.close()
+                infos.append(
+                    FileInfo(
+                        name=self._paths[split].name,
+                        split=split,
+                        rows=self._rows[split],
+                        pairs=self._pairs[split],
+                        bytes=sink.size,
+                        sha256=sink.sha256.hexdigest(),
+                    )
+                )
+            self._infos = infos
+        return list(self._infos)
+
+    def abort(self) -> None:
+        """Close and remove the files written so far (after an error); the writer cannot be used."""
+        for file in self._files.values():
+            with contextlib.suppress(Exception):  # the files are removed anyway
+                file.close()
+        for path in self._paths.values():
+            path.unlink(missing_ok=True)
+        self._files.clear()
+        self._infos = []
+
+    def __enter__(self) -> SnapshotWriter:
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
