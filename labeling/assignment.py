@@ -50,7 +50,8 @@ _UNSEEN = f"NOT EXISTS (SELECT 1 FROM {_A} s WHERE s.pair_id = p.id AND s.annota
 # The same test as one index probe per pair looked at. OFFSET keeps PostgreSQL from turning it into an
 # anti join, which it may plan as a walk over the annotator's whole history to find the first pair.
 _UNSEEN_PROBE = _UNSEEN[:-1] + " LIMIT 1 OFFSET 0)"
-_OPEN = f"p.project_id = %s AND p.gold = '' AND p.taken < %s AND {_UNSEEN}"
+# A pair is open while its live claims are below k plus what a lead asked for on top (extra_wanted).
+_OPEN = f"p.project_id = %s AND p.gold = '' AND p.taken < %s + p.extra_wanted AND {_UNSEEN}"
 # How many pairs of each number of judgments (1 to k - 1) a claim looks at before it starts a fresh
 # pair. The pairs an annotator has judged stay open until others judge them too: an annotator far ahead
 # of the rest would otherwise pass over their whole lead on every claim.
@@ -59,19 +60,24 @@ CLAIM_WINDOW = 64
 
 @cache
 def _claim_statement(overlap: int, lock: str, window: int) -> str:
-    """Claim the best open pair: closest to its k judgments, then the oldest (index pair_claim_order),
-    among the `window` oldest pairs at each count of judgments from k - 1 down to 1; else the oldest
-    fresh pair; else any open pair (scanning them all). COALESCE runs each choice only if those before
-    it found nothing; each stops at its first pair, and re-checks `taken` on the row it locks (a row
-    lock re-reads the row's latest version). Parameters: `_claim_params`."""
+    """Claim the best open pair: first one a lead sent back for more judgments (index pair_sent_back);
+    else the closest to its k judgments, then the oldest (index pair_claim_order), among the `window`
+    oldest pairs at each count of judgments from k - 1 down to 1; else the oldest fresh pair; else any
+    open pair (scanning them all). COALESCE runs each choice only if those before it found nothing;
+    each stops at its first pair, and re-checks `taken` on the row it locks (a row lock re-reads the
+    row's latest version). Parameters: `_claim_params`."""
+    sent_back = (
+        f"(SELECT p.id FROM {_P} p WHERE p.project_id = %s AND p.extra_wanted > 0 AND p.gold = '' "
+        f"AND p.taken < %s + p.extra_wanted AND {_UNSEEN_PROBE} ORDER BY p.id LIMIT 1{lock}), "
+    )
     near = "".join(
         f"(SELECT p.id FROM (SELECT id FROM {_P} WHERE project_id = %s AND gold = '' AND taken = {taken} "
         f"ORDER BY id LIMIT {window}) AS near JOIN {_P} p ON p.id = near.id "
-        f"WHERE p.taken < %s AND {_UNSEEN_PROBE} ORDER BY p.id LIMIT 1{lock}), "
+        f"WHERE p.taken < %s + p.extra_wanted AND {_UNSEEN_PROBE} ORDER BY p.id LIMIT 1{lock}), "
         for taken in range(overlap - 1, 0, -1)
     )
     return (
-        f"UPDATE {_P} SET taken = taken + 1 WHERE id = COALESCE({near}"
+        f"UPDATE {_P} SET taken = taken + 1 WHERE id = COALESCE({sent_back}{near}"
         f"(SELECT p.id FROM {_P} p WHERE p.project_id = %s AND p.gold = '' AND p.taken = 0 "
         f"AND {_UNSEEN_PROBE} ORDER BY p.id LIMIT 1{lock}), "
         f"(SELECT p.id FROM {_P} p WHERE {_OPEN} ORDER BY p.taken DESC, p.id LIMIT 1{lock}), NULL) "
@@ -81,7 +87,17 @@ def _claim_statement(overlap: int, lock: str, window: int) -> str:
 
 def _claim_params(project: Project, user: Any) -> list[Any]:
     near = [project.pk, project.overlap, user.pk] * (project.overlap - 1)
-    return [*near, project.pk, user.pk, project.pk, project.overlap, user.pk]
+    return [
+        project.pk,
+        project.overlap,
+        user.pk,
+        *near,
+        project.pk,
+        user.pk,
+        project.pk,
+        project.overlap,
+        user.pk,
+    ]
 
 
 # PostgreSQL: claim the pair and insert the lease in one statement (the lease's values, pair_id aside,

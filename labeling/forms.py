@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.template.defaultfilters import filesizeformat
 
-from labeling.models import Assignment, Membership, Project
+from labeling.models import Adjudication, Assignment, Choice, ExportSnapshot, Membership, Project
 
 RESERVED_SLUGS = {"new", "rubric-preview"}
 
@@ -240,3 +240,93 @@ class MemberChangeForm(forms.ModelForm):
     class Meta:
         model = Membership
         fields = ["role", "active"]
+
+
+class AdjudicationForm(forms.ModelForm):
+    """A lead's final label for a pair: any choice, even one annotators may not pick in this project."""
+
+    label = forms.ChoiceField(
+        choices=[
+            (Choice.A, "Response A is better"),
+            (Choice.B, "Response B is better"),
+            (Choice.TIE, "Tie"),
+            (Choice.BOTH_BAD, "Both bad"),
+        ],  # fmt: skip
+        widget=forms.RadioSelect,
+        label="Final label",
+    )
+
+    class Meta:
+        model = Adjudication
+        fields = ["label", "note"]
+        widgets = {"note": forms.Textarea(attrs={"rows": 3, "placeholder": "Why, for the record"})}
+
+
+class ExportForm(forms.Form):
+    """The consensus rules, the shape and format of an export. Read from GET for the live preview."""
+
+    min_judgments = forms.IntegerField(
+        min_value=1, max_value=100, label="Minimum judgments", help_text="Counted votes a pair needs."
+    )
+    min_share = forms.FloatField(
+        min_value=0, max_value=1, initial=round(2 / 3, 4), label="Minimum share",
+        help_text="Share of the counted votes the winning label needs (majority).",
+    )  # fmt: skip
+    method = forms.ChoiceField(
+        choices=[("majority", "Majority vote"), ("dawid-skene", "Dawid–Skene posterior")],
+        initial="majority",
+        help_text="Dawid–Skene weighs each annotator by their estimated reliability.",
+    )
+    min_posterior = forms.FloatField(
+        min_value=0, max_value=1, initial=0.8, label="Minimum posterior", help_text="Dawid–Skene only."
+    )
+    keep_ties = forms.BooleanField(required=False, label="Keep ties (unpaired shapes give no rows for them)")
+    keep_both_bad = forms.BooleanField(
+        required=False, label="Keep both-bad pairs (unpaired shapes: two undesirable rows)"
+    )
+    adjudication_overrides = forms.BooleanField(
+        required=False, initial=True, label="Adjudication overrides votes"
+    )
+    drop_gold = forms.BooleanField(required=False, label="Leave out gold pairs")
+    shape = forms.ChoiceField(choices=ExportSnapshot.Shape.choices, initial=ExportSnapshot.Shape.STANDARD)
+    format = forms.ChoiceField(choices=ExportSnapshot.Format.choices, initial=ExportSnapshot.Format.JSONL)
+    eval_fraction = forms.FloatField(
+        min_value=0, max_value=0.5, initial=0.05, label="Eval fraction",
+        help_text="Held out by a stable hash of the pair id, as a separate file.",
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["min_judgments"].initial = project.overlap
+
+    def groups(self) -> dict[str, list[forms.BoundField]]:
+        """The fields as the page lays them out."""
+        names = {
+            "numbers": ["method", "min_judgments", "min_share", "min_posterior"],
+            "switches": ["keep_ties", "keep_both_bad", "adjudication_overrides", "drop_gold"],
+            "files": ["shape", "format", "eval_fraction"],
+        }
+        return {group: [self[name] for name in fields] for group, fields in names.items()}
+
+    @classmethod
+    def initial_data(cls, project: Project) -> dict[str, Any]:
+        """The defaults as submitted data (checkboxes only when on)."""
+        form = cls(project=project)
+        data = {
+            name: field.initial for name, field in form.fields.items() if field.initial not in (None, False)
+        }
+        return {k: ("on" if v is True else v) for k, v in data.items()}
+
+    def rules(self) -> dict[str, Any]:
+        """ConsensusRules fields from the cleaned data."""
+        data = self.cleaned_data
+        return {
+            "min_judgments": data["min_judgments"],
+            "min_share": data["min_share"],
+            "drop_ties": not data["keep_ties"],
+            "drop_both_bad": not data["keep_both_bad"],
+            "adjudication_overrides": data["adjudication_overrides"],
+            "drop_gold": data["drop_gold"],
+            "method": data["method"],
+            "min_posterior": data["min_posterior"],
+        }

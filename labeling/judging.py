@@ -69,7 +69,7 @@ _LOCK_USER_AND_ASSIGNMENT = (
     f"FROM (SELECT pg_advisory_xact_lock(%s, %s)) AS u, {Assignment._meta.db_table} a "
     "WHERE a.id = %s AND a.annotator_id = %s AND a.project_id = %s FOR NO KEY UPDATE OF a"
 )
-_RECLAIM = f"UPDATE {Pair._meta.db_table} SET taken = taken + 1 WHERE id = %s AND taken < %s"
+_RECLAIM = f"UPDATE {Pair._meta.db_table} SET taken = taken + 1 WHERE id = %s AND taken < %s + extra_wanted"
 _FINISH = (
     f"UPDATE {Assignment._meta.db_table} SET state = '{Assignment.State.DONE.value}', finished_at = %s "
     "WHERE id = %s"
@@ -287,7 +287,9 @@ def _open_to(project: Project, user: Any) -> int:
     less the open ones among the user's own assignments, so a recount costs the size of the user's
     history rather than a scan of the project per user.
     """
-    open_pair = "p.gold = '' AND p.taken < %s" + (" OR p.gold <> ''" if project.gold_rate else "")
+    open_pair = "p.gold = '' AND p.taken < %s + p.extra_wanted" + (
+        " OR p.gold <> ''" if project.gold_rate else ""
+    )
     key = f"prefstudio:open:{project.pk}:{project.overlap}:{bool(project.gold_rate)}"
     in_project = cache.get(key)
     if in_project is None:

@@ -92,6 +92,11 @@ class Membership(models.Model):
     active = models.BooleanField(
         default=True, help_text="Inactive members keep their history but get no work."
     )
+    excluded = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Their judgments stay stored but leave agreement headlines, consensus and export.",
+    )
     joined_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -175,6 +180,9 @@ class Pair(models.Model):
     # claim query's `taken < overlap` is re-checked against the newest row version under
     # concurrency (PostgreSQL re-evaluates a locked row's own columns, not subqueries).
     taken = models.PositiveSmallIntegerField(default=0)
+    # Judgments wanted beyond the project's k: a lead sent the pair back for more votes. Claims offer
+    # such pairs first (index pair_sent_back).
+    extra_wanted = models.PositiveSmallIntegerField(default=0, db_default=0)
     # The texts as sanitized HTML, rendered when the pair is first shown and kept: with overlap k
     # every pair is shown k times (labeling/display.py).
     rendered = models.JSONField(null=True, blank=True, editable=False)
@@ -192,6 +200,9 @@ class Pair(models.Model):
         indexes = [
             models.Index(fields=["project", "external_id"]),
             models.Index(fields=["project", "gold", "-taken", "id"], name="pair_claim_order"),
+            models.Index(
+                fields=["project", "id"], condition=models.Q(extra_wanted__gt=0), name="pair_sent_back"
+            ),
         ]
         ordering = ["id"]
 
@@ -307,3 +318,93 @@ class Tally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator} in {self.project}: {self.judged} judged, {self.skipped} skipped"
+
+
+class Adjudication(models.Model):
+    """A lead's final label for a pair, with why: it overrides the votes at export."""
+
+    pair = models.OneToOneField(Pair, on_delete=models.CASCADE, related_name="adjudication")
+    label = models.CharField(max_length=8, choices=Choice.choices)
+    note = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.pair}: {self.get_label_display()} (adjudicated)"
+
+
+class ExportSnapshot(models.Model):
+    """One export of a project's consistent pairs: the rules, what they kept and dropped, and the files
+    written. Never rewritten once done, so a training run that names it traces back to its judgments."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Exporting"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class Shape(models.TextChoices):
+        STANDARD = "standard", "Standard (prompt, chosen, rejected as text)"
+        CONVERSATIONAL = "conversational", "Conversational (chat messages)"
+        UNPAIRED = "unpaired", "Unpaired for KTO (prompt, completion, label)"
+        UNPAIRED_CONVERSATIONAL = "unpaired-conversational", "Unpaired for KTO, as chat messages"
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl", "JSON Lines"
+        PARQUET = "parquet", "Parquet"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    job_id = models.CharField(max_length=64, blank=True)
+    message = models.TextField(blank=True, help_text="Why it failed, in words.")
+    rules = models.JSONField(help_text="The consensus rules used (labeling.consensus.ConsensusRules).")
+    shape = models.CharField(max_length=24, choices=Shape.choices)
+    format = models.CharField(max_length=8, choices=Format.choices)
+    eval_fraction = models.FloatField(
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)], help_text="Share of pairs held out."
+    )
+    pairs_total = models.PositiveIntegerField(default=0, help_text="Pairs in the project when it started.")
+    pairs_done = models.PositiveIntegerField(default=0, help_text="Pairs looked at so far (progress).")
+    kept = models.PositiveIntegerField(default=0)
+    dropped = models.JSONField(default=dict, blank=True, help_text="Dropped pairs by reason code.")
+    train_rows = models.PositiveIntegerField(default=0)
+    eval_rows = models.PositiveIntegerField(default=0)
+    files = models.JSONField(default=list, blank=True, help_text="[{name, split, rows, bytes, sha256}]")
+    judgments = models.PositiveIntegerField(
+        default=0, help_text="Judgments counted (excluded annotators' not)."
+    )
+    last_judgment_at = models.DateTimeField(null=True, blank=True, help_text="The newest judgment counted.")
+    excluded_annotators = models.JSONField(default=list, blank=True, help_text="User ids left out.")
+    disagreement = models.FloatField(null=True, blank=True, help_text="Share of kept pairs not unanimous.")
+    label_noise = models.FloatField(null=True, blank=True, help_text="Dawid–Skene estimate of label noise.")
+    suggested_label_smoothing = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.project} export {self.created_at:%Y-%m-%d %H:%M} ({self.shape}, {self.format})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("labeling:export-detail", kwargs={"slug": self.project.slug, "export": self.uuid})
+
+    @property
+    def directory(self) -> str:
+        """Where its files live, relative to MEDIA_ROOT."""
+        return f"exports/{self.project_id}/{self.uuid}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+    @property
+    def has_eval_split(self) -> bool:
+        return self.state == self.State.DONE and self.eval_rows > 0

@@ -6,7 +6,8 @@ from rq import get_current_job
 
 from labeling.batches import batch_fail, batch_run
 from labeling.display import render_missing
-from labeling.models import ImportBatch, Pair
+from labeling.models import ExportSnapshot, ImportBatch, Pair
+from labeling.snapshots import snapshot_build
 
 
 def import_batch(batch_id: int) -> dict:
@@ -30,3 +31,11 @@ def import_batch(batch_id: int) -> dict:
 def render_batch(batch_id: int) -> int:
     """Render an imported batch's pairs to HTML ahead of the workbench; how many were rendered."""
     return render_missing(Pair.objects.filter(batch_id=batch_id))
+
+
+def export_snapshot(snapshot_id: int) -> dict:
+    """Build an export snapshot in a worker; its row holds the progress and the outcome."""
+    snapshot = ExportSnapshot.objects.select_related("project").get(pk=snapshot_id)
+    snapshot_build(snapshot)
+    snapshot.refresh_from_db()
+    return {"state": snapshot.state, "kept": snapshot.kept}

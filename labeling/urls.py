@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import views, workbench
+from labeling import export_views, review_views, views, workbench
 
 app_name = "labeling"
 
@@ -22,6 +22,38 @@ urlpatterns = [
         "projects/<slug:slug>/judgments/<int:judgment_id>/edit/",
         workbench.judgment_edit,
         name="judgment-edit",
+    ),
+    path("projects/<slug:slug>/review/", review_views.review_dashboard, name="review-dashboard"),
+    path(
+        "projects/<slug:slug>/review/disagreements/",
+        review_views.disagreement_list,
+        name="disagreement-list",
+    ),
+    path(
+        "projects/<slug:slug>/review/pairs/<int:pair_id>/",
+        review_views.pair_adjudicate,
+        name="pair-adjudicate",
+    ),
+    path(
+        "projects/<slug:slug>/review/pairs/<int:pair_id>/send-back/",
+        review_views.pair_send_back,
+        name="pair-send-back",
+    ),
+    path(
+        "projects/<slug:slug>/review/members/<int:member_id>/exclude/",
+        review_views.member_exclude,
+        name="member-exclude",
+    ),
+    path("projects/<slug:slug>/export/", export_views.export_page, name="export"),
+    path("projects/<slug:slug>/export/new/", export_views.export_create, name="export-create"),
+    path("projects/<slug:slug>/exports/<uuid:export>/", export_views.export_detail, name="export-detail"),
+    path(
+        "projects/<slug:slug>/exports/<uuid:export>/files/<str:name>",
+        export_views.export_download,
+        name="export-download",
+    ),
+    path(
+        "projects/<slug:slug>/exports/<uuid:export>/delete/", export_views.export_delete, name="export-delete"
     ),
     path("projects/<slug:slug>/archive/", views.project_archive, name="project-archive"),
     path("projects/<slug:slug>/members/", views.member_add, name="member-add"),

@@ -145,6 +145,25 @@ STORAGES = {
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 PREFSTUDIO_TRAINING_QUEUE = env.str("PREFSTUDIO_TRAINING_QUEUE", default="gpu")
 TRAINING_JOB_TIMEOUT = env.int("TRAINING_JOB_TIMEOUT", default=24 * 3600)
+# Base models admins may train, as NAME=PATH: a local folder (relative to the project root; offered once
+# it exists) or `hf:ORG/MODEL`, a name `from_pretrained` resolves on the GPU hosts. The default is the
+# folder `manage.py prepare_demo_model` makes.
+PREFSTUDIO_BASE_MODELS = {
+    name.strip(): path.strip()
+    for name, _, path in (
+        entry.partition("=")
+        for entry in env.list(
+            "PREFSTUDIO_BASE_MODELS", default=["smollm2-135m-instruct=var/models/smollm2-135m-instruct"]
+        )
+    )
+    if name.strip() and path.strip()
+}
+# A running run's worker writes a heartbeat this often; after TRAINING_LOST_SECONDS without one the run
+# is failed as "worker lost".
+TRAINING_HEARTBEAT_SECONDS = env.int("TRAINING_HEARTBEAT_SECONDS", default=10)
+TRAINING_LOST_SECONDS = env.int("TRAINING_LOST_SECONDS", default=45)
+# Exports of more pairs than this run in a worker with a progress bar instead of inside the request.
+PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS = env.int("PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS", default=20_000)
 # JSON, not pickle: a job payload must never be able to run code when a worker loads it.
 RQ_JOB_SERIALIZER = "rq.serializers.JSONSerializer"
 RQ_QUEUES = {

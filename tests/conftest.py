@@ -20,6 +20,13 @@ def worker_for(*queue_names: str, **kwargs):
 
 
 @pytest.fixture(autouse=True)
+def _private_files(settings, tmp_path):
+    """Uploads, exports and training artifacts go to the test's own folder, never var/."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """Counts cached per user (pairs left) must not leak from one test's database into the next."""
     cache.clear()

@@ -5,14 +5,18 @@ The table is built by walking the URLconf, so a new view is covered as soon as i
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from labeling.models import Assignment, Judgment, Membership
+from labeling.models import Assignment, ExportSnapshot, Judgment, Membership
+from training.models import TrainingRun
+from training.services import artifact_dir
 
 # Third-party URL trees with their own guards, tested separately below.
 EXTERNAL_NAMESPACES = {"admin", "django_rq"}
@@ -46,12 +50,45 @@ def concrete(route: str, project, batch, user=None) -> str:
         judgment, _ = Judgment.objects.get_or_create(pair=pair, annotator=user, defaults={"choice": "a"})
         path = path.replace("<int:assignment_id>", str(assignment.pk))
         path = path.replace("<int:judgment_id>", str(judgment.pk))
+        path = path.replace("<int:pair_id>", str(pair.pk))
+        path = path.replace("<int:run_id>", str(sample_run(project, user).pk))
         member = Membership.objects.filter(project=project).first() or Membership.objects.create(
             project=project, user=user
         )
         path = path.replace("<int:member_id>", str(member.pk))
+    if "<uuid:export>" in path:
+        snapshot = sample_snapshot(project, user)
+        path = path.replace("<uuid:export>", str(snapshot.uuid)).replace("<str:name>", "train.jsonl")
     assert "<" not in path, f"add a sample value for {route} to tests/test_access.py"
     return path
+
+
+def sample_snapshot(project, user) -> ExportSnapshot:
+    """A finished export with one file on disk."""
+    snapshot, created = ExportSnapshot.objects.get_or_create(
+        project=project,
+        defaults={"rules": {}, "shape": "standard", "format": "jsonl", "eval_fraction": 0.0,
+                  "created_by": user, "state": "done",
+                  "files": [{"name": "train.jsonl", "split": "train", "rows": 0}]},
+    )  # fmt: skip
+    if created:
+        folder = Path(settings.MEDIA_ROOT) / snapshot.directory
+        folder.mkdir(parents=True)
+        (folder / "train.jsonl").write_bytes(b"")
+    return snapshot
+
+
+def sample_run(project, user) -> TrainingRun:
+    """A finished training run with an artifact on disk."""
+    run, created = TrainingRun.objects.get_or_create(
+        snapshot=sample_snapshot(project, user),
+        defaults={"base_model": "tiny", "config": {}, "state": "succeeded"},
+    )
+    if created:
+        folder = artifact_dir(run)
+        folder.mkdir(parents=True)
+        (folder / "run_card.json").write_text("{}")
+    return run
 
 
 def test_every_view_declares_its_access():

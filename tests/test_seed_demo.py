@@ -8,7 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from labeling.models import ImportBatch, Membership, Pair, Project
+from labeling.models import ImportBatch, Judgment, Membership, Pair, Project
+from labeling.review import review_report
 
 
 def seed() -> str:
@@ -20,10 +21,11 @@ def seed() -> str:
 @pytest.mark.django_db
 def test_seed_is_idempotent_and_prints_the_logins():
     first = seed()
-    models = (get_user_model(), Project, Membership, Pair, ImportBatch)
+    models = (get_user_model(), Project, Membership, Pair, ImportBatch, Judgment)
     counts = [m.objects.count() for m in models]
     second = seed()
-    assert counts == [m.objects.count() for m in models] == [5, 1, 4, 40, 1]
+    # 5 demo logins and 5 simulated annotators; the simulated judgments are added once.
+    assert counts == [m.objects.count() for m in models] == [10, 1, 9, 40, 1, 102]
     assert "Demo pairs: 40 pairs imported from 40 records." in first
     assert "Demo pairs: 0 pairs imported from 40 records, 40 duplicates skipped." in second
     for name in ["admin", "lead", "annotator1", "annotator2", "annotator3"]:
@@ -41,7 +43,7 @@ def test_seeded_roles():
     assert not users["annotator1"].has_perm("labeling.review_project")
     assert users["annotator2"].check_password("prefstudio-demo")
     demo = Project.objects.get(slug="demo")
-    assert demo.memberships.filter(role="annotator").count() == 3
+    assert demo.memberships.filter(role="annotator", user__username__startswith="annotator").count() == 3
     assert demo.pairs.filter(prompt__0__role__isnull=False).count() >= 5  # chat prompts
     assert demo.pairs.exclude(gold="").count() >= 5
     assert demo.criteria and demo.rubric
@@ -52,3 +54,21 @@ def test_refuses_on_a_production_instance(settings):
     settings.DEBUG = False
     with pytest.raises(CommandError, match="DEBUG is off"):
         call_command("seed_demo")
+
+
+@pytest.mark.django_db
+def test_simulated_judgments_give_review_real_numbers_and_leave_pairs_to_judge():
+    seed()
+    demo = Project.objects.get(slug="demo")
+    assert "simulated" in demo.description
+    simulated = get_user_model().objects.filter(username__startswith="sim-")
+    assert not any(u.has_usable_password() for u in simulated)  # nobody signs in as them
+    report = review_report(demo)
+    headline = report["headline"]["without_excluded"]
+    assert headline["complete_pairs"] >= 20 and headline["alpha"]["value"] is not None
+    assert report["disagreements"]["total"] > 0  # some honest disagreement
+    names = dict(simulated.values_list("pk", "username"))
+    flagged = [names[row["rater"]] for row in report["annotators"] if row["position_bias"]]
+    assert flagged == ["sim-eve"]
+    open_pairs = demo.pairs.filter(gold="", taken__lt=demo.overlap).count()
+    assert open_pairs >= 10  # left for annotator1..3

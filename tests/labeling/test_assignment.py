@@ -115,6 +115,25 @@ class TestNextAssignment:
         assert Judgment.objects.count() == 6
         assert all(next_assignment(project, u) is None for u in users)
 
+    def test_a_pair_sent_back_goes_first_to_one_more_annotator_who_has_not_seen_it(self, project, make_user):
+        from labeling.review import pair_send_back
+
+        project.overlap = 2
+        project.save()
+        p1, p2, p3 = make_pairs(project, 3)
+        u1, u2, u3, u4 = annotators(make_user, project, 4)
+        judged_by(p2, u1)
+        judged_by(p2, u2)  # p2 is complete
+        assert next_assignment(project, u3).pair == p1  # complete pairs are not handed out
+        assert pair_send_back(pair=p2) == 1
+        # Before the fresh p3 and the half-done p1: the pair a lead is waiting on.
+        assert next_assignment(project, u4).pair == p2
+        assert Pair.objects.get(pk=p2.pk).taken == 3
+        judge(Assignment.objects.get(annotator=u4, pair=p2))
+        # Its one extra judgment is in: the pair is closed again, and never offered to those who saw it.
+        assert next_assignment(project, u4).pair != p2
+        assert next_assignment(project, u1).pair != p2
+
     def test_skip_returns_the_slot_and_the_pair_never_comes_back(self, project, make_user):
         project.overlap = 1
         project.save()

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from labeling.batches import import_stream
+from labeling.demo.simulate import simulate_judgments
 from labeling.models import ImportBatch, Membership, Project
 from prefstudio.roles import Role
 
@@ -28,6 +29,11 @@ DEMO_USERS: list[tuple[str, Role]] = [
     ("annotator2", Role.ANNOTATOR),
     ("annotator3", Role.ANNOTATOR),
 ]
+DEMO_DESCRIPTION = (
+    "Everyday questions, coding help and a few chats: which answer is better? Most pairs already carry "
+    "simulated judgments from five made-up annotators (sim-ana, sim-ben, sim-cleo, sim-dev, sim-eve; "
+    "sim-eve leans to the left-hand answer) so that Review shows real numbers; the rest wait for you."
+)
 DEMO_RUBRIC = """\
 Pick the response a careful expert would rather send to this user.
 
@@ -62,7 +68,7 @@ class Command(BaseCommand):
             slug="demo",
             defaults={
                 "name": "Demo: everyday and coding help",
-                "description": "Everyday questions, coding help and a few chats: which answer is better?",
+                "description": DEMO_DESCRIPTION,
                 "rubric": DEMO_RUBRIC,
                 "criteria": DEMO_CRITERIA,
                 "use_strength": True,
@@ -83,6 +89,7 @@ class Command(BaseCommand):
                     project=project, user=user, defaults={"role": role.value, "active": True}
                 )
         self.stdout.write(self._load_pairs(project))
+        self.stdout.write(simulate_judgments(project))
         self.stdout.write(self.style.SUCCESS(f"Demo project '{project.slug}' is ready."))
         self.stdout.write("Demo logins (all share one password, for local use only):")
         for username, role in DEMO_USERS:

@@ -1,0 +1,239 @@
+"""What leads review: the project's agreement report (from one query, cached until judgments change),
+the disagreement queue, adjudication, sending pairs back, and leaving annotators out of consensus.
+
+The statistics themselves are pure (labeling/agreement.py); this module gathers their input from the
+database and records the lead's decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, F, Max
+from django.db.models.functions import Length, TruncDate
+from django.utils import timezone
+
+from labeling import agreement, review_stats
+from labeling.models import Adjudication, Choice, Judgment, Membership, Pair, Project
+
+REPORT_TTL = 24 * 3600  # the key changes with every judgment, so the time only bounds stale entries
+BOOTSTRAP_SAMPLES = 1000
+MIN_SHARED = 5  # pairs two annotators must share for their Cohen's kappa to be shown
+QUEUE_LIMIT = 1000  # pairs listed in the disagreement queue (the report gives the total too)
+
+
+def judgment_table(project: Project) -> review_stats.JudgmentTable:
+    """Every judgment of the project as parallel arrays, from one query."""
+    rows = (
+        Judgment.objects.filter(pair__project=project)
+        .order_by()
+        .values_list(
+            "pair_id",
+            "annotator_id",
+            "choice",
+            "strength",
+            "a_on_left",
+            Length("pair__response_a"),
+            Length("pair__response_b"),
+            "pair__gold",
+            "seconds_spent",
+            TruncDate("created_at"),
+            "criteria",
+            "pair__model_a",
+            "pair__model_b",
+            "pair__original_label",
+        )
+    )
+    return review_stats.JudgmentTable.from_rows(rows, criteria=[c["name"] for c in project.criteria or []])
+
+
+def _version(project: Project) -> str:
+    """Changes whenever anything the report reads changes: judgments (new or edited), adjudications,
+    exclusions, the project's settings."""
+    judgments = Judgment.objects.filter(pair__project=project).aggregate(
+        n=Count("id"), last=Max("updated_at")
+    )
+    adjudications = Adjudication.objects.filter(pair__project=project).aggregate(
+        n=Count("id"), last=Max("decided_at")
+    )
+    excluded = sorted(
+        Membership.objects.filter(project=project, excluded=True).values_list("user_id", flat=True)
+    )
+    parts = (judgments, adjudications, excluded, project.overlap, project.use_strength, project.criteria,
+             project.updated_at)  # fmt: skip
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+def excluded_annotators(project: Project) -> frozenset[int]:
+    return frozenset(
+        Membership.objects.filter(project=project, excluded=True).values_list("user_id", flat=True)
+    )
+
+
+def review_report(project: Project, *, refresh: bool = False) -> dict[str, Any]:
+    """`review_stats.project_report` for the project, with the time it was computed (`computed_at`).
+
+    Cached per project under a key that changes with every new or edited judgment, adjudication and
+    exclusion, so a cached report is never stale; `refresh` recomputes it anyway.
+    """
+    key = f"prefstudio:review:{project.pk}:{_version(project)}"
+    report = None if refresh else cache.get(key)
+    if report is None:
+        report = review_stats.project_report(
+            judgment_table(project),
+            excluded=excluded_annotators(project),
+            overlap=project.overlap,
+            use_strength=project.use_strength,
+            n_boot=BOOTSTRAP_SAMPLES,
+            seed=0,
+            list_limit=QUEUE_LIMIT,
+            min_shared=MIN_SHARED,
+        )
+        report["computed_at"] = timezone.now().isoformat()
+        cache.set(key, report, REPORT_TTL)
+    return report
+
+
+@dataclass(frozen=True, eq=False)
+class Posteriors:
+    """Dawid–Skene posteriors of the project's pairs: `items` (N,) sorted pair ids, `labels` (K,),
+    `matrix` (N, K) probabilities; `label_noise`: the model's estimate (agreement.DawidSkeneResult)."""
+
+    items: np.ndarray
+    labels: tuple[str, ...]
+    matrix: np.ndarray
+    label_noise: float | None
+
+    def get(self, pair_id: int) -> dict[str, float] | None:
+        """label -> probability for one pair; None when it has no counted judgment."""
+        i = int(np.searchsorted(self.items, pair_id))
+        if i == len(self.items) or self.items[i] != pair_id:
+            return None
+        return dict(zip(self.labels, self.matrix[i].tolist(), strict=True))
+
+    def __contains__(self, pair_id: int) -> bool:
+        return self.get(pair_id) is not None
+
+    def __bool__(self) -> bool:
+        return len(self.items) > 0
+
+
+_CODES = {label: i for i, label in enumerate(Choice.values)}
+RATINGS_CHUNK = 20_000
+CACHE_RATINGS = 500_000
+
+
+def _ratings(project: Project, excluded: frozenset[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pair ids, annotator ids, choice codes in Choice order) of the counted judgments, read in chunks
+    into arrays: a million judgments take 17 MB, not the 400 MB of a list of rows."""
+    judgments = Judgment.objects.filter(pair__project=project).exclude(annotator_id__in=excluded)
+    n = judgments.count()
+    item, rater, label = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    i = 0
+    for i, (pair_id, annotator_id, choice) in enumerate(  # noqa: B007 (i counts the rows read)
+        judgments.order_by()
+        .values_list("pair_id", "annotator_id", "choice")
+        .iterator(chunk_size=RATINGS_CHUNK)
+    ):
+        if i >= n:  # judgments added since the count: the next export takes them
+            break
+        item[i], rater[i], label[i] = pair_id, annotator_id, _CODES[choice]
+    end = min(n, i + 1) if n else 0
+    return item[:end], rater[:end], label[:end]
+
+
+def dawid_skene_posteriors(project: Project) -> Posteriors:
+    """Dawid–Skene over the project's counted judgments (excluded annotators left out): each pair's
+    posterior over labels, for the export's "dawid-skene" rule and its noise estimate."""
+    key = f"prefstudio:ds:{project.pk}:{_version(project)}"
+    if (cached := cache.get(key)) is not None:
+        return cached
+    excluded = excluded_annotators(project)
+    item, rater, label = _ratings(project, excluded)
+    if len(item) == 0:
+        return Posteriors(np.empty(0, np.int64), tuple(Choice.values), np.empty((0, 4)), None)
+    fit = agreement.dawid_skene(agreement.Ratings.from_arrays(item, rater, label))
+    labels = tuple(Choice.values[code] for code in fit.labels)
+    posteriors = Posteriors(np.asarray(fit.items, dtype=np.int64), labels, fit.posterior, fit.label_noise)
+    if len(item) <= CACHE_RATINGS:  # the preview asks again as the rules change; huge fits are not kept
+        cache.set(key, posteriors, REPORT_TTL)
+    return posteriors
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One judgment as the adjudication page lists it."""
+
+    judgment: Judgment
+    excluded: bool
+
+    @property
+    def shown_left(self) -> str:
+        return "A" if self.judgment.a_on_left else "B"
+
+
+def pair_votes(project: Project, pair: Pair) -> list[Vote]:
+    excluded = excluded_annotators(project)
+    judgments = pair.judgments.select_related("annotator").order_by("created_at")
+    return [Vote(j, j.annotator_id in excluded) for j in judgments]
+
+
+def vote_counts(votes: list[Vote]) -> dict[str, int]:
+    """Counted votes per choice (excluded annotators left out), in the order of `Choice`."""
+    counts = dict.fromkeys(Choice.values, 0)
+    for vote in votes:
+        if not vote.excluded:
+            counts[vote.judgment.choice] += 1
+    return counts
+
+
+def pair_adjudicate(*, pair: Pair, label: str, note: str, user: Any) -> Adjudication:
+    """Set the pair's final label (it overrides the votes at export); replaces an earlier one."""
+    if label not in Choice.values:
+        raise ValueError(f"label: {label!r} is not one of {', '.join(Choice.values)}")
+    adjudication, _ = Adjudication.objects.update_or_create(
+        pair=pair, defaults={"label": label, "note": note.strip(), "decided_by": user}
+    )
+    return adjudication
+
+
+def pair_adjudication_clear(*, pair: Pair) -> bool:
+    """Remove the pair's final label, so its votes decide again; whether there was one."""
+    deleted, _ = Adjudication.objects.filter(pair=pair).delete()
+    return bool(deleted)
+
+
+def pair_send_back(*, pair: Pair) -> int:
+    """Ask for one more judgment of this pair: its wanted count rises by one, so the workbench offers it
+    (first, to annotators who have not seen it) until that judgment arrives. The new wanted count."""
+    with transaction.atomic():
+        Pair.objects.filter(pk=pair.pk).update(extra_wanted=F("extra_wanted") + 1)
+        pair.refresh_from_db(fields=["extra_wanted"])
+    return pair.extra_wanted
+
+
+def membership_set_excluded(*, membership: Membership, excluded: bool) -> Membership:
+    """Leave an annotator's judgments out of agreement headlines, consensus and export (they stay
+    stored), or bring them back."""
+    membership.excluded = excluded
+    membership.save(update_fields=["excluded"])
+    return membership
+
+
+def split_pairs(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's disagreement queue (most split first)."""
+    return report["disagreements"]["items"]
+
+
+def next_split_pair(project: Project, *, after: int) -> int | None:
+    """The pair after `after` in the disagreement queue (the first one if `after` is not in it)."""
+    items = [item["item"] for item in split_pairs(review_report(project))]
+    if after in items:
+        index = items.index(after) + 1
+        return items[index] if index < len(items) else None
+    return items[0] if items else None

@@ -1,0 +1,209 @@
+"""Review pages for leads (and admins): the agreement dashboard, the disagreement queue, adjudication,
+sending pairs back and leaving annotators out of consensus. Every view checks the review permission,
+then that the user leads the project (404 otherwise)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from labeling import review
+from labeling.access import project_for
+from labeling.display import shown
+from labeling.forms import AdjudicationForm
+from labeling.models import Adjudication, Membership, Pair, Project
+from prefstudio import charts
+from prefstudio.roles import REVIEW, requires
+
+_LEADS = (Membership.Role.LEAD,)
+ANNOTATOR_COLUMNS = [
+    ("annotator", "Annotator"),
+    ("judgments", "Judgments"),
+    ("time", "Median s"),
+    ("agreement", "Agreement"),
+    ("gold", "Gold accuracy"),
+    ("left", "Left rate"),
+    ("longer", "Longer rate"),
+    ("tie", "Ties"),
+    ("both_bad", "Both bad"),
+    ("ds", "DS accuracy"),
+]
+SORTABLE = {
+    "annotator": "name",
+    "judgments": "judgments",
+    "time": "median_seconds",
+    "agreement": "agreement",
+    "gold": "gold_accuracy",
+    "left": "left_rate",
+    "longer": "longer_rate",
+    "tie": "tie_rate",
+    "both_bad": "both_bad_rate",
+    "ds": "ds_accuracy",
+}
+
+
+def _lead_project(request: HttpRequest, slug: str) -> Project:
+    return project_for(request.user, slug, roles=_LEADS, include_archived=True)
+
+
+def _sorted_annotators(rows: list[dict[str, Any]], sort: str) -> tuple[list[dict[str, Any]], str]:
+    """The annotator rows ordered by a column (`-name` for descending); unknown columns keep the order."""
+    key = sort.lstrip("-")
+    if key not in SORTABLE:
+        return rows, ""
+    field = SORTABLE[key]
+
+    def value(row: dict[str, Any]) -> tuple:
+        v = row.get(field)
+        return (v is None, v if v is not None else 0)
+
+    ordered = sorted(rows, key=value, reverse=sort.startswith("-"))
+    if sort.startswith("-"):  # keep rows without a value last either way
+        ordered = [r for r in ordered if r.get(field) is not None] + [
+            r for r in ordered if r.get(field) is None
+        ]
+    return ordered, sort
+
+
+def _dashboard_context(request: HttpRequest, project: Project, report: dict[str, Any]) -> dict[str, Any]:
+    members = {
+        m.user_id: m
+        for m in Membership.objects.filter(project=project).select_related("user").order_by("user__username")
+    }
+    rows = []
+    for row in report["annotators"]:
+        member = members.get(row["rater"])
+        rows.append({**row, "name": member.user.username if member else f"user {row['rater']}",
+                     "membership": member})  # fmt: skip
+    annotators, sort = _sorted_annotators(rows, request.GET.get("sort", ""))
+    names = {row["rater"]: row["name"] for row in rows}
+    kappa = report["cohen_kappa"]
+    heat = (
+        charts.heatmap([names.get(r, str(r)) for r in kappa["raters"]], kappa["matrix"])
+        if len(kappa["raters"]) >= 2
+        else None
+    )
+    days = report["over_time"]
+    x_labels = {float(i): d["day"][5:] for i, d in enumerate(days)}
+    over_time = charts.line_chart(
+        [
+            ("percent agreement", [(float(i), d["percent_agreement"]) for i, d in enumerate(days)
+                                   if d["percent_agreement"] is not None]),
+            ("alpha", [(float(i), d["alpha"]) for i, d in enumerate(days) if d["alpha"] is not None]),
+        ],
+        y_range=(-0.2, 1.0) if any((d["alpha"] or 0) < 0 for d in days) else (0.0, 1.0),
+        x_labels=x_labels,
+        y_label="agreement on the pairs last judged that day",
+    )  # fmt: skip
+    board = report["leaderboard"]
+    win_rows = []
+    if board:
+        table = board["win_rate"]
+        for model, rates, counts in zip(table["models"], table["rate"], table["battles"], strict=True):
+            win_rows.append({"model": model, "cells": list(zip(rates, counts, strict=True))})
+    return {
+        "project": project,
+        "report": report,
+        "annotators": annotators,
+        "annotator_columns": ANNOTATOR_COLUMNS,
+        "sort": sort,
+        "heatmap": heat,
+        "over_time": over_time,
+        "win_rows": win_rows,
+        "computed_at": datetime.fromisoformat(report["computed_at"]),
+    }
+
+
+@requires(REVIEW)
+@require_GET
+def review_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _lead_project(request, slug)
+    report = review.review_report(project, refresh=request.GET.get("refresh") == "1")
+    context = _dashboard_context(request, project, report)
+    if request.htmx:  # the refresh button and the sortable table swap only the numbers
+        return render(request, "labeling/review.html#review-numbers", context)
+    return render(request, "labeling/review.html", context)
+
+
+@requires(REVIEW)
+@require_POST
+def member_exclude(request: HttpRequest, slug: str, member_id: int) -> HttpResponse:
+    project = _lead_project(request, slug)
+    membership = get_object_or_404(Membership, pk=member_id, project=project)
+    excluded = request.POST.get("excluded") == "1"
+    review.membership_set_excluded(membership=membership, excluded=excluded)
+    verb = "left out of" if excluded else "counted again in"
+    messages.success(request, f"{membership.user.username}'s judgments are {verb} agreement and consensus.")
+    if request.htmx:
+        report = review.review_report(project)
+        return render(
+            request, "labeling/review.html#review-numbers", _dashboard_context(request, project, report)
+        )
+    return redirect(reverse("labeling:review-dashboard", args=[project.slug]) + "#annotators")
+
+
+@requires(REVIEW)
+@require_GET
+def disagreement_list(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _lead_project(request, slug)
+    report = review.review_report(project)
+    items = review.split_pairs(report)
+    page = Paginator(items, 50).get_page(request.GET.get("page"))
+    pairs = Pair.objects.in_bulk([item["item"] for item in page.object_list])
+    adjudicated = set(Adjudication.objects.filter(pair_id__in=pairs).values_list("pair_id", flat=True))
+    rows = [(item, pairs.get(item["item"]), item["item"] in adjudicated) for item in page.object_list]
+    context = {"project": project, "page": page, "rows": rows, "report": report}
+    return render(request, "labeling/disagreements.html", context)
+
+
+@requires(REVIEW)
+@require_http_methods(["GET", "POST"])
+def pair_adjudicate(request: HttpRequest, slug: str, pair_id: int) -> HttpResponse:
+    project = _lead_project(request, slug)
+    pair = get_object_or_404(Pair, pk=pair_id, project=project)
+    existing = Adjudication.objects.filter(pair=pair).select_related("decided_by").first()
+    form = AdjudicationForm(request.POST or None, instance=existing)
+    if request.method == "POST":
+        if request.POST.get("action") == "clear":
+            if review.pair_adjudication_clear(pair=pair):
+                messages.success(request, "The final label is removed: the votes decide again.")
+            return redirect("labeling:pair-adjudicate", project.slug, pair.pk)
+        if form.is_valid():
+            review.pair_adjudicate(
+                pair=pair, label=form.cleaned_data["label"], note=form.cleaned_data["note"], user=request.user
+            )
+            messages.success(request, "Final label saved. It overrides the votes at export.")
+            return redirect("labeling:pair-adjudicate", project.slug, pair.pk)
+    votes = review.pair_votes(project, pair)
+    context = {
+        "project": project,
+        "pair": pair,
+        "shown": shown(pair, a_on_left=True, plain=request.GET.get("plain") == "1"),
+        "votes": votes,
+        "counts": review.vote_counts(votes),
+        "adjudication": existing,
+        "form": form,
+        "wanted": project.overlap + pair.extra_wanted,
+        "next_split": review.next_split_pair(project, after=pair.pk),
+    }
+    return render(request, "labeling/pair_adjudicate.html", context, status=400 if form.errors else 200)
+
+
+@requires(REVIEW)
+@require_POST
+def pair_send_back(request: HttpRequest, slug: str, pair_id: int) -> HttpResponse:
+    project = _lead_project(request, slug)
+    pair = get_object_or_404(Pair, pk=pair_id, project=project)
+    wanted = project.overlap + review.pair_send_back(pair=pair)
+    messages.success(
+        request,
+        f"Sent back: the pair now wants {wanted} judgments and goes to the next free annotator first.",
+    )
+    return redirect("labeling:pair-adjudicate", project.slug, pair.pk)

@@ -1,0 +1,97 @@
+"""The new-run form: a snapshot, an allowed base model and the DPO settings, each explained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from labeling.models import ExportSnapshot
+from training.config import LOSS_TYPES, TrainConfig
+from training.services import base_models
+
+LOSS_HELP = {
+    "sigmoid": "DPO (Rafailov et al. 2023); with label smoothing it is cDPO, for noisy labels",
+    "ipo": "IPO (Azar et al. 2023): a squared loss that does not push margins without bound",
+    "hinge": "hinge loss on the reward margin (SLiC, Zhao et al. 2023)",
+    "robust": "robust DPO (Chowdhury et al. 2024): unbiased under a known label-flip rate",
+    "simpo": "SimPO (Meng et al. 2024): reference-free, length-normalized, with a target margin",
+}
+
+
+class RunForm(forms.Form):
+    snapshot = forms.ModelChoiceField(
+        queryset=ExportSnapshot.objects.none(),
+        to_field_name="uuid",
+        help_text="Only snapshots with an eval split and enough pairs in a preference shape.",
+    )
+    base_model = forms.ChoiceField(help_text="From the allow-list in settings (PREFSTUDIO_BASE_MODELS).")
+    loss_type = forms.ChoiceField(
+        label="Method", choices=[(t, f"{t}: {LOSS_HELP[t]}") for t in LOSS_TYPES], initial="sigmoid"
+    )
+    beta = forms.FloatField(
+        min_value=1e-4, max_value=10, initial=0.1,
+        help_text="The KL knob: how far the tuned model may move from the base. Lower moves further.",
+    )  # fmt: skip
+    label_smoothing = forms.FloatField(
+        min_value=0, max_value=0.49, initial=0.0, required=False,
+        help_text="cDPO: the share of labels you expect to be wrong. Pre-filled from the snapshot's "
+        "measured disagreement. For sigmoid, robust and SimPO.",
+    )  # fmt: skip
+    learning_rate = forms.FloatField(
+        min_value=1e-8, max_value=1e-2, initial=5e-5,
+        help_text="LoRA trains small adapters that start at zero, so it needs a larger rate than a full "
+        "fine-tune (TRL's DPO default of 1e-6 is for all weights); 5e-5 is a common LoRA DPO start.",
+    )  # fmt: skip
+    num_epochs = forms.IntegerField(min_value=1, max_value=100, initial=1, label="Epochs")
+    max_steps = forms.IntegerField(
+        min_value=1, required=False, initial=20, help_text="Optimizer steps; overrides epochs when set."
+    )
+    batch_size = forms.IntegerField(min_value=1, max_value=512, initial=2, help_text="Pairs per micro-step.")
+    gradient_accumulation_steps = forms.IntegerField(
+        min_value=1, max_value=512, initial=1, help_text="Micro-steps per optimizer step."
+    )
+    max_length = forms.IntegerField(
+        min_value=16, max_value=32768, initial=512, help_text="Tokens per sequence, prompt and response."
+    )
+    lora_r = forms.IntegerField(min_value=1, max_value=1024, initial=8, label="LoRA rank")
+    lora_alpha = forms.IntegerField(min_value=1, max_value=4096, initial=16, label="LoRA alpha")
+    lora_dropout = forms.FloatField(min_value=0, max_value=0.9, initial=0.0, label="LoRA dropout")
+    seed = forms.IntegerField(min_value=0, initial=42)
+    eval_steps = forms.IntegerField(
+        min_value=0, initial=5, help_text="Evaluate every N steps (0: start and end)."
+    )
+    save_steps = forms.IntegerField(
+        min_value=0, initial=5, help_text="Checkpoint every N steps (for resume)."
+    )
+
+    def __init__(self, *args: Any, snapshots: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["snapshot"].queryset = snapshots
+        self.fields["snapshot"].label_from_instance = lambda s: (
+            f"{s.project.name}: {s.created_at:%Y-%m-%d %H:%M}, {s.shape}, "
+            f"{s.train_rows} train / {s.eval_rows} eval"
+        )
+        self.fields["base_model"].choices = [(name, name) for name in base_models()]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            TrainConfig.from_dict(self.config(base_model="unchecked"))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+    def config(self, *, base_model: str) -> dict[str, Any]:
+        """TrainConfig fields from the cleaned data."""
+        data = self.cleaned_data
+        names = ("loss_type", "beta", "learning_rate", "num_epochs", "max_steps", "batch_size",
+                 "gradient_accumulation_steps", "max_length", "lora_r", "lora_alpha", "lora_dropout", "seed",
+                 "eval_steps", "save_steps")  # fmt: skip
+        config = {name: data[name] for name in names}
+        smoothing = data.get("label_smoothing") or 0.0
+        if data["loss_type"] not in ("sigmoid", "robust", "simpo"):
+            smoothing = 0.0  # IPO and hinge have no label smoothing
+        return {**config, "label_smoothing": smoothing, "base_model": base_model}

@@ -1,0 +1,94 @@
+"""Training runs: a DPO run on an export snapshot, its progress and metrics as the worker reports them.
+
+The row is the truth about a run: RQ carries the job, but its registries expire, so state, progress,
+metrics and errors are written here by the job as it goes.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class TrainingRun(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"
+
+    snapshot = models.ForeignKey("labeling.ExportSnapshot", on_delete=models.PROTECT, related_name="runs")
+    base_model = models.CharField(max_length=200, help_text="A name from PREFSTUDIO_BASE_MODELS.")
+    config = models.JSONField(help_text="training.engine.TrainConfig, as to_dict() gives it.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    job_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="The RQ worker running it.")
+    worker_host = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=64, blank=True, help_text='e.g. "cuda:0" or "cpu".')
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why it failed, in words.")
+    log_tail = models.TextField(blank=True, help_text="The last lines the engine logged.")
+    artifact_path = models.CharField(max_length=500, blank=True, help_text="Relative to ARTIFACT_ROOT.")
+    initial_metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation at step 0.")
+    final_metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation at the end.")
+    data_report = models.JSONField(default=dict, blank=True, help_text="Pairs read and dropped, per split.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker started it.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life from its worker.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state"], name="run_state")]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} on {self.base_model} ({self.state})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:run-detail", kwargs={"run_id": self.pk})
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.SUCCEEDED, self.State.FAILED, self.State.CANCELED)
+
+    @property
+    def resumable(self) -> bool:
+        return self.state in (self.State.FAILED, self.State.CANCELED)
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.step / self.total_steps) if self.total_steps else 0
+
+
+class RunMetric(models.Model):
+    """The metrics of one optimizer step ("train") or one evaluation ("eval") of a run."""
+
+    class Kind(models.TextChoices):
+        TRAIN = "train", "Training step"
+        EVAL = "eval", "Evaluation"
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metrics")
+    kind = models.CharField(max_length=5, choices=Kind.choices)
+    step = models.PositiveIntegerField()
+    values = models.JSONField(help_text="TRL's metric names -> numbers.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "kind", "step"]
+        constraints = [
+            # A resumed run repeats the steps after its last checkpoint: the newer values replace them.
+            models.UniqueConstraint(fields=["run", "kind", "step"], name="run_metric_once_per_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} {self.kind} step {self.step}"

@@ -1,0 +1,182 @@
+"""A training run on a worker: load the run, call the engine with callbacks that write progress and
+metrics to the run's row, keep a heartbeat, honour a cancel, save the outcome.
+
+Imports the engine (and so torch) only inside `execute`: the web process never loads it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import traceback
+from collections import deque
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from training.models import RunMetric, TrainingRun
+from training.services import LOG_TAIL_LINES, artifact_dir, record_metric, split_files
+
+# Progress rows are written at most this often (seconds), so that fast steps on a GPU do not turn
+# into a database write each; metrics are kept for every step regardless.
+PROGRESS_EVERY = 1.0
+
+
+def _device_name() -> str:
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class _Heartbeat(threading.Thread):
+    """Writes the run's heartbeat every TRAINING_HEARTBEAT_SECONDS and notices a cancel request."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
+        self.run_id = run_id
+        self.done = threading.Event()
+        self.cancel = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(settings.TRAINING_HEARTBEAT_SECONDS):
+                self.beat()
+        finally:
+            connection.close()  # this thread's own connection
+
+    def beat(self) -> None:
+        TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
+        if TrainingRun.objects.filter(pk=self.run_id, cancel_requested_at__isnull=False).exists():
+            self.cancel.set()
+
+
+class _Recorder:
+    """The engine's callbacks, writing to the run's row."""
+
+    def __init__(self, run: TrainingRun, heartbeat: _Heartbeat) -> None:
+        self.run = run
+        self.heartbeat = heartbeat
+        self.lines: deque[str] = deque(run.log_tail.splitlines()[-LOG_TAIL_LINES:], maxlen=LOG_TAIL_LINES)
+        self.last_write = 0.0
+
+    def progress(self, progress: Any) -> None:
+        record_metric(self.run.pk, RunMetric.Kind.TRAIN, progress.step, progress.metrics)
+        now = timezone.now()
+        last = progress.step >= progress.total_steps
+        if last or now.timestamp() - self.last_write >= PROGRESS_EVERY:
+            self.last_write = now.timestamp()
+            TrainingRun.objects.filter(pk=self.run.pk).update(
+                step=progress.step,
+                total_steps=progress.total_steps,
+                tokens_per_second=progress.tokens_per_second,
+                eta_seconds=progress.eta_seconds,
+                heartbeat_at=now,
+                log_tail="\n".join(self.lines),
+            )
+
+    def evaluation(self, step: int, metrics: dict[str, float]) -> None:
+        record_metric(self.run.pk, RunMetric.Kind.EVAL, step, metrics)
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def should_stop(self) -> bool:
+        return self.heartbeat.cancel.is_set()
+
+
+def _start(run_id: int, worker: str) -> TrainingRun | None:
+    """Claim the run for this worker: queued -> running. None when it is not queued (canceled before a
+    worker got to it, or already taken by another)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.state != TrainingRun.State.QUEUED:
+            return None
+        now = timezone.now()
+        run.state, run.started_at, run.heartbeat_at = TrainingRun.State.RUNNING, now, now
+        run.worker, run.worker_host, run.device = worker, socket.gethostname(), _device_name()
+        run.attempts += 1
+        run.error = ""
+        run.save()
+    return run
+
+
+def execute(run_id: int, *, worker: str = "") -> str:
+    """Run the run with this id to its end; a word on how it ended. Never raises for a failed run: the
+    error is written to the row (and re-raised for RQ only by the task, see training/tasks.py)."""
+    from training.config import TrainConfig
+    from training.engine import Callbacks, train
+
+    close_old_connections()
+    run = _start(run_id, worker)
+    if run is None:
+        return "not queued"
+    heartbeat = _Heartbeat(run.pk)
+    recorder = _Recorder(run, heartbeat)
+    heartbeat.start()
+    output = artifact_dir(run)
+    try:
+        train_file, eval_file = split_files(run.snapshot)
+        resume = run.attempts > 1 and (output / "checkpoints").is_dir()
+        verb = "Resuming" if resume else "Starting"
+        recorder.log(f"{verb} on {run.worker_host} ({run.device}), attempt {run.attempts}.")
+        result = train(
+            TrainConfig.from_dict(run.config),
+            train_file=train_file,
+            eval_file=eval_file,
+            output_dir=output,
+            callbacks=Callbacks(
+                on_progress=recorder.progress,
+                on_eval=recorder.evaluation,
+                on_log=recorder.log,
+                should_stop=recorder.should_stop,
+            ),
+            resume=resume,
+        )
+    except Exception as exc:
+        recorder.log("".join(traceback.format_exception_only(exc)).strip())
+        _finish(run, recorder, state=TrainingRun.State.FAILED, error=_explain(exc))
+        raise
+    finally:
+        heartbeat.done.set()
+        heartbeat.join(timeout=5)
+    if result.status == "stopped":
+        _finish(run, recorder, state=TrainingRun.State.CANCELED, step=result.step, total=result.total_steps,
+                initial=result.initial_metrics)  # fmt: skip
+        return "canceled"
+    _finish(run, recorder, state=TrainingRun.State.SUCCEEDED, step=result.step, total=result.total_steps,
+            initial=result.initial_metrics, final=result.metrics or {}, data=result.data,
+            device=result.device)  # fmt: skip
+    return "succeeded"
+
+
+def _explain(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _finish(
+    run: TrainingRun,
+    recorder: _Recorder,
+    *,
+    state: str,
+    error: str = "",
+    step: int | None = None,
+    total: int | None = None,
+    initial: dict | None = None,
+    final: dict | None = None,
+    data: dict | None = None,
+    device: str | None = None,
+) -> None:
+    fields: dict[str, Any] = {
+        "state": state,
+        "finished_at": timezone.now(),
+        "error": error,
+        "log_tail": "\n".join(recorder.lines),
+        "eta_seconds": None if error else 0,
+    }
+    optional = {"step": step, "total_steps": total, "initial_metrics": initial, "final_metrics": final,
+                "data_report": data, "device": device}  # fmt: skip
+    fields.update({name: value for name, value in optional.items() if value is not None})
+    # Only a run still marked running is finished here: a reaper may have failed it meanwhile.
+    TrainingRun.objects.filter(pk=run.pk, state=TrainingRun.State.RUNNING).update(**fields)

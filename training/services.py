@@ -1,0 +1,235 @@
+"""Training runs from the web app's side: create, enqueue, cancel, resume, and notice runs whose worker
+or job is gone. The worker's side is training/runner.py; the engine itself is training/engine.py.
+
+The database row is the truth about a run. RQ carries the job (ids only, JSON), Redis may lose it, a
+worker may die: `runs_reap` brings every such run to a state that says what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import django_rq
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Callback, Job
+
+from labeling.models import ExportSnapshot
+from training.config import TrainConfig
+from training.models import RunMetric, TrainingRun
+
+logger = logging.getLogger(__name__)
+
+# Preference shapes the DPO engine trains on (unpaired rows are for KTO).
+TRAINABLE_SHAPES = (ExportSnapshot.Shape.STANDARD, ExportSnapshot.Shape.CONVERSATIONAL)
+MIN_TRAIN_PAIRS = 8
+# A queued run whose job Redis no longer has is enqueued again this long after it was last enqueued.
+REQUEUE_AFTER = timedelta(seconds=30)
+# A cancel that the engine has not honoured by then (a step longer than this) stops the job outright.
+FORCE_STOP_AFTER = timedelta(seconds=60)
+LOG_TAIL_LINES = 200
+
+
+def queue_name() -> str:
+    return settings.PREFSTUDIO_TRAINING_QUEUE
+
+
+def base_models() -> dict[str, str]:
+    """The allow-list (settings.PREFSTUDIO_BASE_MODELS) as name -> what the engine loads: a local folder
+    (relative paths from the project root; left out until it exists, e.g. before `prepare_demo_model`)
+    or, written `hf:ORG/NAME`, a model name the GPU hosts resolve themselves."""
+    models = {}
+    for name, where in settings.PREFSTUDIO_BASE_MODELS.items():
+        if where.startswith("hf:"):
+            models[name] = where.removeprefix("hf:")
+            continue
+        path = Path(where)
+        path = path if path.is_absolute() else settings.BASE_DIR / path
+        if path.is_dir():
+            models[name] = str(path)
+    return models
+
+
+def trainable_snapshots(projects: Any) -> Any:
+    """Snapshots of these projects that a run can use: done, a preference shape, an eval split and at
+    least MIN_TRAIN_PAIRS training rows."""
+    return (
+        ExportSnapshot.objects.filter(project__in=projects, state=ExportSnapshot.State.DONE)
+        .filter(shape__in=TRAINABLE_SHAPES, eval_rows__gt=0, train_rows__gte=MIN_TRAIN_PAIRS)
+        .select_related("project")
+    )
+
+
+def artifact_dir(run: TrainingRun) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / "runs" / str(run.pk)
+
+
+def split_files(snapshot: ExportSnapshot) -> tuple[Path, Path | None]:
+    """The snapshot's train and eval files on disk."""
+    root = Path(settings.MEDIA_ROOT) / snapshot.directory
+    by_split = {f["split"]: root / f["name"] for f in snapshot.files}
+    return by_split["train"], by_split.get("eval")
+
+
+def run_create(
+    *, snapshot: ExportSnapshot, user: Any, base_model: str, config: dict[str, Any]
+) -> TrainingRun:
+    """Record a run and enqueue it once the transaction commits. `config`: TrainConfig fields but
+    `base_model`, which comes from the allow-list. Raises ValueError for an unknown base model or an
+    invalid config (the message names the field)."""
+    models = base_models()
+    if base_model not in models:
+        raise ValueError(
+            f"base_model: {base_model!r} is not on the allow-list ({', '.join(models) or 'empty'})"
+        )
+    checked = TrainConfig.from_dict({**config, "base_model": models[base_model]}).to_dict()
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            snapshot=snapshot, base_model=base_model, config=checked, created_by=user
+        )
+        run.artifact_path = f"runs/{run.pk}"
+        run.save(update_fields=["artifact_path"])
+        transaction.on_commit(lambda: run_enqueue(run))
+    return run
+
+
+def run_enqueue(run: TrainingRun) -> None:
+    """Put the run's job on the training queue (ids only) and remember its id; a Redis that does not
+    answer leaves the run queued with a note, and `runs_reap` enqueues it again later."""
+    try:
+        queue = django_rq.get_queue(settings.PREFSTUDIO_TRAINING_QUEUE)
+        job = queue.enqueue(
+            "training.tasks.train_run",
+            run.pk,
+            job_timeout=settings.TRAINING_JOB_TIMEOUT,
+            result_ttl=24 * 3600,
+            failure_ttl=7 * 24 * 3600,
+            on_failure=Callback("training.tasks.run_job_failed"),
+        )
+    except redis.RedisError as exc:
+        TrainingRun.objects.filter(pk=run.pk).update(error=f"Could not reach Redis to enqueue: {exc}")
+        logger.warning("run %s: enqueue failed: %s", run.pk, exc)
+        return
+    TrainingRun.objects.filter(pk=run.pk).update(job_id=job.id, error="", heartbeat_at=timezone.now())
+    run.job_id = job.id
+
+
+def run_cancel(run: TrainingRun) -> TrainingRun:
+    """Ask the run to stop. A queued run is canceled at once; a running one stops between two steps
+    (its worker checks the flag), saving a checkpoint so it can be resumed."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.finished:
+            return locked
+        locked.cancel_requested_at = now
+        fields = ["cancel_requested_at"]
+        if locked.state == TrainingRun.State.QUEUED:
+            locked.state, locked.finished_at = TrainingRun.State.CANCELED, now
+            fields += ["state", "finished_at"]
+        locked.save(update_fields=fields)
+    if locked.state == TrainingRun.State.CANCELED and locked.job_id:
+        _cancel_job(locked.job_id)
+    return locked
+
+
+def run_resume(run: TrainingRun) -> TrainingRun:
+    """Queue a failed or canceled run again: it continues from its last checkpoint (or starts over
+    when it has none). Raises ValueError for a run in another state."""
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if not locked.resumable:
+            raise ValueError(f"Only failed or canceled runs can be resumed; this one is {locked.state}.")
+        locked.state = TrainingRun.State.QUEUED
+        locked.cancel_requested_at = locked.finished_at = None
+        locked.error = ""
+        locked.save(update_fields=["state", "cancel_requested_at", "finished_at", "error"])
+        transaction.on_commit(lambda: run_enqueue(locked))
+    return locked
+
+
+def artifact_files(run: TrainingRun) -> list[Path]:
+    """What a run's download holds: the adapter, tokenizer and run card (not checkpoints or caches)."""
+    root = artifact_dir(run)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("reference_logps"))
+
+
+def _cancel_job(job_id: str) -> None:
+    try:
+        queue = django_rq.get_queue(settings.PREFSTUDIO_TRAINING_QUEUE)
+        Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer).cancel()
+    except (NoSuchJobError, InvalidJobOperation, redis.RedisError):
+        pass  # gone already: the worker finds the run canceled and does nothing
+
+
+def _job_exists(job_id: str) -> bool | None:
+    """Whether Redis still has the job; None when Redis does not answer (then nothing is decided)."""
+    try:
+        queue = django_rq.get_queue(settings.PREFSTUDIO_TRAINING_QUEUE)
+        return Job.exists(job_id, connection=queue.connection)
+    except redis.RedisError:
+        return None
+
+
+def run_fail(run_id: int, error: str, *, states: tuple[str, ...] = (TrainingRun.State.RUNNING,)) -> bool:
+    """Mark the run failed with `error` if it is still in one of `states`; whether it was."""
+    return bool(
+        TrainingRun.objects.filter(pk=run_id, state__in=states).update(
+            state=TrainingRun.State.FAILED, error=error, finished_at=timezone.now()
+        )
+    )
+
+
+def runs_reap(*, now: Any = None) -> int:
+    """Bring runs whose worker or job is gone to an honest state; how many changed.
+
+    - running, no heartbeat for TRAINING_LOST_SECONDS: failed, "worker lost" (a killed worker or host);
+    - running, canceled more than FORCE_STOP_AFTER ago: the job is stopped (RQ's stop-job command) and
+      the run canceled;
+    - queued, and Redis no longer has its job (Redis restarted or flushed): enqueued again.
+    Called by the training pages (each poll of a running run's page) and by `manage.py reap_runs`.
+    """
+    now = now or timezone.now()
+    changed = 0
+    lost_before = now - timedelta(seconds=settings.TRAINING_LOST_SECONDS)
+    for run in TrainingRun.objects.filter(state=TrainingRun.State.RUNNING, heartbeat_at__lt=lost_before):
+        seconds = int((now - run.heartbeat_at).total_seconds())
+        changed += run_fail(
+            run.pk,
+            f"Worker lost: no heartbeat from {run.worker_host or 'its worker'} for {seconds} s "
+            "(the worker or its host stopped). Resume continues from the last checkpoint.",
+        )
+    stuck = TrainingRun.objects.filter(
+        state=TrainingRun.State.RUNNING, cancel_requested_at__lt=now - FORCE_STOP_AFTER
+    )
+    for run in stuck:
+        try:
+            queue = django_rq.get_queue(settings.PREFSTUDIO_TRAINING_QUEUE)
+            send_stop_job_command(queue.connection, run.job_id, serializer=queue.serializer)
+        except (InvalidJobOperation, NoSuchJobError, redis.RedisError):
+            pass
+        changed += TrainingRun.objects.filter(pk=run.pk, state=TrainingRun.State.RUNNING).update(
+            state=TrainingRun.State.CANCELED, finished_at=now, error="Stopped by force: a step took too long."
+        )
+    waiting = TrainingRun.objects.filter(state=TrainingRun.State.QUEUED, heartbeat_at__lt=now - REQUEUE_AFTER)
+    for run in waiting:
+        exists = _job_exists(run.job_id) if run.job_id else False
+        if exists is False:
+            logger.warning("run %s: job %s is gone from Redis; enqueuing it again", run.pk, run.job_id)
+            run_enqueue(run)
+            changed += 1
+    return changed
+
+
+def record_metric(run_id: int, kind: str, step: int, values: dict[str, float]) -> None:
+    """Keep one step's (or one evaluation's) metrics; a repeated step (after a resume) replaces them."""
+    RunMetric.objects.update_or_create(run_id=run_id, kind=kind, step=step, defaults={"values": values})
