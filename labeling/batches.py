@@ -9,6 +9,7 @@ import json
 import logging
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
@@ -30,6 +31,7 @@ from labeling.importing import (
     PairRecord,
     RecordError,
     detect_format,
+    field_names,
     iter_records,
 )
 from labeling.models import Assignment, ImportBatch, Judgment, Pair, Project
@@ -57,6 +59,8 @@ class ImportSummary:
     error_count: int = 0
     errors: list[str] = field(default_factory=list)
     committed: bool = False
+    left_out: int = 0
+    cap: int = 0
 
     @property
     def text(self) -> str:
@@ -71,6 +75,10 @@ class ImportSummary:
             parts.append(f"{_count(self.duplicates, 'duplicate')} skipped")
         if self.rejected:
             parts.append(f"{_count(self.rejected, 'invalid record')} skipped")
+        if self.left_out:
+            parts.append(
+                f"{_count(self.left_out, 'pair')} left out by the cap of {self.cap} pairs per record"
+            )
         return ", ".join(parts) + "."
 
 
@@ -109,17 +117,70 @@ def batch_create(*, project: Project, user: Any, upload: IO[bytes], source_name:
     return batch
 
 
-def batch_preview(batch: ImportBatch, *, limit: int = 10) -> list[PairRecord | RecordError]:
-    """The first `limit` items (pairs or errors) of an uploaded batch's file."""
-    items: list[PairRecord | RecordError] = []
+@dataclass
+class Preview:
+    """What the first records of an upload hold: `items` (the first pairs and errors) and, over the
+    first `records` records, the layouts recognised, the fields kept as metadata, the notes, the
+    empty responses, the pairs the cap left out, and the records no layout fits."""
+
+    items: list[PairRecord | RecordError] = field(default_factory=list)
+    records: int = 0
+    layouts: Counter[str] = field(default_factory=Counter)
+    kept: set[str] = field(default_factory=set)
+    notes: Counter[str] = field(default_factory=Counter)
+    empty: int = 0
+    left_out: int = 0
+    unmatched: int = 0
+
+    @property
+    def kept_fields(self) -> list[str]:
+        return sorted(self.kept)
+
+    @property
+    def layout_counts(self) -> list[tuple[str, int]]:
+        return self.layouts.most_common()
+
+    @property
+    def note_counts(self) -> list[tuple[str, int]]:
+        return self.notes.most_common()
+
+    def add(self, items: list[PairRecord | RecordError]) -> None:
+        """Count one record's items."""
+        self.records += 1
+        pairs = [i for i in items if isinstance(i, PairRecord)]
+        self.unmatched += any(isinstance(i, RecordError) and "no layout matches" in i.reason for i in items)
+        for pair in pairs[:1]:
+            self.layouts[pair.layout] += 1
+            self.kept.update(pair.kept)
+            self.notes.update(pair.notes)
+        self.empty += sum(pair.empty_sides for pair in pairs)
+        self.left_out += sum(pair.left_out for pair in pairs)
+
+
+def batch_preview(batch: ImportBatch, *, limit: int = 10, scan: int = 500) -> Preview:
+    """The first `limit` items (pairs or errors) of an uploaded batch's file, read with its mapping,
+    and what its first `scan` records hold."""
+    preview = Preview()
     with batch.file.open("rb") as stream:
-        for item in iter_records(
-            stream, filename=batch.source_name, fmt=batch.format, options=import_options()
-        ):
-            items.append(item)
-            if len(items) >= limit:
+        records = iter_records(
+            stream,
+            filename=batch.source_name,
+            fmt=batch.format,
+            options=import_options(),
+            mapping=batch.mapping,
+        )
+        for _, items in _by_record(records):
+            preview.items.extend(items[: limit - len(preview.items)])
+            preview.add(items)
+            if preview.records >= scan:
                 break
-    return items
+    return preview
+
+
+def batch_fields(batch: ImportBatch) -> list[str]:
+    """The field names of an uploaded batch's first records, for its field mapping."""
+    with batch.file.open("rb") as stream:
+        return field_names(stream, filename=batch.source_name, fmt=batch.format)
 
 
 def batch_run(batch: ImportBatch, *, progress: Progress | None = None) -> ImportSummary:
@@ -181,7 +242,8 @@ def import_stream(
     progress: Progress | None = None,
     options: ImportOptions | None = None,
 ) -> ImportSummary:
-    """Read `stream` into `batch`'s project: all or nothing, unless the batch skips invalid records.
+    """Read `stream` into `batch`'s project (with its field mapping): all or nothing, unless the batch
+    skips invalid records.
 
     Pairs already in the project (same content hash) are counted as duplicates and not added again.
     Saves the counts, the first errors and (when skipping) a report of rejected records on the batch.
@@ -190,9 +252,11 @@ def import_stream(
     if fmt == "auto":
         fmt = sniff_format(stream, batch.source_name)
     batch.format = fmt
-    summary = ImportSummary(format=fmt)
+    summary = ImportSummary(format=fmt, cap=options.max_pairs_per_record)
     inserter = _Inserter(batch)
-    records = iter_records(stream, filename=batch.source_name, fmt=fmt, options=options)
+    records = iter_records(
+        stream, filename=batch.source_name, fmt=fmt, options=options, mapping=batch.mapping
+    )
     with tempfile.TemporaryFile() as report:
         with transaction.atomic():
             for line, items in _by_record(records):
@@ -209,6 +273,7 @@ def import_stream(
                     continue
                 if summary.error_count and not batch.skip_invalid:
                     continue  # the import will be rolled back; keep reading only to report every error
+                summary.left_out += sum(item.left_out for item in items)
                 inserter.add(items)
             if summary.error_count and not batch.skip_invalid:
                 transaction.set_rollback(True)
@@ -254,7 +319,7 @@ def _position(stream: BinaryIO) -> int:
 
 def _write_rejected(report: IO[bytes], line: int, errors: list[RecordError]) -> None:
     row = {
-        "line": line,
+        errors[0].unit: line,
         "problems": [{"field": e.field, "reason": e.reason} for e in errors],
         "raw": errors[0].raw,
     }

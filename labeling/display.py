@@ -1,54 +1,131 @@
 """What an annotator is shown of a pair: its prompt and responses on the sides they were dealt, as
-plain text or as sanitized markdown that is rendered once per pair and kept on its row."""
+plain text or as sanitized markdown that is rendered once per pair and kept on its row.
+
+Every part of a pair is shown as a list of turns (`Turn`), each a list of blocks (`Block`): a chat
+prompt or a response of several messages gives one turn per message with its role; a plain text
+gives one turn without a heading. Tool calls and tool results are shown as written, in code blocks
+titled with what they are; an empty response is shown as a visibly empty answer.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import QuerySet
 from django.utils.safestring import SafeString, mark_safe
 
+from labeling.conversations import Message, response_key, response_messages
 from labeling.models import Pair
 from labeling.rendering import RENDER_VERSION, render_pair
 from prefstudio import sql
 
 _KEEP = f"UPDATE {Pair._meta.db_table} SET rendered = %s WHERE id = %s"
+EMPTY_RESPONSE = "(empty response: nothing was written)"
+EMPTY_TURN = "(empty)"
+_SHOWN_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name"}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A piece of a turn. `kind`: "text" (escaped `str`, or sanitized HTML as `SafeString`), "code"
+    (a tool call or result, shown as written under `title`) or "empty" (nothing was written)."""
+
+    kind: str
+    body: str | SafeString
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message, or a whole plain text (`role` and `label` empty)."""
+
+    role: str
+    label: str
+    blocks: tuple[Block, ...]
 
 
 @dataclass(frozen=True)
 class Shown:
-    """Texts for the page: `str` is escaped by the template, `SafeString` is sanitized HTML."""
+    """The pair as laid out for the page."""
 
     plain: bool
-    prompt: str | SafeString
-    turns: list[tuple[str, str | SafeString]]  # (role, text) for a chat prompt, else empty
-    left: str | SafeString
-    right: str | SafeString
+    prompt: list[Turn]
+    left: list[Turn]
+    right: list[Turn]
 
 
 def shown(pair: Pair, *, a_on_left: bool, plain: bool) -> Shown:
     """The pair as one annotator sees it: response A on the left when `a_on_left`."""
-    prompt, a, b = _texts(pair) if plain else _html(pair)
-    turns = list(zip([t["role"] for t in pair.prompt], prompt, strict=True)) if pair.is_chat else []
-    return Shown(
-        plain=plain,
-        prompt="" if pair.is_chat else prompt,
-        turns=turns,
-        left=a if a_on_left else b,
-        right=b if a_on_left else a,
+    html = None if plain else rendered(pair)
+    prompt = (
+        _message_turns(pair.prompt, html and html["prompt"])
+        if pair.is_chat
+        else [_text_turn(pair.prompt, html and html["prompt"], EMPTY_TURN)]
     )
+    a = _response(pair.response_a, html and html["a"])
+    b = _response(pair.response_b, html and html["b"])
+    return Shown(plain=plain, prompt=prompt, left=a if a_on_left else b, right=b if a_on_left else a)
 
 
-def _texts(pair: Pair) -> tuple:
-    prompt = [turn["content"] for turn in pair.prompt] if pair.is_chat else pair.prompt
-    return prompt, pair.response_a, pair.response_b
-
-
-def _html(pair: Pair) -> tuple:
+def _text(text: str, html: Any) -> str | SafeString:
     # Sanitized by nh3 with an allowlist in labeling.rendering: the only untrusted text marked safe.
-    html, safe = rendered(pair), mark_safe
-    prompt = [safe(turn) for turn in html["prompt"]] if pair.is_chat else safe(html["prompt"])
-    return prompt, safe(html["a"]), safe(html["b"])
+    return mark_safe(html) if isinstance(html, str) else text
+
+
+def _text_turn(text: str, html: Any, empty: str, role: str = "", label: str = "") -> Turn:
+    if not response_key(text):
+        return Turn(role, label, (Block("empty", empty),))
+    return Turn(role, label, (Block("text", _text(text, html)),))
+
+
+def _response(text: str, html: Any) -> list[Turn]:
+    messages = response_messages(text)
+    if messages is None:
+        return [_text_turn(text, html, EMPTY_RESPONSE)]
+    return _message_turns(messages, html if isinstance(html, list) else None)
+
+
+def _as_written(value: Any) -> str:
+    """JSON (as a value or as JSON text) pretty-printed; any other text as it is."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+        if not isinstance(value, dict | list):
+            return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def _call(call: dict[str, Any]) -> Block:
+    function = call.get("function") if isinstance(call.get("function"), dict) else call
+    name = function.get("name") if isinstance(function.get("name"), str) else "(no name)"
+    arguments = function.get("arguments", {k: v for k, v in call.items() if k not in ("id", "type")})
+    ident = f" ({call['id']})" if isinstance(call.get("id"), str) else ""
+    return Block("code", _as_written(arguments), f"Tool call: {name}{ident}")
+
+
+def _message_turns(messages: Sequence[Message], html: Sequence[str] | None) -> list[Turn]:
+    turns = []
+    for i, message in enumerate(messages):
+        role, content = message["role"], message.get("content") or ""
+        label = "tool result" if role == "tool" else role
+        for key in ("name", "tool_call_id"):
+            if isinstance(message.get(key), str):
+                label += f" · {message[key]}"
+        blocks: list[Block] = []
+        if role == "tool":
+            blocks.append(Block("code", _as_written(content), "Result"))
+        elif content or not message.get("tool_calls"):
+            blocks.extend(_text_turn(content, html[i] if html else None, EMPTY_TURN).blocks)
+        blocks.extend(_call(call) for call in message.get("tool_calls") or () if isinstance(call, dict))
+        if other := {k: v for k, v in message.items() if k not in _SHOWN_KEYS}:
+            blocks.append(Block("code", _as_written(other), "Other fields"))
+        turns.append(Turn(role, label, tuple(blocks)))
+    return turns
 
 
 def rendered(pair: Pair) -> dict:

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.template.defaultfilters import filesizeformat
 
+from labeling.layouts import TARGETS, check_mapping
 from labeling.models import Adjudication, Assignment, Choice, ExportSnapshot, Membership, Project
 
 RESERVED_SLUGS = {"new", "rubric-preview"}
@@ -77,8 +78,8 @@ class ProjectForm(forms.ModelForm):
 
 class UploadForm(forms.Form):
     file = forms.FileField(
-        help_text="JSONL (also .jsonl.gz), CSV with a header row, or Parquet. "
-        "The format is read from the content, not the name."
+        help_text="JSONL (also .jsonl.gz), one JSON document (an array of records), CSV or TSV with a "
+        "header row, or Parquet. The format is read from the content, not the name."
     )
     skip_invalid = forms.BooleanField(
         required=False,
@@ -96,6 +97,69 @@ class UploadForm(forms.Form):
             size, most = filesizeformat(upload.size), filesizeformat(limit)
             raise forms.ValidationError(f"{upload.name} is {size}; the upload limit is {most}.")
         return upload
+
+
+TARGET_HELP = {
+    "prompt": "the prompt: text, chat messages, or a conversation shared by the responses",
+    "system": "a system prompt, put first in the prompt",
+    "response_a": "response A (no label)",
+    "response_b": "response B (no label)",
+    "chosen": "the response the data prefers (kept hidden from annotators)",
+    "rejected": "the other response",
+    "responses": "a list of responses: every pair of them, up to the cap",
+    "model_a": "the model of response A (hidden from annotators)",
+    "model_b": "the model of response B (hidden from annotators)",
+    "id": "the record's id",
+    "gold": "the known answer: a, b or tie",
+}
+# Field names that often hold a target, offered first when the file has no field of the target's name.
+_GUESSES = {
+    "prompt": ("question", "instruction", "query", "history", "conversation", "context"),
+    "chosen": ("preferred", "chosen_response", "response_chosen", "accepted"),
+    "rejected": ("dispreferred", "rejected_response", "response_rejected"),
+    "response_a": ("answer_a", "completion_a", "output_a", "response_1", "answer_1", "ref_a"),
+    "response_b": ("answer_b", "completion_b", "output_b", "response_2", "answer_2", "ref_b"),
+    "responses": ("completions", "outputs", "answers", "candidates"),
+    "system": ("system_prompt",),
+}
+
+
+class MappingForm(forms.Form):
+    """Which field of the uploaded file feeds each importer field: a row per target, offering the
+    file's own field names."""
+
+    def __init__(self, *args: Any, keys: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [("", "—"), *((key, key) for key in keys)]
+        for target in TARGETS:
+            self.fields[target] = forms.ChoiceField(
+                choices=choices, required=False, label=target, help_text=TARGET_HELP[target]
+            )
+
+    @staticmethod
+    def initial_for(keys: list[str], mapping: dict[str, str], *, guess: bool) -> dict[str, str]:
+        """The batch's mapping, else each target's own field; with `guess` (no layout fits the file),
+        a likely field for the others."""
+        if mapping or not guess:
+            return {target: mapping.get(target, target if target in keys else "") for target in TARGETS}
+        lower = {key.lower(): key for key in keys}
+        initial = {}
+        for target in TARGETS:
+            names = (target, *_GUESSES.get(target, ()))
+            initial[target] = next((lower[name] for name in names if name in lower), "")
+        return initial
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        try:
+            check_mapping(self.mapping())
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+    def mapping(self) -> dict[str, str]:
+        """The targets fed by another field than their own name (TARGET -> SOURCE)."""
+        return {t: s for t in TARGETS if (s := self.cleaned_data.get(t)) and s != t}
 
 
 POSITION_LABELS = {"left": "A is better", "right": "B is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -269,7 +333,8 @@ class ExportForm(forms.Form):
         min_value=1, max_value=100, label="Minimum judgments", help_text="Counted votes a pair needs."
     )
     min_share = forms.FloatField(
-        min_value=0, max_value=1, initial=round(2 / 3, 4), label="Minimum share",
+        # Exactly 2/3, as the rules' default: a rounded 0.6667 would drop every pair won 2 to 1.
+        min_value=0, max_value=1, initial=2 / 3, label="Minimum share",
         help_text="Share of the counted votes the winning label needs (majority).",
     )  # fmt: skip
     method = forms.ChoiceField(

@@ -1,66 +1,58 @@
-"""Parsing of preference-pair files (JSONL, gzipped JSONL, CSV, Parquet) into validated pairs and errors.
+"""Reading preference-pair files (JSONL, gzipped JSONL, one JSON document, CSV / TSV, Parquet) into
+validated pairs and errors, as a stream.
 
-Pure Python: this module must not import Django.
+Pure Python: this module must not import Django. What one record yields is `labeling.records`'
+business, which layout it has `labeling.layouts`'. Problems say where: "line N" in JSONL, "row N"
+in CSV (the header is row 1, as in a spreadsheet) and Parquet, "record N" in a JSON document.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import itertools
 import json
 import re
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO
 
-ROLES = ("system", "user", "assistant")
-GOLD_LABELS = ("a", "b", "tie")
-FORMATS = ("jsonl", "jsonl.gz", "csv", "parquet")
-SHAPE_HINT = "expected response_a/response_b, responses, or chosen/rejected"
+from labeling.conversations import content_hash, prompt_key, response_key
+from labeling.layouts import KNOWN_KEYS, LAYOUTS, no_layout_reason
+from labeling.records import (
+    DEFAULT_OPTIONS,
+    RAW_CHARS,
+    Completion,
+    ImportOptions,
+    PairRecord,
+    RecordError,
+    loads,
+    parse_record,
+    plural,
+)
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "FORMATS",
+    "ImportFormatError",
+    "ImportOptions",
+    "PairRecord",
+    "RecordError",
+    "content_hash",
+    "detect_format",
+    "iter_records",
+    "parse_record",
+]
+
+FORMATS = ("jsonl", "jsonl.gz", "json", "json.gz", "csv", "parquet")
+DELIMITERS = (",", ";", "\t")
 
 _BOM = b"\xef\xbb\xbf"
 _HEAD_BYTES = 65536
-_RAW_CHARS = 500
-_ORDINARY = re.compile(rb'[^",\r\n]+')
-_CSV_JSON_COLUMNS = ("metadata", "responses", "models")
-_CSV_RESPONSE_COLUMNS = ("response_a", "response_b", "chosen", "rejected")
-
-
-@dataclass(frozen=True)
-class PairRecord:
-    """One pair of responses to one prompt, ready to be judged."""
-
-    line: int
-    external_id: str
-    prompt: str | list[dict[str, str]] = field(hash=False)
-    response_a: str
-    response_b: str
-    model_a: str
-    model_b: str
-    metadata: dict = field(hash=False)
-    gold: str | None
-    original_label: str | None
-    shape: str
-    content_hash: str
-
-
-@dataclass(frozen=True)
-class RecordError:
-    """One problem with one record of an imported file."""
-
-    file: str
-    line: int
-    field: str | None
-    reason: str
-    raw: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}, line {self.line}"
-        return f"{where}, field {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
-
+_ORDINARY = re.compile(rb'[^",;\t\r\n]+')
+_NAME = re.compile(r"[\w .()/#-]{1,100}")
+_OTHER_SEPARATORS = ("|", ":", "^", "~", "#", "/")
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
 
 Item = PairRecord | RecordError
 
@@ -69,260 +61,59 @@ class ImportFormatError(ValueError):
     """The file as a whole cannot be imported (unknown format, empty, bad header, corrupt container)."""
 
 
-@dataclass(frozen=True)
-class ImportOptions:
-    """Limits applied while importing."""
-
-    max_record_bytes: int = 1_000_000
-    max_pairs_per_record: int = 10
-    batch_size: int = 1000
-
-    def __post_init__(self) -> None:
-        for name in ("max_record_bytes", "max_pairs_per_record", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-
-
-DEFAULT_OPTIONS = ImportOptions()
-
-
-def content_hash(prompt: str | list[dict[str, str]], response_a: str, response_b: str) -> str:
-    """SHA-256 of the prompt and the unordered pair of responses (swapping A and B gives the same hash)."""
-    pair = [prompt, sorted([response_a, response_b])]
-    payload = json.dumps(pair, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def _type_name(value: object) -> str:
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
-
-
-def _char_problem(text: str) -> str | None:
-    if "\x00" in text:
-        return "must not contain NUL characters"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains an unpaired surrogate character"
-    return None
-
-
-def _json_problem(value: dict) -> str | None:
-    """Why `value` cannot be stored as a JSON document, or None."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        text.encode("utf-8")
-    except (TypeError, ValueError, RecursionError) as exc:
-        return f"cannot be stored as JSON: {exc}"
-    return "must not contain NUL characters" if "\\u0000" in text else None
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _loads(text: str) -> tuple[object, str | None]:
-    """The decoded JSON value, or None and the reason it is malformed."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant), None
-    except json.JSONDecodeError as exc:
-        return None, f"malformed JSON: {exc.msg} at column {exc.colno}"
-    except (ValueError, RecursionError) as exc:
-        return None, f"malformed JSON: {exc}"
-
-
-class _Check:
-    """Normalizes the fields of one record, collecting every problem found."""
-
-    def __init__(self, file: str, line: int, raw: str) -> None:
-        self.file, self.line, self.raw = file, line, raw[:_RAW_CHARS]
-        self.errors: list[RecordError] = []
-
-    def fail(self, name: str | None, reason: str) -> None:
-        self.errors.append(RecordError(self.file, self.line, name, reason, self.raw))
-
-    def text(self, value: object, name: str) -> str | None:
-        if not isinstance(value, str):
-            return self.fail(name, f"must be a string, got {_type_name(value)}")
-        if not value.strip():
-            return self.fail(name, "must be a non-empty string")
-        problem = _char_problem(value)
-        return self.fail(name, problem) if problem else value
-
-    def label(self, value: object, name: str) -> str:
-        """An optional name such as a model's; "" when absent or invalid."""
-        if value is not None and not isinstance(value, str):
-            self.fail(name, f"must be a string, got {_type_name(value)}")
-        elif value and (problem := _char_problem(value)):
-            self.fail(name, problem)
-        return value if isinstance(value, str) else ""
-
-    def message(self, value: object, name: str, roles: tuple[str, ...]) -> dict[str, str] | None:
-        if not isinstance(value, dict):
-            return self.fail(name, f"must be a message object, got {_type_name(value)}")
-        before, role, content = len(self.errors), value.get("role"), None
-        if "role" not in value:
-            self.fail(f"{name}.role", "is required")
-        elif not isinstance(role, str):
-            self.fail(f"{name}.role", f"must be a string, got {_type_name(role)}")
-        elif role not in roles:
-            allowed = roles[0] if len(roles) == 1 else "one of " + ", ".join(roles)
-            self.fail(f"{name}.role", f"must be {allowed}, got {role[:40]!r}")
-        if "content" not in value:
-            self.fail(f"{name}.content", "is required")
-        else:
-            content = self.text(value["content"], f"{name}.content")
-        return None if len(self.errors) > before else {"role": role, "content": content}
-
-    def prompt(self, obj: dict) -> str | list[dict[str, str]] | None:
-        value = obj.get("prompt")
-        if "prompt" not in obj:
-            return self.fail("prompt", "is required")
-        if isinstance(value, str):
-            return self.text(value, "prompt")
-        if not isinstance(value, list):
-            return self.fail("prompt", f"must be a string or a list of messages, got {_type_name(value)}")
-        if not value:
-            return self.fail("prompt", "must not be an empty list")
-        messages = [self.message(item, f"prompt[{i}]", ROLES) for i, item in enumerate(value)]
-        return None if None in messages else messages
-
-    def response(self, value: object, name: str) -> str | None:
-        if isinstance(value, str):
-            return self.text(value, name)
-        if isinstance(value, list):
-            if len(value) != 1:
-                return self.fail(name, f"must hold exactly one assistant message, got {len(value)} items")
-            value, name = value[0], f"{name}[0]"
-        elif not isinstance(value, dict):
-            return self.fail(name, f"must be a string or an assistant message, got {_type_name(value)}")
-        message = self.message(value, name, ("assistant",))
-        return message["content"] if message else None
-
-    def two(self, obj: dict, a_key: str, b_key: str) -> tuple[str, str] | None:
-        """Two required, different responses."""
-        a, b = (self.response(obj[k], k) if k in obj else self.fail(k, "is required") for k in (a_key, b_key))
-        if a is None or b is None:
-            return None
-        if a.strip() == b.strip():
-            self.fail(b_key, f"is identical to {a_key}")
-        return a, b
-
-    def external_id(self, obj: dict) -> str:
-        value = obj.get("id")
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if value is None or isinstance(value, str):
-            return self.label(value, "id")
-        self.fail("id", f"must be a string or an integer, got {_type_name(value)}")
-        return ""
-
-    def metadata(self, obj: dict) -> dict:
-        value = obj.get("metadata")
-        if value is not None and not isinstance(value, dict):
-            self.fail("metadata", f"must be a JSON object, got {_type_name(value)}")
-        elif value and (problem := _json_problem(value)):
-            self.fail("metadata", problem)
-        return value if isinstance(value, dict) else {}
-
-    def gold(self, obj: dict) -> str | None:
-        value = obj.get("gold")
-        label = value.strip().lower() if isinstance(value, str) else None
-        if value is not None and label not in GOLD_LABELS:
-            found = repr(value[:40]) if isinstance(value, str) else _type_name(value)
-            self.fail("gold", f"must be one of a, b, tie, got {found}")
-        return label
-
-    def responses(self, obj: dict, cap: int) -> list[tuple[str, str, str, str, str]]:
-        """(response_a, response_b, model_a, model_b, "i-j") for each pair of distinct responses."""
-        items, models = obj["responses"], obj.get("models")
-        if not isinstance(items, list):
-            self.fail("responses", f"must be an array of responses, got {_type_name(items)}")
-            return []
-        texts = [self.response(item, f"responses[{i}]") for i, item in enumerate(items)]
-        names = [""] * len(items)
-        if models is not None and not isinstance(models, list):
-            self.fail("models", f"must be an array of strings, got {_type_name(models)}")
-        elif models is not None and len(models) != len(items):
-            self.fail("models", f"has {len(models)} names for {len(items)} responses")
-        elif models is not None:
-            names = [self.label(model, f"models[{i}]") for i, model in enumerate(models)]
-        if None in texts:
-            return []
-        first: dict[str, int] = {}
-        for i, text in enumerate(texts):
-            first.setdefault(text.strip(), i)
-        if len(first) < 2:
-            self.fail("responses", f"must hold at least 2 distinct responses, got {len(first)}")
-        pairs = itertools.islice(itertools.combinations(sorted(first.values()), 2), cap)
-        return [(texts[i], texts[j], names[i], names[j], f"{i}-{j}") for i, j in pairs]
-
-
-def _shape_of(obj: dict) -> str | None:
-    present = {key for key, value in obj.items() if value is not None}
-    if present & {"response_a", "response_b"}:
-        return "pair"
-    if "responses" in present:
-        return "responses"
-    return "preference" if present & {"chosen", "rejected"} else None
-
-
-def parse_record(
-    obj: object, *, file: str, line: int, raw: str, options: ImportOptions = DEFAULT_OPTIONS
-) -> list[PairRecord] | list[RecordError]:
-    """The pairs one decoded record yields, or every problem found in it."""
-    check = _Check(file, line, raw)
-    shape = _shape_of(obj) if isinstance(obj, dict) else None
-    if not isinstance(obj, dict):
-        check.fail(None, f"record must be a JSON object, got {_type_name(obj)}")
-    elif shape is None:
-        check.fail(None, SHAPE_HINT)
-    if check.errors:
-        return check.errors
-    prompt, gold, models, label = check.prompt(obj), None, ("", ""), None
-    if shape == "pair":
-        pair = check.two(obj, "response_a", "response_b")
-        models = check.label(obj.get("model_a"), "model_a"), check.label(obj.get("model_b"), "model_b")
-        drafts, gold = ([(*pair, *models, "")] if pair else []), check.gold(obj)
-    elif shape == "responses":
-        drafts = check.responses(obj, options.max_pairs_per_record)
-    else:
-        pair = check.two(obj, "chosen", "rejected")
-        drafts = [(*pair, "", "", "")] if pair else []
-    external_id, metadata = check.external_id(obj), check.metadata(obj)
-    if check.errors or prompt is None:
-        return check.errors
-    records = []
-    for a, b, model_a, model_b, suffix in drafts:
-        digest = content_hash(prompt, a, b)
-        if shape == "preference":  # a coin from the content decides which side the chosen response takes
-            label = "b" if int(digest, 16) & 1 else "a"
-            a, b = (b, a) if label == "b" else (a, b)
-        ident = (f"{external_id}:{suffix}" if external_id else "") if suffix else external_id
-        record = PairRecord(line, ident, prompt, a, b, model_a, model_b, metadata, gold, label, shape, digest)
-        records.append(record)
-    return records
-
-
 def _first_byte(data: bytes) -> bytes:
     return data.removeprefix(_BOM).lstrip()[:1]
+
+
+def _json_kind(head: bytes) -> str | None:
+    """'json' for one JSON document (an array, or objects over several lines), 'jsonl' for one object
+    per line, None for neither, judged from the first bytes (`_HEAD_BYTES` of them, or the whole file)."""
+    first = _first_byte(head)
+    if first == b"[":
+        return "json"
+    if first != b"{":
+        return None
+    text = head.removeprefix(_BOM).decode("utf-8", "ignore").lstrip()
+    first_line, newline, _ = text.partition("\n")
+    if not newline:
+        return "jsonl"  # one line so far: a record too long for the head, or the only one
+    try:
+        json.loads(first_line)
+    except json.JSONDecodeError as exc:
+        if exc.pos < len(first_line.rstrip()):
+            return "jsonl"  # a syntax error inside the line: a malformed JSON line, reported as such
+        if len(head) >= _HEAD_BYTES:
+            return "json"  # an object left open at the end of its line, in a long file: pretty-printed
+        try:
+            _, end = json.JSONDecoder().raw_decode(text)
+        except json.JSONDecodeError:
+            return "jsonl"  # broken lines, each reported on its own
+        return "json" if end > len(first_line) else "jsonl"
+    return "jsonl"
+
+
+def _cells(line: str, delimiter: str) -> list[str]:
+    """One line of CSV as cells ([] when it is not a line of CSV)."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        return []
 
 
 def _looks_like_csv_header(head: bytes) -> bool:
     try:
         text = head.removeprefix(_BOM).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
-        cells = next(csv.reader([text]))
-    except (UnicodeDecodeError, csv.Error, StopIteration):
+    except UnicodeDecodeError:
         return False
-    return "prompt" in {cell.strip() for cell in cells}
+    for separator in (*DELIMITERS, "|"):
+        cells = _cells(text, separator)
+        if len(cells) >= 2 and all(_NAME.fullmatch(cell.strip()) for cell in cells):
+            return True
+    return False
 
 
 def detect_format(head: bytes, filename: str = "") -> str:
-    """The format ('jsonl', 'jsonl.gz', 'csv' or 'parquet') of a file judged from its first bytes."""
+    """The format (one of FORMATS) of a file judged from its first bytes, not its name."""
     name = filename or "the file"
     if head.startswith(b"PAR1"):
         return "parquet"
@@ -331,19 +122,16 @@ def detect_format(head: bytes, filename: str = "") -> str:
             inner = zlib.decompressobj(wbits=31).decompress(head, _HEAD_BYTES)
         except zlib.error as exc:
             raise ImportFormatError(f"{name}: corrupt gzip data ({exc})") from exc
-        if _first_byte(inner) == b"{":
-            return "jsonl.gz"
-        raise ImportFormatError(f"{name}: gzip-compressed, but does not hold JSON lines")
-    first = _first_byte(head)
-    if not first:
+        if kind := _json_kind(inner):
+            return f"{kind}.gz"
+        raise ImportFormatError(f"{name}: gzip-compressed, but does not hold JSON lines or a JSON document")
+    if not _first_byte(head):
         raise ImportFormatError(f"{name}: the file is empty")
-    if first == b"{":
-        return "jsonl"
-    if first == b"[":
-        raise ImportFormatError(f"{name}: holds a JSON array; expected one JSON object per line (JSONL)")
+    if kind := _json_kind(head):
+        return kind
     if _looks_like_csv_header(head):
         return "csv"
-    raise ImportFormatError(f"{name}: unrecognized format; expected JSONL, JSONL.gz, CSV or Parquet")
+    raise ImportFormatError(f"{name}: unrecognized format; expected JSONL, a JSON document, CSV or Parquet")
 
 
 def _size_reason(size: int, limit: int) -> str:
@@ -351,7 +139,7 @@ def _size_reason(size: int, limit: int) -> str:
 
 
 def _read_line(
-    stream: BinaryIO, limit: int, state: int | None = None
+    stream: BinaryIO, limit: int, state: int | None = None, delimiter: bytes = b","
 ) -> tuple[bytes, int, int | None] | None:
     """The next line with its terminator, its size without, and for a line over `limit` only its head and,
     given a CSV `state` to start from, the state after it (see _scan)."""
@@ -361,27 +149,28 @@ def _read_line(
     size, piece = 0, chunk
     while piece:
         size += len(piece)
-        state = None if state is None else _scan(piece, state)
+        state = None if state is None else _scan(piece, state, delimiter)
         if piece.endswith(b"\n"):
             break
         piece = stream.readline(_HEAD_BYTES)
     size -= len(piece) - len(piece.removesuffix(b"\n").removesuffix(b"\r"))
-    return chunk[: _RAW_CHARS * 4], size, state
+    return chunk[: RAW_CHARS * 4], size, state
 
 
-def _scan(data: bytes, state: int) -> int:
+def _scan(data: bytes, state: int, delimiter: bytes = b",") -> int:
     """The csv module's state after reading `data` from `state`.
 
     0: start of a field, 1: in an unquoted field, 2: in a quoted field, 3: after a quote in a quoted
     field. A record goes on past a line break only in state 2.
     """
+    ends = b"\r\n" + delimiter
     for char in _ORDINARY.sub(b"x", data):
         if state == 2:
             state = 3 if char == 34 else 2
         elif char == 34 and state != 1:
             state = 2
         else:
-            state = 0 if char in b",\r\n" else 1
+            state = 0 if char in ends else 1
     return state
 
 
@@ -394,28 +183,94 @@ def _decode(data: bytes, first: bool) -> tuple[str, str | None]:
         return data.decode("utf-8", "replace"), f"invalid UTF-8 at byte {exc.start}"
 
 
-def _iter_jsonl(stream: BinaryIO, filename: str, options: ImportOptions) -> Iterator[Item]:
+Reader = Iterator[Item | Completion]
+
+
+def _iter_jsonl(
+    stream: BinaryIO, filename: str, options: ImportOptions, mapping: Mapping[str, str]
+) -> Reader:
     limit, number = options.max_record_bytes, 0
     while (read := _read_line(stream, limit)) is not None:
         number += 1
         text, problem = _decode(read[0].removesuffix(b"\n").removesuffix(b"\r"), number == 1)
-        raw = text[:_RAW_CHARS]
+        raw = text[:RAW_CHARS]
         if read[1] > limit:
             problem = _size_reason(read[1], limit)
         elif not problem and not text.strip():
             continue
-        obj, problem = (None, problem) if problem else _loads(text)
+        obj, problem = (None, problem) if problem else loads(text)
         if problem:
             yield RecordError(filename, number, None, problem, raw)
         else:
-            yield from parse_record(obj, file=filename, line=number, raw=raw, options=options)
+            yield from parse_record(
+                obj, file=filename, line=number, raw=raw, options=options, mapping=mapping
+            )
 
 
-def _iter_jsonl_gz(stream: BinaryIO, filename: str, options: ImportOptions) -> Iterator[Item]:
+def _document(text: str, filename: str) -> list[object]:
+    """The records of one JSON document: the items of an array, or one or more objects in a row."""
+    decoder, values = json.JSONDecoder(), []
+    space = re.compile(r"\s*")
+    pos = space.match(text).end()
+    array = text.startswith("[", pos)
+    pos = space.match(text, pos + 1 if array else pos).end()
     try:
-        yield from _iter_jsonl(gzip.GzipFile(fileobj=stream, mode="rb"), filename, options)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ImportFormatError(f"{filename}: corrupt gzip data ({exc})") from exc
+        while pos < len(text) and not (array and text.startswith("]", pos)):
+            value, pos = decoder.raw_decode(text, pos)
+            values.append(value)
+            pos = space.match(text, pos).end()
+            if array and text.startswith(",", pos):
+                pos = space.match(text, pos + 1).end()
+            elif array and not text.startswith("]", pos):
+                raise json.JSONDecodeError("Expecting ',' or ']' between records", text, pos)
+        if array and space.match(text, pos + 1).end() < len(text):
+            raise json.JSONDecodeError("Extra data after the array", text, pos + 1)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ImportFormatError(
+            f"{filename}: one JSON document, not one record per line, and it does not parse: {message}{where}"
+        ) from None
+    return values
+
+
+def _iter_json(stream: BinaryIO, filename: str, options: ImportOptions, mapping: Mapping[str, str]) -> Reader:
+    limit = options.max_document_bytes
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ImportFormatError(
+            f"{filename}: one JSON document of more than {limit // 2**20} MB, not one record per line; "
+            f"convert it to JSON Lines (e.g. jq -c '.[]' {filename} > records.jsonl) and upload that"
+        )
+    text, problem = _decode(data, True)
+    if problem:
+        raise ImportFormatError(f"{filename}: {problem}")
+    for number, obj in enumerate(_document(text, filename), start=1):
+        raw = json.dumps(obj, ensure_ascii=False)
+        size = len(raw.encode("utf-8", "surrogatepass"))
+        if size > options.max_record_bytes:
+            yield RecordError(
+                filename,
+                number,
+                None,
+                _size_reason(size, options.max_record_bytes),
+                raw[:RAW_CHARS],
+                "record",
+            )
+        else:
+            yield from parse_record(
+                obj, file=filename, line=number, raw=raw, options=options, mapping=mapping, unit="record"
+            )
+
+
+def _gunzipped(reader: Callable) -> Callable:
+    def read(stream: BinaryIO, filename: str, options: ImportOptions, mapping: Mapping[str, str]) -> Reader:
+        try:
+            yield from reader(gzip.GzipFile(fileobj=stream, mode="rb"), filename, options, mapping)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ImportFormatError(f"{filename}: corrupt gzip data ({exc})") from exc
+
+    return read
 
 
 class _Lines:
@@ -424,8 +279,9 @@ class _Lines:
     A record over the limit is read to its end without being kept, and the csv module sees it end at once.
     """
 
-    def __init__(self, stream: BinaryIO, limit: int) -> None:
+    def __init__(self, stream: BinaryIO, limit: int, delimiter: str) -> None:
         self.stream, self.limit, self.number = stream, limit, 0
+        self.delimiter = delimiter.encode()
         self.raw, self.size, self.record_lines = "", 0, 0
         self.problems: list[tuple[int, str]] = []
 
@@ -435,20 +291,20 @@ class _Lines:
     def __next__(self) -> str:
         # The csv module asks for another line of the same record only from inside a quoted cell.
         start = 2 if self.record_lines else 0
-        read = _read_line(self.stream, self.limit, start)
+        read = _read_line(self.stream, self.limit, start, self.delimiter)
         if read is None:
             raise StopIteration
         data, size, state = read
         self.number, self.record_lines, self.size = self.number + 1, self.record_lines + 1, self.size + size
         text, problem = _decode(data, self.number == 1)
-        self.raw += text[: max(0, _RAW_CHARS - len(self.raw))]
+        self.raw += text[: max(0, RAW_CHARS - len(self.raw))]
         if self.size <= self.limit:
             self.problems += [(self.number, problem)] if problem else []
             return text
-        state = _scan(data, start) if state is None else state
-        while state == 2 and (read := _read_line(self.stream, self.limit, 2)) is not None:
+        state = _scan(data, start, self.delimiter) if state is None else state
+        while state == 2 and (read := _read_line(self.stream, self.limit, 2, self.delimiter)) is not None:
             self.number, self.size = self.number + 1, self.size + read[1]
-            state = _scan(read[0], 2) if read[2] is None else read[2]
+            state = _scan(read[0], 2, self.delimiter) if read[2] is None else read[2]
         return '"\n' if start == 2 else "x\n"
 
     def take(self) -> tuple[str, int, list[tuple[int, str]]]:
@@ -458,56 +314,95 @@ class _Lines:
         return taken
 
 
-def _require_columns(columns: list[str], filename: str, kind: str) -> None:
-    names = set(columns)
-    if "prompt" not in names:
-        raise ImportFormatError(f"{filename}: the {kind} has no 'prompt' column")
-    if not ({"response_a", "response_b"} <= names or "responses" in names or {"chosen", "rejected"} <= names):
-        needed = "response_a and response_b, responses, or chosen and rejected"
-        raise ImportFormatError(f"{filename}: the {kind} needs columns {needed}")
+def check_columns(columns: list[str], filename: str, kind: str, mapping: Mapping[str, str]) -> None:
+    """ImportFormatError when no layout can read records with these columns (after `mapping`)."""
+    names = set(columns) - {source.split(".")[0] for source in mapping.values()}
+    names |= {target for target, source in mapping.items() if source.split(".")[0] in columns}
+    if not any(set(layout.needs) <= names for layout in LAYOUTS):
+        raise ImportFormatError(
+            f"{filename}: the {kind} fits no layout: {no_layout_reason(columns, columns=True)}"
+        )
 
 
-def _chat_cell(cell: str, *, response: bool) -> object:
-    """A CSV cell holding chat messages as JSON, decoded; any other cell as its text."""
-    value, problem = _loads(cell) if cell.lstrip()[:1] in ("[", "{") else (None, "not JSON")
-    items = [value] if response and isinstance(value, dict) else value
-    if problem or not isinstance(items, list) or not items:
-        return cell
-    return value if all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in items) else cell
+def sniff_delimiter(header: str, filename: str = "") -> str:
+    """The CSV delimiter (comma, semicolon or tab) that splits `header` into the most known field names;
+    a `.tsv` file is tab-separated."""
+    if filename.lower().removesuffix(".gz").endswith((".tsv", ".tab")):
+        return "\t"
+
+    def score(delimiter: str) -> tuple[int, int]:
+        cells = _cells(header, delimiter)
+        return sum(cell.strip() in KNOWN_KEYS for cell in cells), len(cells)
+
+    return max(DELIMITERS, key=score)
 
 
-def _csv_record(columns: list[str], row: list[str], check: _Check, options: ImportOptions) -> list[Item]:
+def _header_split_elsewhere(columns: list[str]) -> str | None:
+    """The character a one-column header seems to be split by, when it is none of DELIMITERS."""
+    if len(columns) != 1:
+        return None
+    for char in _OTHER_SEPARATORS:
+        parts = [part.strip() for part in columns[0].split(char)]
+        if len(parts) >= 2 and any(part in KNOWN_KEYS for part in parts):
+            return char
+    return None
+
+
+def _cells_hint(row: list[str], width: int, delimiter: str) -> str:
+    """A hint for a row whose cells do not match the header: the separator the row seems to use."""
+    if len(row) != 1:
+        return ""
+    for other in DELIMITERS:
+        if other != delimiter and len(_cells(row[0], other)) == width:
+            header, row_by = _DELIMITER_NAMES[delimiter], _DELIMITER_NAMES[other]
+            return f" (the header is split by {header}, this row by {row_by})"
+    return ""
+
+
+def _csv_record(
+    columns: list[str],
+    row: list[str],
+    number: int,
+    raw: str,
+    filename: str,
+    options: ImportOptions,
+    mapping: Mapping[str, str],
+    delimiter: str,
+) -> list:
     if len(row) != len(columns):
-        check.fail(None, f"row has {len(row)} cells; the header has {len(columns)}")
-        return list(check.errors)
-    obj: dict[str, object] = {}
-    for name, cell in zip(columns, row, strict=True):
-        if not cell or not name:
-            continue
-        if name in _CSV_JSON_COLUMNS:
-            obj[name], problem = _loads(cell)
-            if problem:
-                obj[name] = cell
-                check.fail(name, problem)
-        elif name == "prompt" or name in _CSV_RESPONSE_COLUMNS:
-            obj[name] = _chat_cell(cell, response=name != "prompt")
-        else:
-            obj[name] = cell
-    results = parse_record(obj, file=check.file, line=check.line, raw=check.raw, options=options)
-    if not check.errors:
-        return list(results)
-    reported = {error.field for error in check.errors}
-    later = [
-        r for r in results if isinstance(r, RecordError) and (r.field or "").split("[")[0] not in reported
-    ]
-    return [*check.errors, *later]
+        reason = f"row has {plural(len(row), 'cell')}; the header has {len(columns)}"
+        return [
+            RecordError(
+                filename, number, None, reason + _cells_hint(row, len(columns), delimiter), raw, "row"
+            )
+        ]
+    obj = {name: cell for name, cell in zip(columns, row, strict=True) if cell and name}
+    # An empty cell is an absent field, except beside its other side: then it is an empty response.
+    for pair in (("response_a", "response_b"), ("chosen", "rejected")):
+        named = [mapping.get(side, side) for side in pair]
+        if any(n in obj for n in named):
+            obj.update({n: "" for n in named if n in columns and n not in obj})
+    return parse_record(
+        obj,
+        file=filename,
+        line=number,
+        raw=raw,
+        options=options,
+        mapping=mapping,
+        unit="row",
+        text_cells=True,
+    )
 
 
-def _iter_csv(stream: BinaryIO, filename: str, options: ImportOptions) -> Iterator[Item]:
+def _iter_csv(stream: BinaryIO, filename: str, options: ImportOptions, mapping: Mapping[str, str]) -> Reader:
     limit = options.max_record_bytes
     csv.field_size_limit(max(csv.field_size_limit(), limit))
-    lines = _Lines(stream, max(limit, _HEAD_BYTES))  # the header may be longer than a record
-    reader = csv.reader(lines)
+    start = stream.tell()
+    header_line = stream.read(_HEAD_BYTES).removeprefix(_BOM).split(b"\n", 1)[0]
+    stream.seek(start)
+    delimiter = sniff_delimiter(header_line.decode("utf-8", "replace").rstrip("\r"), filename)
+    lines = _Lines(stream, max(limit, _HEAD_BYTES), delimiter)  # the header may be longer than a record
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader)
     except (StopIteration, csv.Error) as exc:
@@ -515,38 +410,43 @@ def _iter_csv(stream: BinaryIO, filename: str, options: ImportOptions) -> Iterat
     if lines.take()[2]:
         raise ImportFormatError(f"{filename}: the CSV header is not valid UTF-8")
     columns = [name.strip() for name in header]
-    _require_columns(columns, filename, "CSV header")
-    lines.limit = limit
-    start = lines.number + 1
+    if char := _header_split_elsewhere(columns):
+        raise ImportFormatError(
+            f"{filename}: the CSV header looks split by {char!r}, not by commas, semicolons or tabs; "
+            "save the file with one of those separators"
+        )
+    check_columns(columns, filename, "CSV header", mapping)
+    lines.limit, number = limit, 1
     while True:
+        first_line = lines.number + 1
         try:
             row: list[str] | csv.Error = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             row = exc
+        number += 1
         raw, size, problems = lines.take()
-        check = _Check(filename, start, raw)
-        for number, problem in problems:  # reported on the record's first line, so a record is one group
-            check.fail(None, problem if number == start else f"{problem} on line {number}")
+        reasons = [p if n == number == first_line else f"{p} on line {n}" for n, p in problems]
         if size > limit:
-            check.fail(None, _size_reason(size, limit))
+            reasons.append(_size_reason(size, limit))
         elif isinstance(row, csv.Error):
-            check.fail(None, f"malformed CSV: {row}")
-        if check.errors:
-            yield from check.errors
+            reasons.append(f"malformed CSV: {row}")
+        if reasons:
+            yield from (RecordError(filename, number, None, reason, raw, "row") for reason in reasons)
         elif any(cell.strip() for cell in row):
-            yield from _csv_record(columns, row, check, options)
-        start = lines.number + 1
+            yield from _csv_record(columns, row, number, raw, filename, options, mapping, delimiter)
 
 
-def _iter_parquet(stream: BinaryIO, filename: str, options: ImportOptions) -> Iterator[Item]:
+def _iter_parquet(
+    stream: BinaryIO, filename: str, options: ImportOptions, mapping: Mapping[str, str]
+) -> Reader:
     import pyarrow
     import pyarrow.parquet
 
     try:
         parquet = pyarrow.parquet.ParquetFile(stream)
-        _require_columns(parquet.schema_arrow.names, filename, "Parquet schema")
+        check_columns(parquet.schema_arrow.names, filename, "Parquet schema", mapping)
         # One iterator per row group: a single iter_batches over the whole file holds on to memory
         # until it ends (measured: 144 -> 395 MB over 400k rows; flat per row group).
         rows = (
@@ -560,14 +460,129 @@ def _iter_parquet(stream: BinaryIO, filename: str, options: ImportOptions) -> It
             size = len(text.encode("utf-8", "surrogatepass"))
             if size > options.max_record_bytes:
                 reason = _size_reason(size, options.max_record_bytes)
-                yield RecordError(filename, number, None, reason, text[:_RAW_CHARS])
+                yield RecordError(filename, number, None, reason, text[:RAW_CHARS], "row")
             else:
-                yield from parse_record(row, file=filename, line=number, raw=text, options=options)
+                yield from parse_record(
+                    row, file=filename, line=number, raw=text, options=options, mapping=mapping, unit="row"
+                )
     except (pyarrow.ArrowException, OSError) as exc:
         raise ImportFormatError(f"{filename}: unreadable Parquet file ({exc})") from exc
 
 
-_READERS = {"jsonl": _iter_jsonl, "jsonl.gz": _iter_jsonl_gz, "csv": _iter_csv, "parquet": _iter_parquet}
+_READERS = {
+    "jsonl": _iter_jsonl,
+    "jsonl.gz": _gunzipped(_iter_jsonl),
+    "json": _iter_json,
+    "json.gz": _gunzipped(_iter_json),
+    "csv": _iter_csv,
+    "parquet": _iter_parquet,
+}
+
+
+def _pair_completions(items: Reader, options: ImportOptions) -> Iterator[Item]:
+    """Everything but the completions of unpaired rows as it comes; then, per prompt, pairs of a
+    desirable and an undesirable completion (each completion in at least one while the cap allows)."""
+    groups: dict[str, list[Completion]] = {}
+    for item in items:
+        if isinstance(item, Completion):
+            key = json.dumps(prompt_key(item.prompt), sort_keys=True, ensure_ascii=False)
+            groups.setdefault(key, []).append(item)
+        else:
+            yield item
+    for group in groups.values():
+        yield from _completion_pairs(group, options)
+
+
+def _completion_pairs(group: list[Completion], options: ImportOptions) -> Iterator[Item]:
+    good = [c for c in group if c.desirable]
+    bad = [c for c in group if not c.desirable]
+    if not good or not bad:
+        reason = (
+            f"no {'undesirable' if good else 'desirable'} completion for the same prompt in the file: "
+            "an unpaired row is paired with one of the opposite label"
+        )
+        yield from (RecordError(c.file, c.line, "label", reason, c.raw, c.unit) for c in group)
+        return
+    cover = [(i % len(good), i % len(bad)) for i in range(max(len(good), len(bad)))]
+    order = cover + [p for p in itertools.product(range(len(good)), range(len(bad))) if p not in cover]
+    order = [(i, j) for i, j in order if response_key(good[i].text) != response_key(bad[j].text)]
+    if not order:
+        reason = "every desirable completion for this prompt is identical to an undesirable one"
+        yield from (RecordError(c.file, c.line, "completion", reason, c.raw, c.unit) for c in group)
+        return
+    chosen = order[: options.max_pairs_per_record]
+    first = group[0]
+    for n, (i, j) in enumerate(chosen):
+        win, lose = good[i], bad[j]
+        digest = content_hash(first.prompt, win.text, lose.text)
+        label = "b" if int(digest, 16) & 1 else "a"
+        a, b = (lose.text, win.text) if label == "b" else (win.text, lose.text)
+        same = win.metadata == lose.metadata
+        metadata = win.metadata if same else {"desirable": win.metadata, "undesirable": lose.metadata}
+        yield PairRecord(
+            line=first.line,
+            external_id="|".join(filter(None, (win.external_id, lose.external_id))),
+            prompt=first.prompt,
+            response_a=a,
+            response_b=b,
+            model_a="",
+            model_b="",
+            metadata=metadata,
+            gold=None,
+            original_label=label,
+            shape="preference",
+            content_hash=digest,
+            layout=first.layout,
+            kept=tuple(sorted({*win.kept, *lose.kept})),
+            left_out=len(order) - len(chosen) if n == 0 else 0,
+            unit=first.unit,
+        )
+
+
+def _names(objects: list[object]) -> list[str]:
+    names: dict[str, None] = {}
+    for obj in objects:
+        for key, value in obj.items() if isinstance(obj, dict) else ():
+            names[str(key)] = None
+            if isinstance(value, dict):
+                names.update((f"{key}.{inner}", None) for inner in value)
+    return list(names)
+
+
+def _field_names(stream: BinaryIO, filename: str, fmt: str, records: int) -> list[str]:
+    if fmt.endswith(".gz"):
+        stream, fmt = gzip.GzipFile(fileobj=stream, mode="rb"), fmt.removesuffix(".gz")
+    if fmt == "csv":
+        header = stream.read(_HEAD_BYTES).removeprefix(_BOM).split(b"\n", 1)[0].decode("utf-8", "replace")
+        return [
+            cell.strip()
+            for cell in _cells(header.rstrip("\r"), sniff_delimiter(header, filename))
+            if cell.strip()
+        ]
+    if fmt == "json":
+        text = _decode(stream.read(DEFAULT_OPTIONS.max_document_bytes), True)[0]
+        return _names(_document(text, filename)[:records])
+    lines = iter(lambda: stream.readline(DEFAULT_OPTIONS.max_record_bytes), b"")
+    texts = itertools.islice((_decode(line, True)[0] for line in lines if line.strip()), records)
+    return _names([loads(text)[0] for text in texts])
+
+
+def field_names(stream: BinaryIO, *, filename: str, fmt: str, records: int = 20) -> list[str]:
+    """The field names of a file's first records (and, dotted, of the objects in them), for a field
+    mapping; [] when the file cannot be read."""
+    if fmt == "parquet":
+        import pyarrow
+        import pyarrow.parquet
+
+        try:
+            schema = pyarrow.parquet.ParquetFile(stream).schema_arrow
+        except (pyarrow.ArrowException, OSError):
+            return []
+        return _names([{f.name: dict.fromkeys(getattr(f.type, "names", ()), 0) for f in schema}])
+    try:
+        return _field_names(stream, filename, fmt, records)
+    except (ImportFormatError, OSError, EOFError, zlib.error):
+        return []
 
 
 def _nonempty(items: Iterator[Item], filename: str) -> Iterator[Item]:
@@ -580,9 +595,15 @@ def _nonempty(items: Iterator[Item], filename: str) -> Iterator[Item]:
 
 
 def iter_records(
-    stream: BinaryIO, *, filename: str, fmt: str = "auto", options: ImportOptions = DEFAULT_OPTIONS
+    stream: BinaryIO,
+    *,
+    filename: str,
+    fmt: str = "auto",
+    options: ImportOptions = DEFAULT_OPTIONS,
+    mapping: Mapping[str, str] | None = None,
 ) -> Iterator[Item]:
-    """Pairs and per-record errors of a file, in file order, read as a stream.
+    """Pairs and per-record errors of a file, in file order, read as a stream (unpaired rows are
+    paired at the end). `mapping` renames fields: importer name -> the file's field.
 
     An undetectable format raises ImportFormatError at once; other whole-file problems (empty file,
     bad header, corrupt container) raise it during iteration.
@@ -594,4 +615,5 @@ def iter_records(
         fmt = detect_format(head, filename)
     if fmt not in _READERS:
         raise ImportFormatError(f"{filename}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return _nonempty(_READERS[fmt](stream, filename, options), filename)
+    items = _READERS[fmt](stream, filename, options, dict(mapping or {}))
+    return _nonempty(_pair_completions(items, options), filename)

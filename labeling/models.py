@@ -130,6 +130,12 @@ class ImportBatch(models.Model):
     size_bytes = models.BigIntegerField(default=0)
     format = models.CharField(max_length=16, blank=True)
     skip_invalid = models.BooleanField(default=False)
+    mapping = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Field mapping the file is read with: importer field -> the file's field "
+        "(labeling.layouts.TARGETS); empty when its layout is recognised as it is.",
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.UPLOADED)
     job_id = models.CharField(max_length=64, blank=True)
     records = models.PositiveIntegerField(default=0, help_text="Records read, good and bad.")

@@ -61,6 +61,7 @@ urlpatterns = [
     path("projects/<slug:slug>/import/", views.batch_upload, name="batch-upload"),
     path("projects/<slug:slug>/batches/<uuid:batch>/", views.batch_detail, name="batch-detail"),
     path("projects/<slug:slug>/batches/<uuid:batch>/import/", views.batch_commit, name="batch-commit"),
+    path("projects/<slug:slug>/batches/<uuid:batch>/map/", views.batch_map, name="batch-map"),
     path("projects/<slug:slug>/batches/<uuid:batch>/delete/", views.batch_remove, name="batch-delete"),
     path("projects/<slug:slug>/batches/<uuid:batch>/report/", views.batch_report, name="batch-report"),
 ]

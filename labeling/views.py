@@ -19,12 +19,14 @@ from labeling.batches import (
     batch_create,
     batch_delete,
     batch_enqueue,
+    batch_fields,
     batch_preview,
     batch_progress,
     batch_run,
 )
-from labeling.forms import MemberAddForm, MemberChangeForm, ProjectForm, UploadForm
-from labeling.importing import ImportFormatError, PairRecord
+from labeling.forms import MappingForm, MemberAddForm, MemberChangeForm, ProjectForm, UploadForm
+from labeling.importing import ImportFormatError
+from labeling.layouts import LAYOUTS
 from labeling.models import ImportBatch, Membership, Pair, Project
 from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
 
@@ -200,7 +202,8 @@ def batch_upload(request: HttpRequest, slug: str) -> HttpResponse:
             form.add_error("file", str(exc))
         else:
             return redirect(batch)
-    return render(request, "labeling/batch_upload.html", {"project": project, "form": form})
+    context = {"project": project, "form": form, "layouts": LAYOUTS}
+    return render(request, "labeling/batch_upload.html", context)
 
 
 @requires(REVIEW)
@@ -212,15 +215,43 @@ def batch_detail(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
         response = render(request, "labeling/batch_detail.html#batch-status", context)
         return HttpResponseStopPolling(response.content) if batch.finished else response
     if batch.state == ImportBatch.State.UPLOADED:
-        try:
-            items = batch_preview(batch)
-        except ImportFormatError as exc:
-            items, context["preview_error"] = [], str(exc)
-        context["preview"] = [
-            (i, isinstance(i, PairRecord), isinstance(getattr(i, "prompt", ""), list)) for i in items
-        ]
-        context["runs_in_background"] = batch.size_bytes > settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES
+        context.update(_preview_context(batch))
     return render(request, "labeling/batch_detail.html", context)
+
+
+def _preview_context(batch: ImportBatch, form: MappingForm | None = None) -> dict:
+    """The preview of an upload, and the field mapping form (bound when it was just posted)."""
+    try:
+        preview, error = batch_preview(batch), ""
+    except ImportFormatError as exc:
+        preview, error = None, str(exc)
+    keys = batch_fields(batch)
+    if form is None:
+        initial = MappingForm.initial_for(keys, batch.mapping, guess=bool(error or preview.unmatched))
+        form = MappingForm(initial=initial, keys=keys)
+    return {
+        "preview": preview,
+        "preview_error": error,
+        "mapping_form": form,
+        "mapping_open": bool(error or batch.mapping or form.errors or (preview and preview.unmatched)),
+        "runs_in_background": batch.size_bytes > settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES,
+    }
+
+
+@requires(IMPORT)
+@require_POST
+def batch_map(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
+    project, batch = _batch(request, slug, batch)
+    if batch.state != ImportBatch.State.UPLOADED:
+        messages.info(request, "This file was already imported.")
+        return redirect(batch)
+    form = MappingForm(request.POST, keys=batch_fields(batch))
+    if not form.is_valid():
+        context = {"project": project, "batch": batch, **_preview_context(batch, form)}
+        return render(request, "labeling/batch_detail.html", context, status=400)
+    batch.mapping = form.mapping()
+    batch.save(update_fields=["mapping"])
+    return redirect(batch)
 
 
 @requires(IMPORT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,45 @@ def test_rubric_preview_updates_while_typing(page, live_server, login, make_user
     page.wait_for_url(f"{live_server.url}/projects/{project.slug}/")
     project.refresh_from_db()
     assert project.rubric.startswith("# Be kind")
+
+
+def test_preview_names_the_layout_and_a_mapping_reads_another(
+    page, live_server, login, screenshot, make_user, tmp_path
+):
+    project = Project.objects.create(slug="pub", name="Public data")
+    make_user("boss", "admin", is_staff=True)
+    login("boss", PASSWORD)
+    formats = Path(__file__).resolve().parents[1] / "labeling" / "formats"
+
+    def upload(path: Path) -> None:
+        page.goto(f"{live_server.url}/projects/{project.slug}/import/")
+        page.set_input_files("input[type=file]", str(path))
+        page.get_by_role("button", name="Upload and preview").click()
+        page.wait_for_selector("text=Preview: the first records")
+
+    upload(formats / "01_hh_rlhf_raw.jsonl.gz")
+    assert page.locator(".layout-name").all_inner_texts() == ["HH-RLHF transcripts"]
+    assert "the sides differ before the last turn" in page.locator(".preview-notes").inner_text()
+    assert not page.locator("#mapping").evaluate("el => el.open")  # recognised: no mapping needed
+    screenshot("import-preview-layout")
+
+    other = tmp_path / "arena.jsonl"
+    rows = [{"question": f"Q{i}?", "answer_a": f"A{i}", "answer_b": f"B{i}", "winner": "a"} for i in range(3)]
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    upload(other)
+    assert (
+        "no layout matches keys [question, answer_a, answer_b, winner]"
+        in page.locator(".preview-error").first.inner_text()
+    )
+    assert page.locator("#mapping").evaluate("el => el.open")
+    assert page.locator("select[name=prompt]").input_value() == "question"  # pre-filled from the file's keys
+    page.select_option("select[name=response_a]", "answer_a")
+    page.select_option("select[name=response_b]", "answer_b")
+    page.get_by_role("button", name="Apply the mapping and preview again").click()
+    page.wait_for_selector(".layout-name")
+    assert page.locator(".layout-name").inner_text() == "prefstudio pair, fields mapped"
+    assert "winner" in page.locator("#preview-summary").inner_text()  # kept as metadata
+    screenshot("import-mapping")
+    page.get_by_role("button", name="Import the whole file").click()
+    page.wait_for_selector("text=3 pairs imported from 3 records.")
+    assert Pair.objects.filter(project=project, prompt="Q1?").get().metadata == {"winner": "a"}

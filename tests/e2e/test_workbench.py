@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from labeling.batches import import_stream
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
 from tests.conftest import PASSWORD
 from tests.labeling.xss import PAYLOADS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+FORMATS = Path(__file__).resolve().parents[1] / "labeling" / "formats"
 
 
 def setup_project(make_user, prompts_and_answers) -> Project:
@@ -118,3 +123,60 @@ def test_hostile_content_stays_inert_in_chromium(page, live_server, login, make_
         )
     assert dialogs == [] and foreign == [] and logouts == []
     assert Judgment.objects.count() == len(PAYLOADS)
+
+
+def import_pairs(project: Project, records: list[dict]) -> None:
+    batch = ImportBatch.objects.create(project=project, source_name="shown.jsonl", state="running")
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    summary = import_stream(batch=batch, stream=io.BytesIO(data))
+    assert summary.imported == len(records), summary.errors
+
+
+def test_math_right_to_left_text_and_tool_calls_are_shown_as_written(
+    page, live_server, login, make_user, screenshot
+):
+    project = setup_project(make_user, [])
+    latex = json.loads((FORMATS / "13_latex_and_long_code.jsonl").read_text().splitlines()[0])
+    tool = json.loads((FORMATS / "09b_tool_calls_with_content.jsonl").read_text().splitlines()[0])
+    hebrew = {"prompt": "כתוב משפט אחד על חתולים.", "response_a": "חתולים אוהבים לישון בשמש. 🐈",
+              "response_b": "Cats like sleeping in the sun."}  # fmt: skip
+    import_pairs(project, [hebrew, latex, tool])
+    login("kim", PASSWORD)
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/")
+
+    # right-to-left: the Hebrew paragraphs are laid out right to left, the English one left to right
+    page.wait_for_selector("text=כתוב משפט אחד על חתולים.")
+    direction = "el => getComputedStyle(el).direction"
+    assert page.locator(".wb-prompt p").evaluate(direction) == "rtl"
+    directions = sorted(page.locator(".wb-response p").evaluate_all(f"els => els.map({direction})"))
+    assert directions == ["ltr", "rtl"]
+    screenshot("workbench-rtl")
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/?plain=1")
+    assert page.locator(".wb-prompt .plain").evaluate(direction) == "rtl"
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/?plain=0")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+
+    # math, in the pair htmx swapped in: typeset by KaTeX from static files, $ and brackets alike
+    page.wait_for_selector(".wb-response .katex")
+    math = page.locator(".wb-response .math-inline, .wb-response .math-display")
+    assert math.count() == 6
+    assert page.locator(".wb-response [data-typeset=katex]").count() == 6
+    assert page.locator(".wb-response .katex-display").count() == 2  # $$...$$ and \[...\]
+    screenshot("workbench-math")
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/?plain=1")  # plain text: raw
+    assert page.locator(".katex").count() == 0
+    assert "$S = \\{1, 2, 3\\}$" in "".join(page.locator(".wb-response .plain").all_inner_texts())
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/?plain=0")
+    page.wait_for_selector(".wb-response .katex")  # and typeset on a full page load too
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+
+    # tool calls: visible on both sides as what they are, with the arguments that differ
+    page.wait_for_selector(".tool-block")
+    captions = page.locator(".wb-response .tool-block figcaption")
+    assert captions.all_inner_texts() == ["Tool call: book_table (c1)"] * 2
+    calls = sorted(page.locator(".wb-response .tool-block pre").all_inner_texts())
+    assert calls == ['{\n  "people": 2,\n  "time": "19:00"\n}', '{\n  "people": 4,\n  "time": "17:00"\n}']
+    assert all(caption.is_visible() for caption in captions.all())
+    screenshot("workbench-tool-call")

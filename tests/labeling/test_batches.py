@@ -132,12 +132,12 @@ def test_skip_invalid_imports_the_good_and_reports_the_bad(project):
     report = [json.loads(line) for line in batch.report.open("rb").read().splitlines()]
     assert [r["line"] for r in report] == [2, 4]
     assert {p["field"] for p in report[0]["problems"]} == {"prompt", "response_b"}
-    assert "must be a string or an assistant message, got number" in json.dumps(report[0])
+    assert "must be a string or a list of messages, got number" in json.dumps(report[0])
     assert report[1]["raw"] == "not json"
 
 
 def test_only_the_first_fifty_errors_are_kept_but_all_are_counted(project):
-    data = b"".join(b'{"prompt": 1, "response_a": "", "response_b": "x"}\n' for _ in range(120))
+    data = b"".join(b'{"prompt": 1, "response_a": 5, "response_b": "x"}\n' for _ in range(120))
     summary, batch = run_import(project, data)
     assert summary.rejected == 120 and summary.error_count > 120 and len(batch.errors) == 50
 
@@ -219,7 +219,7 @@ def test_command_prints_errors_and_fails(project, tmp_path, capsys):
     assert raised.value.returncode == 1
     err = capsys.readouterr().err
     assert err.count("bad.jsonl, line ") == 50
-    assert "bad.jsonl, line 4: expected response_a/response_b, responses, or chosen/rejected" in err
+    assert "bad.jsonl, line 4: no layout matches keys [prompt]; closest: prefstudio responses list" in err
     assert "... and 10 more problems." in err and "60 problems in 60 of 63 records." in err
     assert Pair.objects.count() == 0
 
@@ -240,3 +240,138 @@ def test_command_rejects_what_is_not_a_dataset(project, tmp_path):
         call_command("import_pairs", "nope", str(path))
     with pytest.raises(CommandError, match="no such file"):
         call_command("import_pairs", "alpha", str(tmp_path / "missing.jsonl"))
+
+
+# --- layouts, mapping, preview, normalized duplicates ---------------------------------------------
+
+
+def uploaded(project, data: bytes, name: str = "data.jsonl", **fields) -> ImportBatch:
+    from labeling.batches import batch_create
+
+    batch = batch_create(
+        project=project,
+        user=None,
+        upload=io.BytesIO(data),
+        source_name=name,
+        size=len(data),
+        skip_invalid=False,
+    )
+    ImportBatch.objects.filter(pk=batch.pk).update(**fields)
+    batch.refresh_from_db()
+    return batch
+
+
+def test_preview_names_the_layout_and_counts_what_the_import_will_do(project):
+    from labeling.batches import batch_preview
+    from labeling.records import NOTE_EARLY
+
+    formats = Path(__file__).parent / "formats"
+    data = (formats / "01_hh_rlhf_raw.jsonl").read_bytes() + (formats / "14_empty_and_nul.jsonl").read_bytes()
+    data += jsonl([{"prompt": "p", "responses": [f"r{i}" for i in range(6)], "source": "web"}])
+    preview = batch_preview(uploaded(project, data), limit=4)
+    assert len(preview.items) == 4 and preview.records == 8
+    assert preview.layout_counts == [
+        ("HH-RLHF transcripts", 3),
+        ("prefstudio pair", 2),
+        ("TRL preference, standard", 1),
+        ("prefstudio responses list", 1),
+    ]
+    assert preview.kept_fields == ["source"] and preview.note_counts == [(NOTE_EARLY, 1)]
+    assert (preview.empty, preview.left_out, preview.unmatched) == (2, 5, 0)
+
+
+def test_a_reimport_with_other_line_endings_and_spacing_adds_nothing(project):
+    rows = [pair(i, response_a=f"Answer {i}a\nsecond line") for i in range(3)]
+    run_import(project, jsonl(rows))
+    again = jsonl([{**r, "response_a": r["response_a"].replace("\n", "  \r\n") + " "} for r in rows])
+    summary, _ = run_import(project, again)
+    assert (summary.imported, summary.duplicates) == (0, 3)
+    assert Pair.objects.get(external_id="p0").response_a == "Answer 0a\nsecond line"  # as first given
+
+
+def test_the_batch_mapping_reads_another_layout(project):
+    data = jsonl([{"question": "Q?", "good": "Yes.", "bad": "No.", "topic": "t"}])
+    batch = uploaded(project, data, mapping={"prompt": "question", "chosen": "good", "rejected": "bad"})
+    summary = import_stream(batch=batch, stream=io.BytesIO(data))
+    stored = Pair.objects.get()
+    assert summary.imported == 1 and stored.prompt == "Q?" and stored.metadata == {"topic": "t"}
+    assert {stored.response_a, stored.response_b} == {"Yes.", "No."} and stored.original_label in ("a", "b")
+
+
+def test_pairs_left_out_by_the_cap_are_reported(project, settings):
+    settings.PREFSTUDIO_MAX_PAIRS_PER_RECORD = 3
+    summary, batch = run_import(project, jsonl([{"prompt": "p", "responses": ["a", "b", "c", "d"]}]))
+    assert summary.imported == 3 and batch.message == (
+        "3 pairs imported from 1 record, 3 pairs left out by the cap of 3 pairs per record."
+    )
+    assert {p.response_a for p in Pair.objects.all()} | {p.response_b for p in Pair.objects.all()} == set(
+        "abcd"
+    )
+
+
+def test_rejected_csv_rows_are_reported_by_row(project):
+    data = b'prompt,response_a,response_b\r\np,a,b\r\n"multi\r\nline",x,x\r\n'
+    summary, batch = run_import(project, data, name="data.csv", skip_invalid=True)
+    report = [json.loads(line) for line in batch.report.open("rb").read().splitlines()]
+    assert [r["row"] for r in report] == [3] and summary.errors == [
+        "data.csv, row 3, field response_b: is identical to response_a"
+    ]
+
+
+def test_command_maps_fields(project, tmp_path, capsys):
+    path = write(
+        tmp_path, "h.jsonl", jsonl([{"history": "Hi?", "ref_A": "Hello", "ref_B": "Bye", "label": 0}])
+    )
+    with pytest.raises(CommandError, match="Nothing was imported"):
+        call_command("import_pairs", "alpha", str(path))
+    assert "h.jsonl, line 1: no layout matches keys [history, ref_A, ref_B, label]; map them with --map" in (
+        capsys.readouterr().err
+    )
+    call_command(
+        "import_pairs", "alpha", str(path), "--map", "prompt=history,response_a=ref_A,response_b=ref_B"
+    )
+    assert "1 pair imported from 1 record." in capsys.readouterr().out
+    assert (
+        Pair.objects.get().metadata == {"label": 0}
+        and ImportBatch.objects.get(state="done").mapping["prompt"] == "history"
+    )
+    with pytest.raises(CommandError, match="--map: unknown target 'answer'"):
+        call_command("import_pairs", "alpha", str(path), "--map", "answer=ref_A")
+
+
+def test_command_says_one_problem(project, tmp_path, capsys):
+    path = write(tmp_path, "one.jsonl", jsonl([{"prompt": "x"}]))
+    with pytest.raises(CommandError):
+        call_command("import_pairs", "alpha", str(path))
+    assert "1 problem in 1 of 1 record." in capsys.readouterr().err
+
+
+def test_existing_pairs_get_the_normalized_hash(project):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from labeling.conversations import content_hash
+
+    rehash = import_module("labeling.migrations.0008_importbatch_mapping_pair_hash").rehash
+    batch = ImportBatch.objects.create(project=project, source_name="old.jsonl", state="done")
+    texts = [
+        ("p", "a\r\nb", "c"),
+        ("p", "a\nb", "c"),
+        ([{"role": "user", "content": "q"}], "x", "y"),
+        ("q", "x", "y"),
+    ]
+    for i, (prompt, a, b) in enumerate(texts):  # hashes as the old importer computed them
+        Pair.objects.create(
+            project=project,
+            batch=batch,
+            prompt=prompt,
+            response_a=a,
+            response_b=b,
+            shape="pair",
+            content_hash=f"old-{i}",
+        )
+    rehash(apps, None)
+    hashes = list(Pair.objects.order_by("id").values_list("content_hash", flat=True))
+    # the first of two pairs equal as annotators see them gets the hash; the other keeps its old one
+    assert hashes == [content_hash("p", "a\nb", "c"), "old-1", content_hash("q", "x", "y"), "old-3"]

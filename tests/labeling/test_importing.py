@@ -1,4 +1,6 @@
-"""Tests for labeling.importing: formats, shapes, validation, streaming limits and robustness."""
+"""Tests for labeling.importing: formats, shapes, validation, streaming limits and robustness.
+
+The public layouts (HH-RLHF, UltraFeedback, TRL, OpenAI, ...) are tested in test_formats.py."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labeling.conversations import response_key
 from labeling.importing import (
-    SHAPE_HINT,
     ImportFormatError,
     ImportOptions,
     PairRecord,
@@ -30,6 +32,10 @@ from labeling.importing import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+NO_LAYOUT = "no layout matches keys [prompt]; closest: prefstudio responses list (lacks responses); " + (
+    "map them with --map"
+)
+NO_PROMPT = "so there is no prompt to show; add a prompt field or map one with --map"
 CHAT = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Hi"},
@@ -100,6 +106,7 @@ def test_pair_with_all_fields() -> None:
         original_label=None,
         shape="pair",
         content_hash=content_hash("Say hi", "Hi", "Hello"),
+        layout="prefstudio pair",
     )
 
 
@@ -131,13 +138,10 @@ def test_chat_prompt_and_responses_as_assistant_messages() -> None:
     assert (record.response_a, record.response_b) == ("Red.", "Blue.")
 
 
-def test_chat_prompt_keeps_only_role_and_content() -> None:
-    [record] = read(
-        jsonl(
-            {"prompt": [{"role": "user", "content": "q", "name": "x"}], "response_a": "a", "response_b": "b"}
-        )
-    )
-    assert record.prompt == [{"role": "user", "content": "q"}]
+def test_chat_prompt_keeps_every_field_of_a_message_but_nulls() -> None:
+    message = {"role": "user", "content": "q", "name": "x", "weight": 1, "refusal": None}
+    [record] = read(jsonl({"prompt": [message], "response_a": "a", "response_b": "b"}))
+    assert record.prompt == [{"role": "user", "content": "q", "name": "x", "weight": 1}]
 
 
 def test_responses_list_expands_to_distinct_pairs_with_models() -> None:
@@ -158,18 +162,30 @@ def test_responses_list_expands_to_distinct_pairs_with_models() -> None:
     ]
 
 
-def test_responses_list_is_capped_and_unnamed_without_id() -> None:
+def test_responses_over_the_cap_show_every_response_and_count_what_is_left_out() -> None:
     row = {"prompt": "p", "responses": [f"r{i}" for i in range(6)]}
     records = read(jsonl(row), options=ImportOptions(max_pairs_per_record=4))
     assert [(r.response_a, r.response_b) for r in records] == [
-        ("r0", "r1"),
-        ("r0", "r2"),
-        ("r0", "r3"),
+        ("r0", "r5"),
+        ("r1", "r4"),
+        ("r2", "r3"),
         ("r0", "r4"),
     ]
+    assert [r.left_out for r in records] == [11, 0, 0, 0]  # 15 possible pairs, 4 kept
     assert {r.external_id for r in records} == {""}
     assert {r.model_a for r in records} == {""}
-    assert len(read(jsonl(row))) == 10  # default cap of 10 out of 15 possible pairs
+    default = read(jsonl(row))
+    assert len(default) == 10 and default[0].left_out == 5  # default cap of 10 out of 15 possible pairs
+
+
+@pytest.mark.parametrize("n", range(2, 12))
+def test_round_robin_shows_every_response_within_half_the_pairs(n: int) -> None:
+    from labeling.records import round_robin
+
+    pairs = list(round_robin(n))
+    assert sorted(pairs) == [(i, j) for i in range(n) for j in range(i + 1, n)]
+    first = pairs[: (n + 1) // 2 + (n % 2)]
+    assert {i for pair in first for i in pair} == set(range(n))
 
 
 def test_responses_given_as_assistant_messages() -> None:
@@ -232,11 +248,25 @@ def test_content_hash_matches_documented_canonical_json() -> None:
 # --- validation -------------------------------------------------------------------------------
 
 P = {"prompt": "p"}
+SEEN = " as annotators see it (only line ends or spaces differ)"
 BAD_RECORDS = [
     ([1, 2], [(None, "record must be a JSON object, got array")]),
     ("text", [(None, "record must be a JSON object, got string")]),
     (None, [(None, "record must be a JSON object, got null")]),
-    ({"prompt": "p", "foo": 1}, [(None, SHAPE_HINT)]),
+    (
+        {"prompt": "p", "foo": 1},
+        [
+            (
+                None,
+                "no layout matches keys [prompt, foo]; closest: prefstudio responses list (lacks responses); "
+                "map them with --map",
+            )
+        ],
+    ),
+    (
+        {"history": [], "ref_A": "x", "ref_B": "y", "label": 1},
+        [(None, "no layout matches keys [history, ref_A, ref_B, label]; map them with --map")],
+    ),
     ({"response_a": "x", "response_b": "y"}, [("prompt", "is required")]),
     ({**P, "response_a": "x"}, [("response_b", "is required")]),
     ({"prompt": " \t", "response_a": "x", "response_b": "y"}, [("prompt", "must be a non-empty string")]),
@@ -247,15 +277,19 @@ BAD_RECORDS = [
     ({"prompt": [], "response_a": "x", "response_b": "y"}, [("prompt", "must not be an empty list")]),
     (
         {**P, "response_a": 3, "response_b": "y"},
-        [("response_a", "must be a string or an assistant message, got number")],
+        [("response_a", "must be a string or a list of messages, got number")],
     ),
-    ({**P, "response_a": "x", "response_b": ""}, [("response_b", "must be a non-empty string")]),
-    ({**P, "response_a": "same", "response_b": " same\n"}, [("response_b", "is identical to response_a")]),
+    ({**P, "response_a": "", "response_b": " \n"}, [("response_b", "is identical to response_a" + SEEN)]),
+    (
+        {**P, "response_a": "same", "response_b": " same\n"},
+        [("response_b", "is identical to response_a" + SEEN)],
+    ),
+    ({**P, "response_a": "same", "response_b": "same"}, [("response_b", "is identical to response_a")]),
     ({**P, "chosen": "same", "rejected": "same"}, [("rejected", "is identical to chosen")]),
     ({**P, "chosen": "c"}, [("rejected", "is required")]),
     (
-        {"prompt": [{"role": "tool", "content": "x"}], "response_a": "x", "response_b": "y"},
-        [("prompt[0].role", "must be one of system, user, assistant, got 'tool'")],
+        {"prompt": [{"role": "robot", "content": "x"}], "response_a": "x", "response_b": "y"},
+        [("prompt[0].role", "must be one of system, developer, user, assistant, tool, got 'robot'")],
     ),
     (
         {
@@ -274,8 +308,36 @@ BAD_RECORDS = [
         [("prompt[0].content", "must be a non-empty string")],
     ),
     (
-        {"prompt": [{"role": "user", "content": ["x"]}], "response_a": "x", "response_b": "y"},
-        [("prompt[0].content", "must be a string, got array")],
+        {"prompt": [{"role": "user", "content": 5}], "response_a": "x", "response_b": "y"},
+        [("prompt[0].content", "must be a string or a list of parts, got number")],
+    ),
+    (
+        {
+            "prompt": [{"role": "user", "content": [{"type": "image_url"}]}],
+            "response_a": "x",
+            "response_b": "y",
+        },
+        [("prompt[0].content[0]", "images are not supported")],
+    ),
+    (
+        {
+            "prompt": [{"role": "user", "content": [{"type": "input_audio"}]}],
+            "response_a": "x",
+            "response_b": "y",
+        },
+        [("prompt[0].content[0]", "audio is not supported")],
+    ),
+    (
+        {
+            "prompt": [{"role": "user", "content": [{"type": "hologram"}]}],
+            "response_a": "x",
+            "response_b": "y",
+        },
+        [("prompt[0].content[0]", "content parts of type 'hologram' are not supported, only text")],
+    ),
+    (
+        {"prompt": [{"role": "user", "tool_calls": "x"}], "response_a": "x", "response_b": "y"},
+        [("prompt[0].tool_calls", "must be a list of tool calls (objects), got string")],
     ),
     (
         {"prompt": ["hi"], "response_a": "x", "response_b": "y"},
@@ -283,22 +345,22 @@ BAD_RECORDS = [
     ),
     (
         {**P, "response_a": {"role": "user", "content": "x"}, "response_b": "y"},
-        [("response_a.role", "must be assistant, got 'user'")],
+        [("response_a", "must end with an assistant message, got a user message")],
+    ),
+    (
+        {**P, "response_a": "\x1e[]", "response_b": "y"},
+        [("response_a", "must not start with U+001E (it marks a list of messages)")],
     ),
     ({**P, "response_a": {"role": "assistant"}, "response_b": "y"}, [("response_a.content", "is required")]),
-    (
-        {**P, "response_a": [{"role": "assistant", "content": "x"}] * 2, "response_b": "y"},
-        [("response_a", "must hold exactly one assistant message, got 2 items")],
-    ),
     ({**P, "chosen": ["c"], "rejected": "r"}, [("chosen[0]", "must be a message object, got string")]),
     ({**P, "responses": ["a", " a"]}, [("responses", "must hold at least 2 distinct responses, got 1")]),
     ({**P, "responses": ["a"]}, [("responses", "must hold at least 2 distinct responses, got 1")]),
     ({**P, "responses": "a"}, [("responses", "must be an array of responses, got string")]),
     (
         {**P, "responses": ["a", 2]},
-        [("responses[1]", "must be a string or an assistant message, got number")],
+        [("responses[1]", "must be a string or a list of messages, got number")],
     ),
-    ({**P, "responses": ["a", "b"], "models": ["m"]}, [("models", "has 1 names for 2 responses")]),
+    ({**P, "responses": ["a", "b"], "models": ["m"]}, [("models", "has 1 name for 2 responses")]),
     ({**P, "responses": ["a", "b"], "models": "m"}, [("models", "must be an array of strings, got string")]),
     ({**P, "responses": ["a", "b"], "models": ["m", 1]}, [("models[1]", "must be a string, got number")]),
     (
@@ -329,11 +391,36 @@ BAD_RECORDS = [
         {**P, "response_a": "x", "response_b": "y", "id": True},
         [("id", "must be a string or an integer, got boolean")],
     ),
-    ({**P, "response_a": "x\x00", "response_b": "y"}, [("response_a", "must not contain NUL characters")]),
+    (
+        {**P, "response_a": "x\x00", "response_b": "y"},
+        [("response_a", "must not contain NUL characters (U+0000)")],
+    ),
     (
         {**P, "response_a": "x", "response_b": "y", "metadata": {"k": "\x00"}},
-        [("metadata", "must not contain NUL characters")],
+        [("metadata", "must not contain NUL characters (U+0000)")],
     ),
+    (
+        {"chosen": "Yes.", "rejected": "No."},
+        [
+            (
+                "chosen",
+                f"shares no beginning with rejected, {NO_PROMPT}",
+            )
+        ],
+    ),
+    (
+        {
+            "chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}],
+            "rejected": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "y"}],
+        },
+        [
+            (
+                "chosen",
+                f"shares no first turn with rejected, {NO_PROMPT}",
+            )
+        ],
+    ),  # fmt: skip
+    ({"prompt": "p", "completion": "x", "label": "maybe"}, [("label", "must be true or false, got 'maybe'")]),
     (
         {"prompt": "\ud800", "response_a": "x", "response_b": "y"},
         [("prompt", "contains an unpaired surrogate character")],
@@ -350,11 +437,11 @@ def test_bad_record_reports_field_and_reason(record: object, expected: list[tupl
 
 
 def test_all_problems_of_a_record_are_collected() -> None:
-    row = {"prompt": "", "response_a": 1, "response_b": "", "gold": "z", "id": [], "metadata": 3}
+    row = {"prompt": "", "response_a": 1, "response_b": "\x00", "gold": "z", "id": [], "metadata": 3}
     assert [(e.field, e.reason) for e in read(jsonl(row))] == [
         ("prompt", "must be a non-empty string"),
-        ("response_a", "must be a string or an assistant message, got number"),
-        ("response_b", "must be a non-empty string"),
+        ("response_a", "must be a string or a list of messages, got number"),
+        ("response_b", "must not contain NUL characters (U+0000)"),
         ("gold", "must be one of a, b, tie, got 'z'"),
         ("id", "must be a string or an integer, got array"),
         ("metadata", "must be a JSON object, got number"),
@@ -467,7 +554,7 @@ def test_jsonl_gz_all_shapes() -> None:
         (2, "responses"),
         (3, "preference"),
     ]
-    assert problems(items) == [(4, None, SHAPE_HINT)]
+    assert problems(items) == [(4, None, NO_LAYOUT)]
 
 
 def test_truncated_gzip_is_a_format_error() -> None:
@@ -530,7 +617,7 @@ def test_csv_all_shapes_with_json_cells() -> None:
     assert (four.prompt, four.response_a, four.response_b, four.external_id) == ("[1, 2]", "x", "y", "")
 
 
-def test_csv_line_numbers_with_multiline_cells_and_blank_lines() -> None:
+def test_csv_row_numbers_count_records_as_a_spreadsheet_does() -> None:
     data = (
         b"\xef\xbb\xbfprompt,response_a,response_b\r\n"
         b'"line1\nline2",a,b\r\n'
@@ -540,8 +627,13 @@ def test_csv_line_numbers_with_multiline_cells_and_blank_lines() -> None:
         b"p4,e,e\r\n"
     )
     items = read(data, filename="data.csv")
-    assert [(r.line, r.prompt) for r in pairs(items)] == [(2, "line1\nline2"), (4, "p2"), (8, "p3")]
-    assert problems(items) == [(9, "response_b", "is identical to response_a")]
+    assert [(r.unit, r.line, r.prompt) for r in pairs(items)] == [
+        ("row", 2, "line1\nline2"),
+        ("row", 3, "p2"),
+        ("row", 5, "p3"),
+    ]
+    assert problems(items) == [(6, "response_b", "is identical to response_a")]
+    assert str(items[-1]) == "data.csv, row 6, field response_b: is identical to response_a"
 
 
 def test_csv_invalid_utf8_line_is_one_error() -> None:
@@ -555,7 +647,7 @@ def test_csv_invalid_utf8_inside_a_multiline_cell_is_reported_on_the_record_line
     data = b'prompt,response_a,response_b\np1,"a\n\xc3(\nb",c\np2,a,b\n'
     items = read(data, filename="data.csv")
     assert problems(items) == [(2, None, "invalid UTF-8 at byte 0 on line 3")]
-    assert [r.line for r in pairs(items)] == [5]
+    assert [r.line for r in pairs(items)] == [3]
 
 
 def test_csv_row_problems() -> None:
@@ -565,14 +657,20 @@ def test_csv_row_problems() -> None:
         ["p", "a"],
         ["p", "a", " ", '"x"'],
         ["p", "a", "", ""],
+        ["p", "a,b,c"],
+        ["p", "", "", ""],
     )
-    assert problems(read(data, filename="data.csv")) == [
+    items = read(data, filename="data.csv")
+    assert problems(items) == [
         (2, "metadata", "malformed JSON: Expecting property name enclosed in double quotes at column 2"),
         (3, None, "row has 2 cells; the header has 4"),
-        (4, "response_b", "must be a non-empty string"),
         (4, "metadata", "must be a JSON object, got string"),
-        (5, "response_b", "is required"),
-    ]
+        (6, None, "row has 2 cells; the header has 4"),
+        (7, None, "no layout matches keys [prompt]; closest: prefstudio responses list (lacks responses); "
+         "map them with --map"),
+    ]  # fmt: skip
+    [empty] = pairs(items)  # an empty cell beside its other side is an empty response
+    assert (empty.line, empty.response_a, empty.response_b, empty.empty_sides) == (5, "a", "", 1)
 
 
 def test_csv_oversized_row_is_reported_and_the_next_row_parses() -> None:
@@ -599,8 +697,7 @@ def test_csv_oversized_record_is_skipped_without_holding_it(big_cell: str) -> No
     [error] = [e for e in items if isinstance(e, RecordError)]
     assert (error.line, error.field) == (3, None)
     assert error.reason.startswith("record is ") and error.reason.endswith("bytes; the limit is 1,000")
-    last = data.count(b"\n")
-    assert [(r.line, r.prompt) for r in pairs(items)] == [(2, "p1"), (last, "p3")]
+    assert [(r.line, r.prompt) for r in pairs(items)] == [(2, "p1"), (4, "p3")]
     assert all(size is not None and 0 <= size <= 70_000 for size in stream.sizes)
 
 
@@ -608,14 +705,19 @@ def test_csv_unclosed_quote_does_not_crash() -> None:
     data = b'prompt,response_a,response_b\np1,a,b\n"p2,a,b\np3,a,b\n'
     items = read(data, filename="data.csv")
     assert [r.line for r in pairs(items)] == [2]
-    assert problems(items) == [(3, None, "row has 1 cells; the header has 3")]
+    assert problems(items) == [(3, None, "row has 1 cell; the header has 3")]
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"response_a,response_b\nx,y\n", "no 'prompt' column"),
-        (b"prompt,answer\nx,y\n", "needs columns response_a and response_b"),
+        (
+            b"response_a,response_b\nx,y\n",
+            "the CSV header fits no layout: no layout matches columns \\[response_a, response_b\\]; "
+            "closest: prefstudio pair \\(lacks prompt\\); map them with --map",
+        ),
+        (b"prompt,answer\nx,y\n", "no layout matches columns \\[prompt, answer\\]"),
+        (b"prompt|response_a|response_b\nx|y|z\n", "the CSV header looks split by '\\|', not by commas"),
         (b"prompt,response_a,response_b\n", "holds no records"),
         (b"prompt,response_a,response_b\n\n\n", "holds no records"),
     ],
@@ -697,8 +799,10 @@ def test_unreadable_parquet_is_a_format_error(tmp_path: Path) -> None:
     with pytest.raises(ImportFormatError, match="bad.parquet: unreadable Parquet"):
         read(b"PAR1" + os.urandom(300) + b"PAR1", filename="bad.parquet")
     no_prompt = parquet_bytes([{"question": "q", "response_a": "x", "response_b": "y"}], tmp_path)
-    with pytest.raises(ImportFormatError, match="no 'prompt' column"):
+    with pytest.raises(ImportFormatError, match="Parquet schema fits no layout: no layout matches columns"):
         read(no_prompt, filename="np.parquet")
+    mapped = read(no_prompt, filename="np.parquet", mapping={"prompt": "question"})
+    assert [(r.prompt, r.layout, r.unit) for r in mapped] == [("q", "prefstudio pair, fields mapped", "row")]
 
 
 # --- format detection ---------------------------------------------------------------------------
@@ -721,10 +825,9 @@ def test_detection_uses_content_not_the_name() -> None:
         (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>', "unrecognized format"),
         (b"", "empty"),
         (b" \n\t\n", "empty"),
-        (b'[{"prompt": "p"}]', "JSON array"),
         (b"\x1f\x8b\x08\x00garbage-garbage", "corrupt gzip"),
         (gzip.compress(b"prompt,response_a,response_b\n"), "does not hold JSON lines"),
-        (b"question,answer\n", "unrecognized format"),
+        (b"just some text\n", "unrecognized format"),
     ],
 )
 def test_detection_rejects_other_content(head: bytes, message: str) -> None:
@@ -808,7 +911,7 @@ def _check_items(items: list[object], expected_lines: set[int]) -> None:
         assert len(kinds) == 1
     for record in items:
         if isinstance(record, PairRecord):
-            assert record.response_a.strip() != record.response_b.strip()
+            assert response_key(record.response_a) != response_key(record.response_b)
             assert record.shape in ("pair", "responses", "preference")
             assert record.content_hash == content_hash(record.prompt, record.response_a, record.response_b)
             assert (record.original_label is not None) == (record.shape == "preference")
@@ -901,7 +1004,10 @@ def test_property_csv_size_limit_only_replaces_oversized_records(rows: list[list
 
 
 def test_module_does_not_import_django() -> None:
-    code = "import sys, labeling.importing; print('django' in sys.modules, 'pyarrow' in sys.modules)"
+    code = (
+        "import sys, labeling.importing, labeling.records, labeling.layouts, labeling.conversations; "
+        "print('django' in sys.modules, 'pyarrow' in sys.modules)"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     result = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -122,7 +123,7 @@ def test_upload_previews_then_imports(admin_client, project, admin_user):
     batch.refresh_from_db()
     assert batch.state == "failed" and Pair.objects.count() == 0
     page = admin_client.get(response["Location"]).content.decode()
-    assert "pairs.jsonl, line 13: expected response_a/response_b, responses, or chosen/rejected" in page
+    assert "pairs.jsonl, line 13: no layout matches keys [prompt]; closest: prefstudio responses list" in page
 
 
 def test_upload_with_skip_invalid_and_report_download(admin_client, project):
@@ -218,6 +219,9 @@ def test_leads_see_imports_only_of_their_projects(project, other_project, lead, 
     assert client.get(f"/projects/{project.slug}/batches/{foreign.uuid}/").status_code == 404
     assert client.get(f"/projects/{project.slug}/batches/{foreign.uuid}/report/").status_code == 404
     assert client.post(f"/projects/{project.slug}/batches/{batch.uuid}/import/").status_code == 403
+    assert (
+        client.post(f"/projects/{project.slug}/batches/{batch.uuid}/map/", {"prompt": "q"}).status_code == 403
+    )
 
 
 def test_project_page_lists_imports_for_leads_not_annotators(project, batch, lead, annotator):
@@ -291,3 +295,67 @@ def test_review_page_offers_new_project_to_admins_only(admin_client, lead):
     client = Client()
     client.force_login(lead)
     assert 'href="/projects/new/"' not in client.get("/review/").content.decode()
+
+
+def test_preview_names_the_layout_and_what_is_kept(admin_client, project):
+    formats = Path(__file__).parent / "formats"
+    upload(
+        admin_client, project, (formats / "02_ultrafeedback_binarized.jsonl").read_bytes(), name="uf.jsonl"
+    )
+    page = admin_client.get(ImportBatch.objects.get().get_absolute_url()).content.decode()
+    assert (
+        '<span class="layout-name">UltraFeedback binarized</span> <span class="muted">(3 of 3)</span>' in page
+    )
+    assert "<dt>Kept as metadata</dt><dd>messages, prompt_id, score_chosen, score_rejected" in page
+    assert "the responses repeat the prompt field: it is shown once" in page
+    assert (
+        "line 1 · UltraFeedback binarized" in page and '<details class="card mapping" id="mapping">' in page
+    )
+
+
+def test_a_file_of_another_layout_is_mapped_on_the_preview_page(admin_client, project):
+    data = b"".join(
+        json.dumps({"question": f"Q{i}?", "answer_a": f"A{i}", "answer_b": f"B{i}", "label": i}).encode()
+        + b"\n"
+        for i in range(3)
+    )
+    upload(admin_client, project, data, name="other.jsonl")
+    batch = ImportBatch.objects.get()
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert "other.jsonl, line 1: no layout matches keys [question, answer_a, answer_b, label]" in page
+    assert '<details class="card mapping" id="mapping" open>' in page
+    assert '<option value="question" selected>question</option>' in page  # a likely field, pre-selected
+    assert '<option value="answer_a" selected>answer_a</option>' in page
+    url = f"/projects/{project.slug}/batches/{batch.uuid}/map/"
+    same = {"prompt": "question", "response_a": "question"}
+    response = admin_client.post(url, same)
+    assert (
+        response.status_code == 400
+        and "question: a source field can feed one target only" in response.content.decode()
+    )
+    mapping = {"prompt": "question", "response_a": "answer_a", "response_b": "answer_b", "chosen": ""}
+    assert admin_client.post(url, mapping)["Location"] == batch.get_absolute_url()
+    batch.refresh_from_db()
+    assert batch.mapping == {"prompt": "question", "response_a": "answer_a", "response_b": "answer_b"}
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert "prefstudio pair, fields mapped" in page and "<dt>Kept as metadata</dt><dd>label" in page
+    admin_client.post(f"/projects/{project.slug}/batches/{batch.uuid}/import/")
+    assert sorted(Pair.objects.values_list("prompt", flat=True)) == ["Q0?", "Q1?", "Q2?"]
+    assert (
+        admin_client.post(url, mapping)["Location"] == batch.get_absolute_url()
+    )  # imported: nothing changes
+
+
+def test_a_csv_header_that_fits_no_layout_offers_its_columns_to_map(admin_client, project):
+    upload(admin_client, project, b"question;answer_a;answer_b\nQ?;A;B\n", name="q.csv")
+    batch = ImportBatch.objects.get()
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert (
+        "q.csv: the CSV header fits no layout: no layout matches columns [question, answer_a, answer_b]"
+        in page
+    )
+    assert '<option value="question" selected>question</option>' in page
+    url = f"/projects/{project.slug}/batches/{batch.uuid}/map/"
+    admin_client.post(url, {"prompt": "question", "response_a": "answer_a", "response_b": "answer_b"})
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert "row 2 · prefstudio pair, fields mapped" in page

@@ -40,7 +40,8 @@ def test_page_shows_a_pair_without_model_names(labeled, project, annotator):
     assert "secret-model" not in body
     assert f'action="{judge_url(project, assignment)}"' in body
     # the pair's responses in the shown order (as rendered: random tokens in the page may contain "A0")
-    left, right = ("<p>A0</p>", "<p>B0</p>") if assignment.a_on_left else ("<p>B0</p>", "<p>A0</p>")
+    a, b = '<p dir="auto">A0</p>', '<p dir="auto">B0</p>'
+    left, right = (a, b) if assignment.a_on_left else (b, a)
     assert body.index(left) < body.index(right)
     assert 'id="workbench"' in body and "<html" in body
 
@@ -106,7 +107,9 @@ def test_change_page_shows_the_pair_and_the_judgment_as_stored(labeled, project,
     body = labeled.get(f"/projects/{project.slug}/judgments/{judgment.pk}/edit/").content.decode()
     assert 'value="left" id="id_choice_0" required checked' in body  # shown where the annotator saw it
     assert "&lt;b&gt;clearer&lt;/b&gt;</textarea>" in body  # the rationale, escaped
-    assert ("<p>A0</p>" in body) and ("<p>B0</p>" in body) and "secret-model" not in body
+    assert (
+        ('<p dir="auto">A0</p>' in body) and ('<p dir="auto">B0</p>' in body) and "secret-model" not in body
+    )
 
 
 def test_plain_form_post_redirects_to_the_next_pair(labeled, project, annotator):

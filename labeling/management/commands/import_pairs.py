@@ -1,4 +1,4 @@
-"""Import preference pairs from a JSONL (.jsonl.gz), CSV or Parquet file into a project."""
+"""Import preference pairs from a JSONL (.jsonl.gz), JSON, CSV / TSV or Parquet file into a project."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from django.db import transaction
 
 from labeling.batches import ERRORS_SHOWN, import_stream, sniff_format
 from labeling.importing import FORMATS, ImportFormatError
+from labeling.layouts import TARGETS, parse_mapping
 from labeling.models import ImportBatch, Project
+from labeling.records import plural
 
 
 class Command(BaseCommand):
@@ -31,6 +33,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--report", type=Path, help="where to write rejected records with reasons (with --skip-invalid)"
         )
+        parser.add_argument(
+            "--map",
+            default="",
+            metavar="TARGET=SOURCE[,TARGET=SOURCE...]",
+            help=f"read fields of another layout: TARGET is one of {', '.join(TARGETS)}; SOURCE the file's "
+            "field (a dotted path for nested objects), e.g. --map prompt=question,chosen=good,rejected=bad",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -40,6 +49,10 @@ class Command(BaseCommand):
             raise CommandError(f"No project with slug '{options['project']}'.") from None
         if not path.is_file():
             raise CommandError(f"{path}: no such file.")
+        try:
+            mapping = parse_mapping(options["map"])
+        except ValueError as exc:
+            raise CommandError(f"--map: {exc}") from None
         with path.open("rb") as stream:
             try:
                 fmt = sniff_format(stream, path.name) if options["format"] == "auto" else options["format"]
@@ -50,6 +63,7 @@ class Command(BaseCommand):
                         size_bytes=path.stat().st_size,
                         format=fmt,
                         skip_invalid=options["skip_invalid"],
+                        mapping=mapping,
                         state=ImportBatch.State.RUNNING,
                     )
                     summary = import_stream(batch=batch, stream=stream, fmt=fmt)
@@ -62,10 +76,11 @@ class Command(BaseCommand):
         for line in summary.errors:
             self.stderr.write(line)
         if summary.error_count > len(summary.errors):
-            self.stderr.write(f"... and {summary.error_count - ERRORS_SHOWN} more problems.")
+            self.stderr.write(f"... and {plural(summary.error_count - ERRORS_SHOWN, 'more problem')}.")
         if summary.error_count:
             self.stderr.write(
-                f"{summary.error_count} problems in {summary.rejected} of {summary.records} records."
+                f"{plural(summary.error_count, 'problem')} in {summary.rejected} of "
+                f"{plural(summary.records, 'record')}."
             )
         if options["dry_run"]:
             self.stdout.write(f"Dry run, nothing saved ({fmt}): {summary.text}")
