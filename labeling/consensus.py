@@ -37,6 +37,8 @@ REASONS: dict[str, str] = {
     "tie": "Judged a tie",
     "both_bad": "Both responses judged bad",
     "chat_prompt": "Multi-turn chat prompt: use the conversational shape",
+    "chat_response": "Response of several messages: use the conversational shape",
+    "tool_calls": "Tool calls or results: Parquet's message columns hold role and content only; use JSONL",
 }
 
 # The largest label smoothing suggested: at 0.5 the cDPO loss no longer depends on the label.

@@ -32,8 +32,9 @@ def _snapshot(project: Project, export: str) -> ExportSnapshot:
 def _preview(project: Project, form: ExportForm) -> snapshots.Preview | None:
     if not form.is_valid():
         return None
+    data = form.cleaned_data
     return snapshots.export_preview(
-        project, rules=ConsensusRules(**form.rules()), shape=form.cleaned_data["shape"]
+        project, rules=ConsensusRules(**form.rules()), shape=data["shape"], fmt=data["format"]
     )
 
 
@@ -78,6 +79,7 @@ def export_create(request: HttpRequest, slug: str) -> HttpResponse:
 def export_detail(request: HttpRequest, slug: str, export: str) -> HttpResponse:
     project = _project(request, slug)
     snapshot = _snapshot(project, export)
+    snapshots.snapshot_check(snapshot)
     context = {"project": project, "snapshot": snapshot, "runs": _runs(snapshot)}
     if request.htmx:
         response = render(request, "labeling/export_detail.html#export-status", context)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from labeling.consensus import LABELS, Decision
+from labeling.conversations import MESSAGES_MARK, response_messages
 
 SHAPES = ("standard", "conversational", "unpaired", "unpaired-conversational")
 FORMATS = ("jsonl", "parquet")
@@ -59,6 +60,7 @@ _TEXT_SHAPES = ("standard", "unpaired")
 # responses do not make the buffer, and the peak memory, grow.
 ROW_GROUP_ROWS = 4096
 ROW_GROUP_CHARS = 8 << 20
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _META_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
 # Characters valid inside a JSON string that str.splitlines() and some JSONL readers take for a line
 # break; written as escapes so that every row is exactly one line for any reader.
@@ -136,10 +138,33 @@ def is_flat_prompt(prompt: str | Sequence[Mapping[str, str]]) -> bool:
     return isinstance(prompt, str) or (len(prompt) == 1 and prompt[0]["role"] == "user")
 
 
-def drop_reason(decision: Decision, *, shape: str, flat_prompt: bool = True) -> str | None:
+def has_plain_responses(pair: ExportPair) -> bool:
+    """Whether both responses are plain texts (not several messages, see labeling.conversations)."""
+    return not (pair.response_a.startswith(MESSAGES_MARK) or pair.response_b.startswith(MESSAGES_MARK))
+
+
+def has_extra_keys(pair: ExportPair) -> bool:
+    """Whether a message of the pair carries more than role and content (tool calls, a tool call id)."""
+    messages = [] if isinstance(pair.prompt, str) else list(pair.prompt)
+    for response in (pair.response_a, pair.response_b):
+        messages += response_messages(response) or []
+    return any(set(message) - {"role", "content"} for message in messages)
+
+
+def drop_reason(
+    decision: Decision,
+    *,
+    shape: str,
+    flat_prompt: bool = True,
+    plain_responses: bool = True,
+    extra_keys: bool = False,
+    fmt: str = "jsonl",
+) -> str | None:
     """Why a pair gives no rows in `shape`, or None when it gives some: the decision's own reason,
     "tie" / "both_bad" for kept pairs the shape cannot express, "chat_prompt" for a prompt that is
-    not flat (`is_flat_prompt`) in a text shape. Raises ValueError for an unknown shape."""
+    not flat (`is_flat_prompt`) and "chat_response" for a response of several messages in a text
+    shape, "tool_calls" for messages with more than role and content in a Parquet file (its message
+    struct holds those two; JSONL keeps every key). Raises ValueError for an unknown shape."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     if not decision.kept:
@@ -148,6 +173,10 @@ def drop_reason(decision: Decision, *, shape: str, flat_prompt: bool = True) -> 
         return decision.label
     if shape in _TEXT_SHAPES and not flat_prompt:
         return "chat_prompt"
+    if shape in _TEXT_SHAPES and not plain_responses:
+        return "chat_response"
+    if fmt == "parquet" and extra_keys:
+        return "tool_calls"
     return None
 
 
@@ -192,31 +221,45 @@ def _nest(paths: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
-def _messages(prompt: str | Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The prompt as messages, every key kept (tool calls, tool call ids)."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
-    return [{"role": message["role"], "content": message["content"]} for message in prompt]
+    return [dict(message) for message in prompt]
+
+
+def _reply(text: str) -> list[dict[str, Any]]:
+    """A response as messages: one assistant message, or the messages a multi-message response holds."""
+    return response_messages(text) or [{"role": "assistant", "content": text}]
 
 
 # Leaf values as the rows hold them, by kind (other kinds are held as they are).
-_VALUES = {"messages": _messages, "reply": lambda text: [{"role": "assistant", "content": text}]}
+_VALUES = {"messages": _messages, "reply": _reply}
 
 
-def _encode_messages(prompt: str | Sequence[Mapping[str, str]]) -> str:
+def _encode_message_list(messages: Sequence[Mapping[str, Any]]) -> str:
     encode = json.encoder.encode_basestring
-    if isinstance(prompt, str):
-        return f'[{{"role":"user","content":{encode(prompt)}}}]'
-    return (
-        "["
-        + ",".join(
-            f'{{"role":{encode(message["role"])},"content":{encode(message["content"])}}}'
-            for message in prompt
+    if all(len(message) == 2 for message in messages):  # role and content: the common, fast case
+        return (
+            "["
+            + ",".join(
+                f'{{"role":{encode(message["role"])},"content":{encode(message["content"])}}}'
+                for message in messages
+            )
+            + "]"
         )
-        + "]"
-    )
+    return _JSON.encode([dict(message) for message in messages])
+
+
+def _encode_messages(prompt: str | Sequence[Mapping[str, Any]]) -> str:
+    if isinstance(prompt, str):
+        return f'[{{"role":"user","content":{json.encoder.encode_basestring(prompt)}}}]'
+    return _encode_message_list(prompt)
 
 
 def _encode_reply(text: str) -> str:
+    if text.startswith(MESSAGES_MARK) and (messages := response_messages(text)):
+        return _encode_message_list(messages)
     return f'[{{"role":"assistant","content":{json.encoder.encode_basestring(text)}}}]'
 
 
@@ -293,7 +336,12 @@ def build_rows(pair: ExportPair, decision: Decision, *, shape: str) -> list[dict
     """The rows `pair` gives in `shape` (see the module docstring), as the files hold them: one for
     the preference shapes, two for the unpaired ones. Raises ValueError when `drop_reason` names
     a reason."""
-    reason = drop_reason(decision, shape=shape, flat_prompt=is_flat_prompt(pair.prompt))
+    reason = drop_reason(
+        decision,
+        shape=shape,
+        flat_prompt=is_flat_prompt(pair.prompt),
+        plain_responses=has_plain_responses(pair),
+    )
     if reason is not None:
         raise ValueError(f"pair {pair.id!r} gives no rows in the {shape} shape: {reason}")
     fields = _FIELDS[shape]
@@ -333,18 +381,18 @@ def _arrow_column(values: list[Any], kind: str) -> Any:
 
     if kind not in ("messages", "reply"):
         return pa.array(values, type=_arrow_type(kind))
-    if kind == "reply":
+    if kind == "reply" and not any(text.startswith(MESSAGES_MARK) for text in values):
         roles, contents, offsets = ["assistant"] * len(values), values, range(len(values) + 1)
     else:
         roles, contents, offsets = [], [], [0]
-        for prompt in values:
-            if isinstance(prompt, str):
-                roles.append("user")
-                contents.append(prompt)
+        for value in values:
+            if isinstance(value, str):
+                messages = _reply(value) if kind == "reply" else [{"role": "user", "content": value}]
             else:
-                for message in prompt:
-                    roles.append(message["role"])
-                    contents.append(message["content"])
+                messages = value
+            for message in messages:
+                roles.append(message["role"])
+                contents.append(message["content"])
             offsets.append(len(roles))
     messages = pa.StructArray.from_arrays(
         [pa.array(roles, type=pa.string()), pa.array(contents, type=pa.string())], names=["role", "content"]
@@ -531,7 +579,14 @@ class SnapshotWriter:
         None when it was written."""
         if self._infos is not None or not self._files:
             raise ValueError("the writer is closed")
-        reason = drop_reason(decision, shape=self.shape, flat_prompt=is_flat_prompt(pair.prompt))
+        reason = drop_reason(
+            decision,
+            shape=self.shape,
+            flat_prompt=is_flat_prompt(pair.prompt),
+            plain_responses=has_plain_responses(pair),
+            extra_keys=self.fmt == "parquet" and has_extra_keys(pair),
+            fmt=self.fmt,
+        )
         if reason is not None:
             self.dropped[reason] = self.dropped.get(reason, 0) + 1
             return reason

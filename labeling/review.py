@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.core.cache import cache
@@ -18,8 +18,13 @@ from django.db.models import Count, F, Max
 from django.db.models.functions import Length, TruncDate
 from django.utils import timezone
 
-from labeling import agreement, review_stats
 from labeling.models import Adjudication, Choice, Judgment, Membership, Pair, Project
+
+if TYPE_CHECKING:
+    from labeling import review_stats
+
+# The statistics modules load scipy (60 MB) and are imported where they are used: an export worker
+# imports this module for the exclusions, and only a Dawid–Skene export needs them.
 
 REPORT_TTL = 24 * 3600  # the key changes with every judgment, so the time only bounds stale entries
 BOOTSTRAP_SAMPLES = 1000
@@ -29,6 +34,8 @@ QUEUE_LIMIT = 1000  # pairs listed in the disagreement queue (the report gives t
 
 def judgment_table(project: Project) -> review_stats.JudgmentTable:
     """Every judgment of the project as parallel arrays, from one query."""
+    from labeling import review_stats
+
     rows = (
         Judgment.objects.filter(pair__project=project)
         .order_by()
@@ -81,6 +88,8 @@ def review_report(project: Project, *, refresh: bool = False) -> dict[str, Any]:
     Cached per project under a key that changes with every new or edited judgment, adjudication and
     exclusion, so a cached report is never stale; `refresh` recomputes it anyway.
     """
+    from labeling import review_stats
+
     key = f"prefstudio:review:{project.pk}:{_version(project)}"
     report = None if refresh else cache.get(key)
     if report is None:
@@ -150,6 +159,8 @@ def _ratings(project: Project, excluded: frozenset[int]) -> tuple[np.ndarray, np
 def dawid_skene_posteriors(project: Project) -> Posteriors:
     """Dawid–Skene over the project's counted judgments (excluded annotators left out): each pair's
     posterior over labels, for the export's "dawid-skene" rule and its noise estimate."""
+    from labeling import agreement
+
     key = f"prefstudio:ds:{project.pk}:{_version(project)}"
     if (cached := cache.get(key)) is not None:
         return cached

@@ -139,13 +139,13 @@ def member_exclude(request: HttpRequest, slug: str, member_id: int) -> HttpRespo
     membership = get_object_or_404(Membership, pk=member_id, project=project)
     excluded = request.POST.get("excluded") == "1"
     review.membership_set_excluded(membership=membership, excluded=excluded)
-    verb = "left out of" if excluded else "counted again in"
-    messages.success(request, f"{membership.user.username}'s judgments are {verb} agreement and consensus.")
-    if request.htmx:
+    if request.htmx:  # the table shows the change; a message would only surface on a later page
         report = review.review_report(project)
         return render(
             request, "labeling/review.html#review-numbers", _dashboard_context(request, project, report)
         )
+    verb = "left out of" if excluded else "counted again in"
+    messages.success(request, f"{membership.user.username}'s judgments are {verb} agreement and consensus.")
     return redirect(reverse("labeling:review-dashboard", args=[project.slug]) + "#annotators")
 
 

@@ -80,7 +80,9 @@ def heatmap(
     rows = [(margin + i * cell + cell * 0.62, label) for i, label in enumerate(labels)]
     columns = [(margin + j * cell + cell / 2, label) for j, label in enumerate(labels)]
     side = margin + n * cell + 4
-    return Heatmap(width=side, height=side, cells=cells, rows=rows, columns=columns, margin=margin)
+    # Column labels slant up to the right from their column's centre: the last one needs room past it.
+    width = side + margin / 2
+    return Heatmap(width=width, height=side, cells=cells, rows=rows, columns=columns, margin=margin)
 
 
 @dataclass(frozen=True)

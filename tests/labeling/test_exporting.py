@@ -131,10 +131,44 @@ def test_conversational_row() -> None:
     ]
 
 
-def test_conversational_row_keeps_every_turn_and_only_role_and_content() -> None:
+def test_conversational_row_keeps_every_turn_and_every_key() -> None:
     prompt = [{**message, "name": "x"} for message in CHAT]
     [row] = build_rows(pair(1, prompt=prompt), A_WINS, shape="conversational")
-    assert row["prompt"] == CHAT
+    assert row["prompt"] == prompt
+
+
+CALL = {"type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}
+TOOL_TURNS = [
+    {"role": "assistant", "content": "", "tool_calls": [CALL]},
+    {"role": "tool", "content": "-3 C", "tool_call_id": "call_1"},
+    {"role": "assistant", "content": "It is -3 C in Oslo."},
+]  # fmt: skip
+
+
+def test_a_response_of_several_messages_is_written_whole_in_the_conversational_shapes(tmp_path) -> None:
+    from labeling.conversations import response_text
+
+    tools = pair(1, response_a=response_text(TOOL_TURNS))
+    [row] = build_rows(tools, A_WINS, shape="conversational")
+    assert row["chosen"] == TOOL_TURNS and row["rejected"] == [{"role": "assistant", "content": "Answer B 1"}]
+    with SnapshotWriter(tmp_path, fmt="jsonl", shape="conversational", eval_fraction=0) as writer:
+        assert writer.add(tools, A_WINS) is None
+    line = json.loads((tmp_path / "train.jsonl").read_text())
+    assert line["chosen"] == TOOL_TURNS  # tool calls and ids kept
+    for shape in ("standard", "unpaired"):
+        with pytest.raises(ValueError, match="chat_response"):
+            build_rows(tools, A_WINS, shape=shape)
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    with SnapshotWriter(parquet, fmt="parquet", shape="conversational", eval_fraction=0) as writer:
+        assert writer.add(tools, A_WINS) == "tool_calls"  # Parquet's messages hold role and content only
+        said = [("assistant", "Let me check."), ("user", "ok"), ("assistant", "Done.")]
+        turns = response_text([{"role": role, "content": text} for role, text in said])
+        assert writer.add(pair(2, response_a=turns), A_WINS) is None
+    import pyarrow.parquet as pq
+
+    [written] = pq.read_table(parquet / "train.parquet").to_pylist()
+    assert [m["content"] for m in written["chosen"]] == ["Let me check.", "ok", "Done."]
 
 
 @pytest.mark.parametrize("shape", ["unpaired", "unpaired-conversational"])

@@ -13,7 +13,8 @@ from django.db import transaction
 
 from labeling.batches import import_stream
 from labeling.demo.simulate import simulate_judgments
-from labeling.models import ImportBatch, Membership, Project
+from labeling.models import ExportSnapshot, ImportBatch, Membership, Project
+from labeling.snapshots import rules_for, snapshot_start
 from prefstudio.roles import Role
 
 DEMO_PASSWORD = "prefstudio-demo"
@@ -29,6 +30,7 @@ DEMO_USERS: list[tuple[str, Role]] = [
     ("annotator2", Role.ANNOTATOR),
     ("annotator3", Role.ANNOTATOR),
 ]
+DEMO_EVAL_FRACTION = 0.25
 DEMO_DESCRIPTION = (
     "Everyday questions, coding help and a few chats: which answer is better? Most pairs already carry "
     "simulated judgments from five made-up annotators (sim-ana, sim-ben, sim-cleo, sim-dev, sim-eve; "
@@ -90,10 +92,23 @@ class Command(BaseCommand):
                 )
         self.stdout.write(self._load_pairs(project))
         self.stdout.write(simulate_judgments(project))
+        self.stdout.write(self._snapshot(project, admin=User.objects.get(username="admin")))
         self.stdout.write(self.style.SUCCESS(f"Demo project '{project.slug}' is ready."))
         self.stdout.write("Demo logins (all share one password, for local use only):")
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<11} {role.value:<10} password: {DEMO_PASSWORD}")
+
+    def _snapshot(self, project: Project, *, admin: Any) -> str:
+        """A first export of the simulated consensus, so Training has a snapshot to tune the demo model on."""
+        if project.exports.filter(state=ExportSnapshot.State.DONE).exists():
+            return "Demo snapshot: already there."
+        snapshot = snapshot_start(
+            project=project, user=admin, rules=rules_for(project), shape=ExportSnapshot.Shape.CONVERSATIONAL,
+            fmt=ExportSnapshot.Format.JSONL, eval_fraction=DEMO_EVAL_FRACTION, in_worker=False,
+        )  # fmt: skip
+        if snapshot.state != ExportSnapshot.State.DONE:
+            raise CommandError(f"The demo snapshot failed: {snapshot.message}")
+        return f"Demo snapshot: {snapshot.train_rows} training and {snapshot.eval_rows} eval pairs."
 
     def _load_pairs(self, project: Project) -> str:
         """Import the demo pairs through the same importer users get; re-runs add nothing."""

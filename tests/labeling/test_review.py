@@ -1,0 +1,451 @@
+"""The review pages and services: numbers equal the pure statistics, exclusion, adjudication, send-back,
+the disagreement queue, audit and leaderboard sections, caching, permissions and escaping."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+
+from labeling import agreement, review, review_stats
+from labeling.assignment import next_assignment
+from labeling.consensus import ConsensusRules
+from labeling.models import Adjudication, Judgment, Membership, Pair
+from labeling.snapshots import export_preview
+from labeling.templatetags.prefstudio_review import number, percent
+from tests.labeling.boards import LAYOUT, Board, build_pairs, make_board, raters, vote
+from tests.labeling.xss import PAYLOADS, unsafe_markup
+
+pytestmark = pytest.mark.django_db
+
+HX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture(autouse=True)
+def _quick_passwords(settings):
+    """Users here sign in with force_login: hashing their passwords would only cost time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def board(project, lead, make_user) -> Board:
+    return make_board(project, lead, make_user)
+
+
+@pytest.fixture
+def lead_client(lead) -> Client:
+    client = Client()
+    client.force_login(lead)
+    return client
+
+
+def expected_report(board: Board, *, excluded: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """`review_stats.project_report` on the layout, built here from LAYOUT rather than read back."""
+    rows = [
+        {"item": pair.pk, "rater": board.raters[j].pk, "choice": choice, "a_on_left": (i + j) % 2 == 0,
+         "len_a": len(pair.response_a), "len_b": len(pair.response_b), "gold": gold, "seconds": 10.0 + j}
+        for i, (pair, (_, gold, votes)) in enumerate(zip(board.pairs, LAYOUT, strict=True))
+        for j, choice in votes.items()
+    ]  # fmt: skip
+    return review_stats.project_report(
+        review_stats.JudgmentTable.from_rows(rows), excluded=excluded, overlap=3, n_boot=0,
+        min_shared=review.MIN_SHARED,
+    )  # fmt: skip
+
+
+def fragment(response) -> str:
+    return response.content.decode()
+
+
+def stats(body: str) -> dict[str, str]:
+    """The headline numbers as shown: <dt> text -> the <dd>'s first text (before its interval)."""
+    found = re.findall(r"<div><dt>(.*?)</dt><dd>(.*?)(?:<span|</dd>)", body, flags=re.S)
+    return {html.unescape(re.sub(r"<[^>]+>", "", dt)).strip(): html.unescape(dd).strip() for dt, dd in found}
+
+
+def annotator_rows(body: str) -> list[list[str]]:
+    """The cells' text of each row of the annotator table."""
+    table = re.search(r'<table class="list sortable" id="annotator-table">(.*?)</table>', body, re.S)
+    assert table, "no annotator table"
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table.group(1).split("<tbody>")[1], re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows]
+    return [[html.unescape(re.sub(r"<[^>]+>|\s+", " ", c)).split()[0] if c.strip() else "" for c in row]
+            for row in cells]  # fmt: skip
+
+
+def names_in_table(body: str) -> list[str]:
+    return [row[0] for row in annotator_rows(body)]
+
+
+# Permissions
+
+
+def review_urls(board: Board) -> list[tuple[str, str]]:
+    pair, member = board.pairs[2].pk, board.membership(0).pk
+    return [
+        ("get", board.url("review-dashboard")),
+        ("get", board.url("disagreement-list")),
+        ("get", board.url("pair-adjudicate", pair)),
+        ("post", board.url("pair-adjudicate", pair)),
+        ("post", board.url("pair-send-back", pair)),
+        ("post", board.url("member-exclude", member)),
+    ]
+
+
+def test_annotators_get_403_and_foreign_leads_404_on_every_review_url(
+    board, annotator, make_user, other_project
+):
+    stranger = make_user("otto", "lead")
+    Membership.objects.create(project=other_project, user=stranger, role=Membership.Role.LEAD)
+    data = {"label": "a", "note": "x", "excluded": "1"}
+    for user, status in ((annotator, 403), (stranger, 404)):
+        client = Client()
+        client.force_login(user)
+        for method, url in review_urls(board):
+            response = getattr(client, method)(url, data) if method == "post" else client.get(url)
+            assert response.status_code == status, (user.username, method, url)
+    assert not Adjudication.objects.exists()
+    assert Pair.objects.get(pk=board.pairs[2].pk).extra_wanted == 0
+    assert not Membership.objects.filter(excluded=True).exists()
+
+
+# The dashboard's numbers
+
+
+def test_dashboard_numbers_equal_the_pure_statistics(board, lead_client):
+    body = fragment(lead_client.get(board.url("review-dashboard")))
+    shown = stats(body)
+    h = expected_report(board)["headline"]["without_excluded"]
+    # The layout by hand: 9 non-gold pairs judged, 7 with 3+ votes, 28 judgments by 4 annotators.
+    assert (h["pairs"], h["complete_pairs"], h["judgments"], h["annotators"]) == (9, 7, 28, 4)
+    assert shown["Pairs judged"] == "9"
+    assert shown["Complete (k = 3)"] == "7"
+    assert shown["Judgments"] == "28"
+    assert shown["Active annotators"] == "4"
+    assert shown["Krippendorff's α (nominal)"] == number(h["alpha"]["value"])
+    assert shown["Fleiss' κ"] == number(h["fleiss_kappa"])
+    assert shown["Percent agreement"] == percent(h["percent_agreement"])
+    # And the pure functions on the same (non-gold) judgments, straight from the layout.
+    triples = [
+        (pair.pk, board.raters[j].pk, choice)
+        for pair, (_, gold, votes) in zip(board.pairs, LAYOUT, strict=True)
+        if not gold
+        for j, choice in votes.items()
+    ]
+    assert h["alpha"]["value"] == pytest.approx(agreement.krippendorff_alpha(triples), abs=1e-9)
+    assert h["percent_agreement"] == pytest.approx(agreement.percent_agreement(triples), abs=1e-9)
+    assert h["fleiss_kappa"] == pytest.approx(agreement.fleiss_kappa(triples), abs=1e-9)
+    # The annotator table: one row per annotator with their count and agreement.
+    rows = {row[0]: row for row in annotator_rows(body)}
+    for stat in expected_report(board)["annotators"]:
+        name = next(u.username for u in board.raters if u.pk == stat["rater"])
+        assert rows[name][1] == str(stat["judgments"])
+        assert rows[name][3] == percent(stat["agreement"])
+
+
+def test_the_refresh_returns_only_the_numbers(board, lead_client):
+    response = lead_client.get(board.url("review-dashboard") + "?refresh=1", **HX)
+    body = fragment(response).strip()
+    assert response.status_code == 200
+    assert body.startswith('<div id="review-numbers">') and body.endswith("</div>")
+    assert "<html" not in body and "page-head" not in body and "Refresh numbers" not in body
+    assert stats(body)["Judgments"] == "28"
+
+
+def test_the_annotator_table_sorts_by_a_column(board, lead_client):
+    url = board.url("review-dashboard")
+    assert names_in_table(fragment(lead_client.get(url + "?sort=time", **HX))) == ["a0", "a1", "a2", "a3"]
+    descending = fragment(lead_client.get(url + "?sort=-time", **HX))
+    assert names_in_table(descending) == ["a3", "a2", "a1", "a0"]
+    assert 'aria-sort="descending"><a href="?sort=time#annotators"' in descending  # a click turns it round
+    # 10, 8, 8 and 2 judgments: equal counts keep their order.
+    assert names_in_table(fragment(lead_client.get(url + "?sort=-judgments", **HX))) == [
+        "a0",
+        "a1",
+        "a2",
+        "a3",
+    ]
+    assert names_in_table(fragment(lead_client.get(url + "?sort=judgments", **HX))) == [
+        "a3",
+        "a1",
+        "a2",
+        "a0",
+    ]
+    assert names_in_table(fragment(lead_client.get(url + "?sort=nonsense", **HX))) == ["a0", "a1", "a2", "a3"]
+
+
+# Leaving an annotator out of consensus
+
+
+def test_exclude_and_include_again(board, lead_client):
+    url = board.url("member-exclude", board.membership(3).pk)
+    before = stats(fragment(lead_client.get(board.url("review-dashboard"))))
+    rules = ConsensusRules()
+    preview = export_preview(board.project, rules=rules, shape="standard")
+
+    response = lead_client.post(url, {"excluded": "1"}, **HX)
+    body = fragment(response).strip()
+    assert response.status_code == 200 and body.startswith('<div id="review-numbers">')
+    expected = expected_report(board, excluded=frozenset({board.raters[3].pk}))["headline"]
+    without, everyone = expected["without_excluded"], expected["with_excluded"]
+    shown = stats(body)
+    assert shown["Judgments"] == str(without["judgments"]) == "26"
+    assert shown["Krippendorff's α (nominal)"] == number(without["alpha"]["value"])
+    assert shown["Krippendorff's α (nominal)"] != before["Krippendorff's α (nominal)"]
+    assert "1 annotator excluded" in body
+    # The old numbers, with the excluded annotator, are still shown beside them.
+    assert f"Fleiss' κ {number(everyone['fleiss_kappa'])}" in body
+    assert f"over {everyone['judgments']} judgments" in body and everyone["judgments"] == 28
+    assert "Include again" in body
+
+    # Consensus leaves their votes out: pair 1 loses its third vote, pair 9's 2-2 split becomes 2-1 for B.
+    left_out = export_preview(board.project, rules=rules, shape="standard")
+    assert left_out.judgments == preview.judgments - 2
+    assert left_out.dropped["too_few_votes"] == preview.dropped["too_few_votes"] + 1
+    assert left_out.dropped["split"] == preview.dropped["split"] - 1
+    assert left_out.kept == preview.kept
+    assert review.vote_counts(review.pair_votes(board.project, board.pairs[9])) == {
+        "a": 1, "b": 2, "tie": 0, "both_bad": 0,
+    }  # fmt: skip
+
+    body = fragment(lead_client.post(url, {"excluded": "0"}, **HX))
+    assert stats(body) == before
+    assert "excluded</span>" not in body
+    again = export_preview(board.project, rules=rules, shape="standard")
+    assert (again.kept, again.dropped, again.judgments) == (preview.kept, preview.dropped, preview.judgments)
+
+
+def test_exclude_without_htmx_redirects_to_the_table(board, lead_client):
+    response = lead_client.post(board.url("member-exclude", board.membership(3).pk), {"excluded": "1"})
+    assert response.status_code == 302 and response["Location"].endswith("#annotators")
+    assert board.membership(3).excluded
+    page = fragment(lead_client.get(response["Location"]))
+    assert "a3&#x27;s judgments are left out of agreement" in page
+
+
+def test_an_htmx_exclusion_leaves_no_message_for_a_later_page(board, lead_client):
+    lead_client.post(board.url("member-exclude", board.membership(3).pk), {"excluded": "1"}, **HX)
+    assert "left out of agreement" not in fragment(lead_client.get(board.url("disagreement-list")))
+
+
+def test_an_exclusion_in_another_project_is_404(board, lead_client, other_project, make_user):
+    outsider = make_user("olga", "annotator")
+    member = Membership.objects.create(project=other_project, user=outsider)
+    assert lead_client.post(board.url("member-exclude", member.pk), {"excluded": "1"}).status_code == 404
+    member.refresh_from_db()
+    assert not member.excluded
+
+
+# The cache
+
+
+def test_the_report_is_cached_and_a_new_judgment_changes_it(board):
+    first = review.review_report(board.project)
+    assert review.review_report(board.project)["computed_at"] == first["computed_at"]  # from the cache
+    vote(board.pairs[5], board.raters[1], "a")
+    second = review.review_report(board.project)
+    assert second["headline"]["without_excluded"]["judgments"] == 29
+    assert second["headline"]["without_excluded"]["complete_pairs"] == 7  # pair 5 has 2 of 3 now
+    judgment = Judgment.objects.get(pair=board.pairs[0], annotator=board.raters[0])
+    judgment.choice = "b"
+    judgment.save()  # an edit
+    third = review.review_report(board.project)
+    assert third["disagreements"]["total"] == second["disagreements"]["total"] + 1
+
+
+def test_an_adjudication_and_the_projects_settings_change_the_report(board):
+    first = review.review_report(board.project)
+    review.pair_adjudicate(pair=board.pairs[2], label="a", note="", user=board.lead)
+    second = review.review_report(board.project)
+    assert second["computed_at"] != first["computed_at"]
+    board.project.overlap = 2
+    board.project.save()
+    third = review.review_report(board.project)
+    assert third["headline"]["without_excluded"]["complete_pairs"] == 8  # pair 8's two votes complete it
+
+
+# Adjudication
+
+
+def test_adjudicate_set_change_clear_and_a_bad_label(board, lead_client):
+    pair = board.pairs[2]
+    url = board.url("pair-adjudicate", pair.pk)
+    page = fragment(lead_client.get(url))
+    assert "No final label" in page and page.count("<tr") == 4  # a header and three votes
+    response = lead_client.post(url, {"label": "b", "note": "  B cites its source.  "})
+    assert response.status_code == 302 and response["Location"] == url
+    adjudication = Adjudication.objects.get(pair=pair)
+    assert (adjudication.label, adjudication.note, adjudication.decided_by) == (
+        "b",
+        "B cites its source.",
+        board.lead,
+    )
+    page = fragment(lead_client.get(url))
+    assert "Set to <strong>B is better</strong> by leah" in page and "Remove final label" in page
+
+    lead_client.post(url, {"label": "tie", "note": "On reflection."})
+    assert Adjudication.objects.get(pair=pair).label == "tie" and Adjudication.objects.count() == 1
+
+    for bad in ({"label": "c", "note": ""}, {"note": "no label"}):
+        response = lead_client.post(url, bad)
+        assert response.status_code == 400 and 'class="field-error"' in fragment(response)
+        assert Adjudication.objects.get(pair=pair).label == "tie"
+    with pytest.raises(ValueError, match="label"):
+        review.pair_adjudicate(pair=pair, label="c", note="", user=board.lead)
+
+    response = lead_client.post(url, {"action": "clear"})
+    assert response.status_code == 302 and not Adjudication.objects.filter(pair=pair).exists()
+    assert review.pair_adjudication_clear(pair=pair) is False
+
+
+def test_an_adjudication_overrides_the_votes_in_the_export_preview(board):
+    rules = ConsensusRules()
+    before = export_preview(board.project, rules=rules, shape="standard")
+    # Pair 1's votes chose A (2 of 3), pair 2's were split, pair 8 has too few votes.
+    review.pair_adjudicate(pair=board.pairs[1], label="b", note="", user=board.lead)
+    review.pair_adjudicate(pair=board.pairs[2], label="a", note="", user=board.lead)
+    review.pair_adjudicate(pair=board.pairs[8], label="b", note="", user=board.lead)
+    after = export_preview(board.project, rules=rules, shape="standard")
+    assert after.kept == before.kept + 2
+    assert after.dropped["split"] == before.dropped["split"] - 1
+    assert after.dropped["too_few_votes"] == before.dropped["too_few_votes"] - 1
+    samples = {row["id"]: row for row in after.samples}
+    assert samples["p1"]["chosen"] == "A longer answer B1" and samples["p1"]["meta"]["adjudicated"] is True
+    assert samples["p2"]["chosen"] == "Answer A2" and samples["p2"]["meta"]["votes"]["tie"] == 1
+    # Without the override, the votes decide again.
+    votes_only = export_preview(
+        board.project, rules=ConsensusRules(adjudication_overrides=False), shape="standard"
+    )
+    assert (votes_only.kept, votes_only.dropped) == (before.kept, before.dropped)
+
+
+# Sending a pair back
+
+
+def test_send_back_makes_a_complete_pair_claimable_again(board, lead_client, make_user):
+    pair = board.pairs[0]  # 3 of 3 judgments
+    early, late = (make_user(name, "annotator") for name in ("early", "late"))
+    for user in (early, late):
+        Membership.objects.create(project=board.project, user=user)
+    assert next_assignment(board.project, early).pair != pair
+    response = lead_client.post(board.url("pair-send-back", pair.pk))
+    assert response.status_code == 302
+    assert Pair.objects.get(pk=pair.pk).extra_wanted == 1
+    page = fragment(lead_client.get(response["Location"]))
+    assert "3 judgments of 4 wanted (k 3 + 1 sent back)" in page
+    assert "now wants 4 judgments" in page
+    assert next_assignment(board.project, late).pair == pair
+    # Annotators who judged it are never handed it again.
+    assert all(
+        (a := next_assignment(board.project, board.raters[j])) is None or a.pair != pair for j in range(3)
+    )
+
+
+# The disagreement queue, audit and leaderboard
+
+
+def test_the_disagreement_queue_lists_split_pairs_most_split_first(board, lead_client):
+    body = fragment(lead_client.get(board.url("disagreement-list")))
+    listed = [int(pk) for pk in re.findall(r"/review/pairs/(\d+)/", body)]
+    by_pk = {pair.pk: i for i, pair in enumerate(board.pairs)}
+    # Pair 2 (1 of 3 for its top label), pair 9 (2 of 4), pair 8 (1 of 2), pair 1 (2 of 3); gold pair 6
+    # is not an agreement question.
+    assert [by_pk[pk] for pk in listed] == [2, 9, 8, 1]
+    assert "33%" in body and 'href="/projects/alpha/review/pairs/' in body
+    # The adjudication page walks the same queue.
+    page = fragment(lead_client.get(board.url("pair-adjudicate", board.pairs[2].pk)))
+    assert board.url("pair-adjudicate", board.pairs[9].pk) in page and "Next disagreement" in page
+
+
+def test_the_audit_section_appears_for_imported_labels(board, lead_client):
+    url = board.url("review-dashboard")
+    assert "Audit of the imported dataset" not in fragment(lead_client.get(url))
+    Pair.objects.filter(pk__in=[board.pairs[0].pk, board.pairs[1].pk]).update(original_label="a")
+    Pair.objects.filter(pk=board.pairs[7].pk).update(original_label="a")  # its annotators chose B
+    vote(board.pairs[10], board.raters[0], "a")  # a new judgment: the cached report is replaced
+    body = fragment(lead_client.get(url))
+    assert "Audit of the imported dataset" in body
+    assert "On 3 of 3 audited pairs with a majority" in body and "67% of the time" in body
+    assert board.url("pair-adjudicate", board.pairs[7].pk) in body.split("Audit of")[1]
+
+
+def test_the_leaderboard_appears_when_pairs_name_their_models(board, lead_client):
+    url = board.url("review-dashboard")
+    assert "Model leaderboard" not in fragment(lead_client.get(url))
+    Pair.objects.update(model_a="alpaca-7b", model_b="vicuna-13b")
+    body = fragment(lead_client.get(url + "?refresh=1"))  # model names are not in the cache key
+    assert "Model leaderboard" in body
+    board_section = body.split("Model leaderboard")[1]
+    assert "alpaca-7b" in board_section and "vicuna-13b" in board_section
+
+
+# Hostile text
+
+
+def test_model_output_is_escaped_on_every_review_page(project, lead, make_user, lead_client):
+    users = raters(make_user, project, 3)
+    project.criteria = [{"name": PAYLOADS[0], "question": "?"}]
+    project.save()
+    layout = [
+        ([{"role": "user", "content": p}] if i % 2 else p, "", {0: "a", 1: "b", 2: "a"})
+        for i, p in enumerate(PAYLOADS)
+    ]
+    pairs = build_pairs(project, layout, users)
+    for i, (pair, payload) in enumerate(zip(pairs, PAYLOADS, strict=True)):
+        Pair.objects.filter(pk=pair.pk).update(
+            response_a=payload, response_b=f"{payload} (b)", model_a=payload, model_b=f"m{i}",
+            metadata={"note": payload}, original_label="a",
+        )  # fmt: skip
+        Judgment.objects.filter(pair=pair).update(rationale=payload, criteria={PAYLOADS[0]: "a"})
+    dangerous = [p for p in PAYLOADS if set(p) & set("<>")]  # quotes in text are inert
+    pages = [
+        reverse("labeling:review-dashboard", args=[project.slug]),
+        reverse("labeling:disagreement-list", args=[project.slug]),
+        reverse("labeling:export", args=[project.slug]),
+    ]
+    for pair in pairs:
+        url = reverse("labeling:pair-adjudicate", args=[project.slug, pair.pk])
+        pages += [url, f"{url}?plain=1"]
+    for url in pages:
+        body = fragment(lead_client.get(url))
+        assert unsafe_markup(body) == [], url
+        for payload in dangerous:
+            assert payload not in body, (url, payload)
+    report = review.review_report(project)
+    assert report["leaderboard"] and report["audit"]  # the model names and audit were on the page
+
+
+# The command
+
+
+def test_agreement_report_prints_the_numbers(board):
+    out = io.StringIO()
+    call_command("agreement_report", board.project.slug, stdout=out)
+    text = out.getvalue()
+    h = expected_report(board)["headline"]["without_excluded"]
+    assert "28 judgments on 9 pairs, 7 complete (k = 3), 4 annotators" in text
+    assert f"Krippendorff's alpha (nominal): {number(h['alpha']['value'])}" in text
+    assert f"Fleiss' kappa: {number(h['fleiss_kappa'])}" in text
+    assert "Split pairs: 4" in text
+    assert all(f"\n{u.username} " in text for u in board.raters)
+
+
+def test_agreement_report_json_is_the_report(board):
+    out = io.StringIO()
+    call_command("agreement_report", board.project.slug, "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    report = review.review_report(board.project)
+    assert data == json.loads(json.dumps(report))
+    assert data["headline"]["without_excluded"]["judgments"] == 28
+
+
+def test_agreement_report_refuses_an_unknown_slug(db):
+    with pytest.raises(CommandError, match="No project with slug 'nope'"):
+        call_command("agreement_report", "nope")

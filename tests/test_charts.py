@@ -1,0 +1,26 @@
+"""Chart geometry (pure: no Django)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from prefstudio import charts
+
+
+def test_a_heatmap_has_room_for_its_slanted_column_labels():
+    labels = ["annotator-one", "annotator-two", "annotator-six"]
+    matrix = [[1.0, 0.5, None], [0.5, 1.0, -0.2], [None, -0.2, 1.0]]
+    chart = charts.heatmap(labels, matrix, cell=34, margin=110)
+    assert [c.text for c in chart.cells[:3]] == ["1.00", "0.50", "–"]
+    # A 14-character label at 11 px (about 6.2 px a character) slanted at 45 degrees from the last
+    # column's centre must end inside the drawing.
+    last_x = chart.columns[-1][0]
+    assert last_x + 14 * 6.2 * math.cos(math.pi / 4) <= chart.width
+    assert chart.height == 110 + 3 * 34 + 4
+
+
+def test_a_heatmap_refuses_a_matrix_that_does_not_match_its_labels():
+    with pytest.raises(ValueError, match="2x2"):
+        charts.heatmap(["a", "b"], [[1.0]])
