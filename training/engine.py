@@ -1,0 +1,794 @@
+"""The DPO training engine: a base model plus a LoRA adapter, tuned on a preference file. No Django import.
+
+From Python (the web app's worker calls exactly this)::
+
+    from training.engine import Callbacks, TrainConfig, train
+
+    result = train(
+        TrainConfig(base_model="var/models/smollm2-135m-instruct", loss_type="sigmoid", beta=0.1),
+        train_file=Path("train.jsonl"),        # TRL preference columns, JSONL or Parquet (training.data)
+        eval_file=Path("eval.jsonl"),          # optional; without it, evaluation runs on the training pairs
+        output_dir=Path("var/artifacts/run-7"),
+        callbacks=Callbacks(on_progress=..., on_eval=..., on_log=..., should_stop=...),
+        resume=False,                          # True: continue after the latest checkpoint in output_dir
+    )                                          #       (from step 0 when there is none)
+    result.status, result.step, result.metrics, result.initial_metrics, result.data, result.device
+
+`Callbacks.on_progress(Progress)` follows every optimizer step (step, total_steps, epoch, tokens_per_second,
+eta_seconds, the step's metrics); `on_eval(step, metrics)` every evaluation; `on_log(line)` every log line;
+`should_stop()` is asked before every step. They run on the main process only.
+
+From a shell: `python -m training.engine CONFIG.json [--resume]`, the JSON holding `train_file`,
+`output_dir`, optionally `eval_file`, and `TrainConfig` fields. `torchrun --nproc-per-node N -m
+training.engine CONFIG.json` trains data-parallel (DDP, NCCL on GPUs, gloo on CPU); `batch_size` is per
+process, so a micro-step takes `batch_size × N` pairs, and the losses equal one process's with that batch.
+
+A run:
+- Policy = base model + a fresh LoRA adapter (peft); reference = the same model with the adapter disabled,
+  no second copy. Reference log-probs of every pair are computed once, before step 1, without gradients,
+  and cached in `output_dir/reference_logps.safetensors`, which a resumed run reuses. A step is one
+  forward and one backward: chosen and rejected share one forward and the LM head runs on completion
+  positions only (`training.dpo`).
+- AdamW, linear warmup then cosine decay, gradient accumulation, clipping; bf16 autocast on CUDA, fp32 on
+  CPU; optional gradient checkpointing. On CPU, a seed gives the same losses every time.
+- Evaluation at step 0, every `eval_steps` and at the end: TRL's `loss`, `rewards/chosen`,
+  `rewards/rejected`, `rewards/accuracies`, `rewards/margins`, `logps/chosen`, `logps/rejected`, plus
+  `logps/preference_share`, the share of pairs whose mean per-token log-prob is higher for chosen than for
+  rejected (the implicit rewards are all zero at step 0; this share is not).
+- Checkpoints every `save_steps` and on a stop, in `output_dir/checkpoints/step-NNNNNN/`: adapter,
+  optimizer, scheduler, RNG states, the epoch's batch order and the history. `resume=True` continues after
+  the latest and reproduces the uninterrupted run's losses on CPU. Loading uses safetensors and
+  `torch.load(weights_only=True)` only.
+- Output in `output_dir`: the adapter (`save_pretrained`, safetensors; `PeftModel.from_pretrained(base,
+  output_dir)` loads it), the tokenizer, `run_card.json` and `run_card.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from training.config import REFERENCE_FREE_LOSS_TYPES, TrainConfig
+from training.data import DataReport, TokenizedPair, batch_plan, eval_plan, load_pairs
+from training.dpo import pack_pairs, pair_logps, preference_loss, preference_metrics
+
+logger = logging.getLogger(__name__)
+
+# Fields a resumed run may change: none of them alters a number the run computes.
+RESUMABLE_CHANGES = frozenset({"eval_steps", "save_steps", "save_total_limit", "eval_batch_size"})
+REFERENCE_CACHE = "reference_logps.safetensors"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished optimizer step, with the speed of the steps this process has run."""
+
+    step: int
+    total_steps: int
+    epoch: float  # epochs done, fractional
+    tokens_per_second: float  # prompt + completion tokens of both sequences of each pair
+    eta_seconds: float
+    metrics: dict[str, float]  # METRIC_NAMES over the step's pairs, plus learning_rate and grad_norm
+
+
+@dataclass
+class Callbacks:
+    """Optional hooks for `train`; see the module docstring."""
+
+    on_progress: Callable[[Progress], None] | None = None
+    on_eval: Callable[[int, dict[str, float]], None] | None = None
+    on_log: Callable[[str], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: str  # "finished" or "stopped"
+    step: int  # optimizer steps done
+    total_steps: int
+    metrics: dict[str, float] | None  # final evaluation; None when stopped
+    initial_metrics: dict[str, float]  # evaluation at step 0
+    data: dict[str, dict[str, Any]]  # DataReport.to_dict() of "train" (and "eval"): dropped pairs with ids
+    artifact_dir: Path
+    device: str  # "cpu", "cuda:0", ...
+    # This process's run: reference_seconds, train_seconds (the step loop), tokens, tokens_per_second.
+    timings: dict[str, float]
+
+
+class _Dist:
+    """This process's place in a torchrun job, or a world of one."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+        if self.owned:
+            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        self.active = dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.active else (0, 1)
+        self.main = self.rank == 0
+        self.device = torch.device("cpu")
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        """Element-wise sum over processes, on CPU: exact where each value is non-zero on one process only."""
+        if self.active:
+            tensor = tensor.to(self.device)
+            torch.distributed.all_reduce(tensor)
+        return tensor.cpu()
+
+    def agree(self, flag: bool) -> bool:
+        """The main process's `flag`, on every process."""
+        return bool(self.sum(torch.tensor([float(flag and self.main)])).item())
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owned:
+            torch.distributed.destroy_process_group()
+
+
+def load_model(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[Any, Any]:
+    """`(peft_model, tokenizer)`: the base model with a fresh LoRA adapter, seeded as TRL's DPOTrainer does.
+
+    Dropout in the base model is switched off (as TRL does), so policy and reference agree exactly while the
+    adapter is zero. Weights load in bf16 on CUDA, fp32 elsewhere, with SDPA attention.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    device = torch.device(device)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    model = AutoModelForCausalLM.from_pretrained(
+        config.base_model, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation="sdpa"
+    )
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    set_seed(config.seed)  # the LoRA A matrices are drawn next
+    targets = config.lora_target_modules
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(targets) if isinstance(targets, tuple) else targets,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.to(device), tokenizer
+
+
+def _reuse_freed_memory() -> None:
+    """Make glibc keep freed memory for reuse instead of returning it to the OS (Linux, CPU runs).
+
+    A CPU step allocates and frees the same few hundred MB of activations. With glibc's defaults each big
+    block is mmap'ed and unmapped every time, so every step faults it back in page by page (about 80,000
+    minor faults a step for SmolLM2-135M). Raising the mmap and trim thresholds lets malloc reuse the blocks.
+    It applies to the whole process: the worker's job process or the command line, which end with the run.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h> parameter numbers
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, 2**31 - 1)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _pack(pairs: list[TokenizedPair], indices: list[int], pad_token_id: int):
+    return pack_pairs(
+        [(pairs[i].prompt, pairs[i].chosen, pairs[i].rejected) for i in indices], pad_token_id=pad_token_id
+    )
+
+
+def sequence_logps(
+    model: Any,
+    pairs: list[TokenizedPair],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    reference: bool,
+    dist: _Dist | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Summed completion log-probs `(chosen, rejected)` of `pairs`, each `(len(pairs),)` float32 on CPU.
+
+    No gradients; `reference=True` disables the adapter. Batches are sorted by length and shared out over
+    the processes of `dist`.
+    """
+    dist = dist or _Dist()
+    device = next(model.parameters()).device
+    chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    was_training = model.training
+    model.eval()
+    with (
+        torch.inference_mode(),
+        model.disable_adapter() if reference else contextlib.nullcontext(),
+        _autocast(device),
+    ):
+        for indices in eval_plan([p.length for p in pairs], batch_size=batch_size)[dist.rank :: dist.world]:
+            c, r = pair_logps(model, _pack(pairs, indices, pad_token_id).to(device))
+            chosen[indices], rejected[indices] = c.float().cpu(), r.float().cpu()
+    model.train(was_training)
+    both = dist.sum(torch.stack([chosen, rejected]))
+    return both[0], both[1]
+
+
+def loss_options(config: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments of `training.dpo.preference_loss` that `config` sets."""
+    return {
+        "beta": config.beta,
+        "loss_type": config.loss_type,
+        "label_smoothing": config.label_smoothing,
+        "gamma": config.simpo_gamma,
+    }
+
+
+class _PolicyLogps(torch.nn.Module):
+    """The policy's forward as one module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch) -> tuple[Tensor, Tensor]:
+        return pair_logps(self.model, batch)
+
+
+def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warmup, then cosine decay to zero: transformers' `get_cosine_schedule_with_warmup`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return factor
+
+
+@dataclass
+class _Split:
+    pairs: list[TokenizedPair]
+    report: DataReport
+    lengths: tuple[Tensor, Tensor]  # scored completion tokens, chosen and rejected
+    reference: tuple[Tensor, Tensor] | tuple[None, None] = (None, None)
+
+
+def _load_split(path: Path, tokenizer: Any, config: TrainConfig) -> _Split:
+    pairs, report = load_pairs(
+        path, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
+    )
+    if not pairs:
+        raise ValueError(f"{path}: no usable preference pair ({report.to_dict()['dropped_counts']} dropped).")
+    # pack_pairs scores every completion token after a non-empty prompt, all but the first otherwise.
+    lengths = tuple(
+        torch.tensor([len(getattr(p, side)) - (not p.prompt) for p in pairs], dtype=torch.float32)
+        for side in ("chosen", "rejected")
+    )
+    return _Split(pairs, report, lengths)
+
+
+class _Run:
+    """One process's training run: model, data, optimizer, and what it has measured."""
+
+    def __init__(
+        self, config: TrainConfig, train_file: Path, eval_file: Path | None, output_dir: Path, callbacks, dist
+    ):
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.config, self.output_dir, self.callbacks, self.dist = config, output_dir, callbacks, dist
+        self.started = time.time()
+        self.history: list[dict[str, float]] = []
+        self.eval_history: list[dict[str, float]] = []
+        self.log(
+            f"DPO ({config.loss_type}) on {config.base_model}, device {dist.device}, {dist.world} process(es)"
+        )
+        if dist.device.type == "cpu":
+            _reuse_freed_memory()
+        self.model, self.tokenizer = load_model(config, dist.device)
+        self.pad_token_id = self.tokenizer.pad_token_id
+        self.eval_batch_size = config.eval_batch_size or 2 * config.batch_size
+        self.train_split = _load_split(train_file, self.tokenizer, config)
+        self.eval_split = _load_split(eval_file, self.tokenizer, config) if eval_file else self.train_split
+        self.splits = (
+            {"train": self.train_split, "eval": self.eval_split} if eval_file else {"train": self.train_split}
+        )
+        for name, split in self.splits.items():
+            dropped = (
+                ", ".join(f"{len(ids)} {why}" for why, ids in split.report.dropped.items()) or "none dropped"
+            )
+            self.log(f"{name}: {split.report.kept} of {split.report.total} pairs kept ({dropped})")
+        if len(self.train_split.pairs) < dist.world:
+            raise ValueError(
+                f"{len(self.train_split.pairs)} training pairs cannot be shared by {dist.world} processes."
+            )
+
+        started = time.perf_counter()
+        if config.loss_type not in REFERENCE_FREE_LOSS_TYPES:
+            self.attach_reference()
+        self.reference_seconds = time.perf_counter() - started
+
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.plan_epoch, self.plan = -1, []
+        self.steps_per_epoch = math.ceil(len(self.epoch_plan(0)) / config.gradient_accumulation_steps)
+        self.total_steps = config.max_steps or config.num_epochs * self.steps_per_epoch
+        warmup = math.ceil(self.total_steps * config.warmup_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _cosine_with_warmup(self.total_steps, warmup)
+        )
+        device_ids = [dist.device.index] if dist.device.type == "cuda" else None
+        self.ddp = (
+            DistributedDataParallel(_PolicyLogps(self.model), device_ids=device_ids) if dist.active else None
+        )
+        self.policy = self.ddp or _PolicyLogps(self.model)
+        self.model.train()
+
+    def log(self, line: str) -> None:
+        if self.dist.main:
+            logger.info(line)
+            if self.callbacks.on_log:
+                self.callbacks.on_log(line)
+
+    def attach_reference(self) -> None:
+        """Reference log-probs of every pair: read from the run's cache, or computed now and cached."""
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        digest = hashlib.sha256(json.dumps([self.config.base_model, str(self.model.dtype)]).encode())
+        digest.update(self.model.get_base_model().config.to_json_string().encode())
+        for name, split in self.splits.items():
+            digest.update(name.encode())
+            for pair in split.pairs:
+                digest.update(repr((pair.prompt, pair.chosen, pair.rejected)).encode())
+        fingerprint, path = digest.hexdigest(), self.output_dir / REFERENCE_CACHE
+        if path.exists():
+            with safe_open(path, "pt") as f:
+                if f.metadata().get("fingerprint") == fingerprint:
+                    for name, split in self.splits.items():
+                        split.reference = (f.get_tensor(f"{name}_chosen"), f.get_tensor(f"{name}_rejected"))
+                    self.log(f"reference log-probs read from {path}")
+                    return
+        for name, split in self.splits.items():
+            started = time.perf_counter()
+            split.reference = sequence_logps(
+                self.model,
+                split.pairs,
+                batch_size=self.eval_batch_size,
+                pad_token_id=self.pad_token_id,
+                reference=True,
+                dist=self.dist,
+            )
+            self.log(
+                f"reference log-probs of {len(split.pairs)} {name} pairs in "
+                f"{time.perf_counter() - started:.1f}s"
+            )
+        if self.dist.main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            tensors = {
+                f"{n}_{side}": s.reference[i]
+                for n, s in self.splits.items()
+                for i, side in enumerate(("chosen", "rejected"))
+            }
+            save_file(tensors, path.with_suffix(".tmp"), metadata={"fingerprint": fingerprint})
+            os.replace(path.with_suffix(".tmp"), path)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        split = self.eval_split
+        if step == 0 and split.reference[0] is not None:
+            policy = split.reference  # a fresh LoRA adapter adds exact zeros: the policy is the reference
+        else:
+            policy = sequence_logps(
+                self.model,
+                split.pairs,
+                batch_size=self.eval_batch_size,
+                pad_token_id=self.pad_token_id,
+                reference=False,
+                dist=self.dist,
+            )
+        metrics = preference_metrics(
+            *policy,
+            *split.reference,
+            chosen_lengths=split.lengths[0],
+            rejected_lengths=split.lengths[1],
+            **loss_options(self.config),
+        )
+        self.eval_history.append({"step": step, **metrics})
+        self.log(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if self.dist.main and self.callbacks.on_eval:
+            self.callbacks.on_eval(step, metrics)
+        return metrics
+
+    def epoch_plan(self, epoch: int) -> list[list[int]]:
+        if self.plan_epoch != epoch:
+            lengths = [p.length for p in self.train_split.pairs]
+            plan = batch_plan(
+                lengths,
+                batch_size=self.config.batch_size * self.dist.world,
+                seed=self.config.seed,
+                epoch=epoch,
+            )
+            # Every process needs a pair of each batch: a last batch too small to share is left out.
+            self.plan, self.plan_epoch = [b for b in plan if len(b) >= self.dist.world], epoch
+        return self.plan
+
+    def train_step(self, step: int) -> tuple[dict[str, float], int]:
+        """Optimizer step `step` (0-based): its metrics over all processes, and the tokens it took."""
+        split, dist, ga = self.train_split, self.dist, self.config.gradient_accumulation_steps
+        epoch, index = divmod(step, self.steps_per_epoch)
+        micro_batches = self.epoch_plan(epoch)[index * ga : (index + 1) * ga]
+        everything = [i for batch in micro_batches for i in batch]
+        chosen, rejected = torch.zeros(len(everything)), torch.zeros(len(everything))
+        offset = 0
+        for k, batch_indices in enumerate(micro_batches):
+            mine = range(dist.rank, len(batch_indices), dist.world)
+            indices = [batch_indices[j] for j in mine]
+            batch = _pack(split.pairs, indices, self.pad_token_id).to(dist.device)
+            syncing = self.ddp is None or k == len(micro_batches) - 1
+            with contextlib.nullcontext() if syncing else self.ddp.no_sync():
+                with _autocast(dist.device):
+                    policy = self.policy(batch)
+                policy = (policy[0].float(), policy[1].float())
+                reference = [None if s is None else s[indices].to(dist.device) for s in split.reference]
+                losses, _, _ = preference_loss(
+                    *policy,
+                    *reference,
+                    chosen_lengths=batch.chosen_lengths.float(),
+                    rejected_lengths=batch.rejected_lengths.float(),
+                    **loss_options(self.config),
+                )
+                # DDP averages gradients over processes; so scaled, the step's loss is its pairs' mean.
+                (losses.sum() * dist.world / len(everything)).backward()
+            positions = [offset + j for j in mine]
+            chosen[positions], rejected[positions] = policy[0].detach().cpu(), policy[1].detach().cpu()
+            offset += len(batch_indices)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        both = dist.sum(torch.stack([chosen, rejected]))
+        metrics = preference_metrics(
+            both[0],
+            both[1],
+            *[None if s is None else s[everything] for s in split.reference],
+            chosen_lengths=split.lengths[0][everything],
+            rejected_lengths=split.lengths[1][everything],
+            **loss_options(self.config),
+        )
+        metrics |= {"learning_rate": learning_rate, "grad_norm": grad_norm.item()}
+        pairs = [split.pairs[i] for i in everything]
+        return metrics, sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> Path:
+        """Write the checkpoint of `state["step"]` atomically (a folder renamed once complete); prune."""
+        root = self.output_dir / "checkpoints"
+        final, partial = root / f"step-{state['step']:06d}", root / f".step-{state['step']:06d}.partial"
+        if self.dist.main:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        self.dist.barrier()
+        rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state(self.dist.device)
+        torch.save(rng, partial / f"rng-{self.dist.rank}.pt")
+        self.dist.barrier()
+        if self.dist.main:
+            self.model.save_pretrained(partial)
+            torch.save(self.optimizer.state_dict(), partial / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), partial / "scheduler.pt")
+            (partial / "state.json").write_text(json.dumps(state))
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            for old in sorted(root.glob("step-*"))[: -self.config.save_total_limit]:
+                shutil.rmtree(old)
+        self.dist.barrier()
+        return final
+
+    def restore_checkpoint(self) -> dict[str, Any] | None:
+        """Load the latest checkpoint in the output dir into model, optimizer, scheduler and RNGs; its state.
+
+        None when there is no complete checkpoint.
+        """
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        found = sorted(
+            p for p in (self.output_dir / "checkpoints").glob("step-*") if (p / "state.json").exists()
+        )
+        if not found:
+            self.log(f"no checkpoint in {self.output_dir / 'checkpoints'}: starting from step 0")
+            return None
+        path = found[-1]
+        state = json.loads((path / "state.json").read_text())
+        saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+        changed = sorted(
+            k for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
+        )
+        if changed:
+            raise ValueError(f"Cannot resume from {path}: it was made with different {', '.join(changed)}.")
+        if state["data_sha256"] != self.data_sha256() or state["world_size"] != self.dist.world:
+            raise ValueError(f"Cannot resume from {path}: other data files or another number of processes.")
+        device = self.dist.device
+        set_peft_model_state_dict(
+            self.model, load_file(path / "adapter_model.safetensors", device=str(device))
+        )
+        self.optimizer.load_state_dict(
+            torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
+        )
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        rng = torch.load(path / f"rng-{self.dist.rank}.pt", weights_only=True)
+        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"], device)
+        self.plan_epoch, self.plan = state["plan_epoch"], state["plan"]
+        self.history, self.eval_history = state["history"], state["eval_history"]
+        self.log(f"resumed after step {state['step']} of {self.total_steps} from {path}")
+        return state
+
+    def data_sha256(self) -> dict[str, str]:
+        return {name: split.report.sha256 for name, split in self.splits.items()}
+
+    def write_outputs(self, result: TrainResult) -> None:
+        """Adapter, tokenizer and run cards in the output dir (main process)."""
+        self.model.save_pretrained(self.output_dir)
+        self.tokenizer.save_pretrained(self.output_dir)
+        import peft
+        import transformers
+
+        card = {
+            "status": result.status,
+            "base_model": self.config.base_model,
+            "step": result.step,
+            "total_steps": result.total_steps,
+            "config": self.config.to_dict(),
+            "data": result.data,
+            "eval_split": "eval" if "eval" in self.splits else "train (no eval file)",
+            "metrics": {"step_0": result.initial_metrics, "final": result.metrics},
+            "history": self.history,
+            "eval_history": self.eval_history,
+            "hardware": {
+                "device": result.device,
+                "device_name": _device_name(self.dist.device),
+                "processes": self.dist.world,
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "peft": peft.__version__,
+            },
+            "time": {
+                "started": dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(timespec="seconds"),
+                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "wall_seconds": round(time.time() - self.started, 1),
+                **{k: round(v, 2) for k, v in result.timings.items()},
+            },
+        }
+        (self.output_dir / "run_card.json").write_text(json.dumps(card, indent=2) + "\n")
+        (self.output_dir / "run_card.md").write_text(_run_card_markdown(card))
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _run_card_markdown(card: dict[str, Any]) -> str:
+    step0, final = card["metrics"]["step_0"], card["metrics"]["final"] or {}
+    lines = [
+        f"# DPO run: {card['status']} at step {card['step']} of {card['total_steps']}",
+        "",
+        f"Base model `{card['base_model']}`, LoRA adapter; loss `{card['config']['loss_type']}`, "
+        f"β {card['config']['beta']}. Evaluated on the {card['eval_split']} split.",
+        "",
+        "## Data",
+        "| split | file | sha256 | pairs | kept | dropped | prompt truncated | completion truncated |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in card["data"].items():
+        dropped = ", ".join(f"{n} {why}" for why, n in r["dropped_counts"].items()) or "0"
+        lines.append(
+            f"| {name} | `{Path(r['file']).name}` | `{r['sha256']}` | {r['total']} | {r['kept']} | {dropped} "
+            f"| {r['prompt_truncated']} | {r['completion_truncated']} |"
+        )
+    lines += ["", "## Metrics", "| metric | step 0 | final |", "|---|---|---|"]
+    lines += [
+        f"| {k} | {step0[k]:.4f} | {final[k]:.4f} |" if k in final else f"| {k} | {step0[k]:.4f} | |"
+        for k in step0
+    ]
+    hw, t = card["hardware"], card["time"]
+    lines += [
+        "",
+        "## Where and when",
+        f"{hw['device']} ({hw['device_name']}), {hw['processes']} process(es); torch {hw['torch']}, "
+        f"transformers {hw['transformers']}, peft {hw['peft']}. "
+        f"Started {t['started']}, finished {t['finished']} "
+        f"({t['wall_seconds']} s; reference pass {t['reference_seconds']} s, "
+        f"training {t['train_seconds']} s, "
+        f"{t['tokens_per_second']} tokens/s).",
+        "",
+        "## Configuration",
+        "```json",
+        json.dumps(card["config"], indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    train_file: Path,
+    eval_file: Path | None = None,
+    output_dir: Path,
+    callbacks: Callbacks | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Tune `config.base_model` with a LoRA adapter on `train_file`; see the module docstring.
+
+    `TrainConfig` is `training.config.TrainConfig` (torch-free, so the web app validates without the
+    engine). Raises `ValueError` for a malformed preference file, a file without a usable pair, or a resume
+    whose checkpoint was made with another configuration, data or number of processes.
+    """
+    dist = _Dist()
+    try:
+        eval_path = Path(eval_file) if eval_file else None
+        run = _Run(config, Path(train_file), eval_path, Path(output_dir), callbacks or Callbacks(), dist)
+        return _loop(run, resume)
+    finally:
+        dist.close()
+
+
+def _loop(run: _Run, resume: bool) -> TrainResult:
+    config, dist, callbacks, total = run.config, run.dist, run.callbacks, run.total_steps
+    state = run.restore_checkpoint() if resume else None
+    if state is not None:
+        step, tokens_before, seconds_before = state["step"], state["tokens"], state["train_seconds"]
+        initial_metrics = state["initial_metrics"]
+    else:
+        if dist.main:  # a fresh run: older checkpoints here would be resumed or pruned in its place
+            shutil.rmtree(run.output_dir / "checkpoints", ignore_errors=True)
+        dist.barrier()
+        step, tokens_before, seconds_before = 0, 0, 0.0
+        initial_metrics = run.evaluate(0)
+
+    def checkpoint() -> None:
+        state = {
+            "step": step,
+            "tokens": tokens_before + tokens,
+            "train_seconds": seconds_before + time.perf_counter() - started,
+            "config": config.to_dict(),
+            "data_sha256": run.data_sha256(),
+            "world_size": dist.world,
+            "plan_epoch": run.plan_epoch,
+            "plan": run.plan,
+            "history": run.history,
+            "eval_history": run.eval_history,
+            "initial_metrics": initial_metrics,
+        }
+        run.log(f"checkpoint after step {step}: {run.save_checkpoint(state)}")
+
+    status, final_metrics, started, tokens, steps_run = "finished", None, time.perf_counter(), 0, 0
+    while step < total:
+        if dist.agree(bool(dist.main and callbacks.should_stop and callbacks.should_stop())):
+            status = "stopped"
+            break
+        metrics, step_tokens = run.train_step(step)
+        step, steps_run, tokens = step + 1, steps_run + 1, tokens + step_tokens
+        elapsed = time.perf_counter() - started
+        run.history.append({"step": step, **metrics})
+        progress = Progress(
+            step,
+            total,
+            step / run.steps_per_epoch,
+            tokens / elapsed,
+            (total - step) * elapsed / steps_run,
+            metrics,
+        )
+        run.log(
+            f"step {step}/{total} loss {metrics['loss']:.4f} accuracy {metrics['rewards/accuracies']:.2f} "
+            f"lr {metrics['learning_rate']:.2e} {progress.tokens_per_second:.0f} tokens/s "
+            f"eta {progress.eta_seconds:.0f}s"
+        )
+        if dist.main and callbacks.on_progress:
+            callbacks.on_progress(progress)
+        if config.eval_steps and step % config.eval_steps == 0 and step < total:
+            run.evaluate(step)
+        if config.save_steps and step % config.save_steps == 0 and step < total:
+            checkpoint()
+    train_seconds = time.perf_counter() - started
+    if status == "stopped":
+        checkpoint()
+    else:
+        final_metrics = run.evaluate(step)
+    timings = {
+        "reference_seconds": run.reference_seconds,
+        "train_seconds": train_seconds,
+        "tokens": tokens,
+        "tokens_per_second": tokens / train_seconds if train_seconds > 0 else 0.0,
+    }
+    data = {name: split.report.to_dict() for name, split in run.splits.items()}
+    result = TrainResult(
+        status, step, total, final_metrics, initial_metrics, data, run.output_dir, str(dist.device), timings
+    )
+    if dist.main:
+        run.write_outputs(result)
+    dist.barrier()
+    run.log(f"{status} after step {step}; adapter and run card in {run.output_dir}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.engine CONFIG.json [--resume]`; exit status 0 finished, 3 stopped."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.engine", description="Run one DPO training job."
+    )
+    parser.add_argument(
+        "config", type=Path, help="JSON: train_file, output_dir, optional eval_file, TrainConfig fields"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue after the latest checkpoint in output_dir"
+    )
+    args = parser.parse_args(argv)
+    spec = json.loads(args.config.read_text())
+    if not isinstance(spec, dict) or not {"train_file", "output_dir"} <= spec.keys():
+        parser.error(f"{args.config} must be a JSON object with train_file and output_dir")
+    paths = {key: spec.pop(key, None) for key in ("train_file", "eval_file", "output_dir")}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    result = train(
+        TrainConfig.from_dict(spec),
+        train_file=Path(paths["train_file"]),
+        eval_file=Path(paths["eval_file"]) if paths["eval_file"] else None,
+        output_dir=Path(paths["output_dir"]),
+        resume=args.resume,
+    )
+    return 0 if result.status == "finished" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
