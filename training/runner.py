@@ -31,13 +31,12 @@ def _device_name() -> str:
 
 
 class _Heartbeat(threading.Thread):
-    """Writes the run's heartbeat every TRAINING_HEARTBEAT_SECONDS and notices a cancel request."""
+    """Writes the run's heartbeat every TRAINING_HEARTBEAT_SECONDS, also while a long step runs."""
 
     def __init__(self, run_id: int) -> None:
         super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
         self.run_id = run_id
         self.done = threading.Event()
-        self.cancel = threading.Event()
 
     def run(self) -> None:
         try:
@@ -48,16 +47,13 @@ class _Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
-        if TrainingRun.objects.filter(pk=self.run_id, cancel_requested_at__isnull=False).exists():
-            self.cancel.set()
 
 
 class _Recorder:
     """The engine's callbacks, writing to the run's row."""
 
-    def __init__(self, run: TrainingRun, heartbeat: _Heartbeat) -> None:
+    def __init__(self, run: TrainingRun) -> None:
         self.run = run
-        self.heartbeat = heartbeat
         self.lines: deque[str] = deque(run.log_tail.splitlines()[-LOG_TAIL_LINES:], maxlen=LOG_TAIL_LINES)
         self.last_write = 0.0
 
@@ -83,7 +79,8 @@ class _Recorder:
         self.lines.append(line)
 
     def should_stop(self) -> bool:
-        return self.heartbeat.cancel.is_set()
+        """Asked before every step: one primary-key lookup, so a cancel ends the run within a step."""
+        return TrainingRun.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False).exists()
 
 
 def _start(run_id: int, worker: str) -> TrainingRun | None:
@@ -113,7 +110,7 @@ def execute(run_id: int, *, worker: str = "") -> str:
     if run is None:
         return "not queued"
     heartbeat = _Heartbeat(run.pk)
-    recorder = _Recorder(run, heartbeat)
+    recorder = _Recorder(run)
     heartbeat.start()
     output = artifact_dir(run)
     try:

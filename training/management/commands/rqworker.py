@@ -15,6 +15,7 @@ from django.conf import settings
 from django_rq.management.commands.rqworker import Command as RQWorkerCommand
 
 from training.queues import register_devices
+from training.services import runs_reap
 
 
 class Command(RQWorkerCommand):
@@ -28,4 +29,6 @@ class Command(RQWorkerCommand):
                 register_devices(django_rq.get_connection(settings.PREFSTUDIO_TRAINING_QUEUE))
             except redis.RedisError as exc:
                 self.stderr.write(f"Could not record this host's devices: {exc}")
+            # A worker restarting after a crash settles the runs it (or another lost worker) left behind.
+            runs_reap()
         super().handle(*args, **options)

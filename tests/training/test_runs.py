@@ -1,0 +1,304 @@
+"""Training runs in the app: created from a snapshot, carried by RQ to a worker, recorded on their row,
+canceled, lost with their worker, re-enqueued when Redis forgot them, resumed from a checkpoint.
+
+The tiny model of tests/tiny_model.py stands in for a base model. Tests with a worker in a subprocess
+need a database that another process can open: PostgreSQL (CI); on SQLite they are skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import django_rq
+import psutil
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.utils import timezone
+from rq.job import Job
+
+from labeling.models import ExportSnapshot, Membership, Project
+from tests.conftest import worker_for
+from tests.tiny_model import preference_rows
+from tests.workers import needs_postgres, start_worker, stop_worker, wait_for, worker_log
+from training import runner, services
+from training.models import TrainingRun
+
+TINY_CONFIG = {
+    "loss_type": "sigmoid",
+    "beta": 0.1,
+    "learning_rate": 5e-3,
+    "batch_size": 4,
+    "max_length": 96,
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "seed": 0,
+    "eval_steps": 2,
+    "save_steps": 2,
+}
+
+
+@pytest.fixture
+def tiny_base(settings, tiny_model_dir):
+    settings.PREFSTUDIO_BASE_MODELS = {"tiny": str(tiny_model_dir)}
+    return "tiny"
+
+
+def make_snapshot(project: Project, *, train: int = 32, evaluation: int = 8) -> ExportSnapshot:
+    """A finished conversational export whose files hold a learnable synthetic preference."""
+    snapshot = ExportSnapshot.objects.create(
+        project=project, rules={}, shape="conversational", format="jsonl", eval_fraction=0.2,
+        state="done", train_rows=train, eval_rows=evaluation, kept=train + evaluation,
+        files=[{"name": "train.jsonl", "split": "train", "rows": train},
+               {"name": "eval.jsonl", "split": "eval", "rows": evaluation}],
+    )  # fmt: skip
+    folder = Path(settings.MEDIA_ROOT) / snapshot.directory
+    folder.mkdir(parents=True)
+    for name, rows in (
+        ("train.jsonl", preference_rows(train, seed=1)),
+        ("eval.jsonl", preference_rows(evaluation, seed=2)),
+    ):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return snapshot
+
+
+def create_run(project: Project, user, base: str, **config) -> TrainingRun:
+    return services.run_create(
+        snapshot=make_snapshot(project), user=user, base_model=base, config={**TINY_CONFIG, **config}
+    )
+
+
+def run_state(run: TrainingRun) -> TrainingRun:
+    run.refresh_from_db()
+    return run
+
+
+@pytest.mark.django_db(transaction=True)
+@needs_postgres
+def test_a_run_goes_queued_running_succeeded_through_a_worker_and_its_adapter_loads(
+    training_queue, tiny_base, project, admin_user
+):
+    run = create_run(project, admin_user, tiny_base, max_steps=4)
+    assert run_state(run).state == "queued" and run.job_id  # enqueued once the transaction committed
+    job = Job.fetch(
+        run.job_id, connection=django_rq.get_connection(training_queue), serializer=settings.RQ_JOB_SERIALIZER
+    )
+    assert job.args == [run.pk] and job.timeout >= 6 * 3600  # ids only, JSON, hours
+    worker = start_worker(training_queue, burst=True)
+    assert worker.wait(timeout=240) == 0, worker_log(training_queue)
+    run = run_state(run)
+    assert run.state == "succeeded", run.error
+    assert (run.step, run.total_steps) == (4, 4)
+    assert run.device == "cpu" and run.worker_host and run.started_at and run.finished_at
+    assert run.tokens_per_second > 0
+    steps = list(run.metrics.filter(kind="train").values_list("step", flat=True))
+    assert steps == [1, 2, 3, 4]
+    evals = list(run.metrics.filter(kind="eval").values_list("step", flat=True))
+    assert evals[0] == 0 and evals[-1] == 4
+    assert "rewards/accuracies" in run.final_metrics and "logps/preference_share" in run.initial_metrics
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(settings.PREFSTUDIO_BASE_MODELS["tiny"])
+    tuned = PeftModel.from_pretrained(base, services.artifact_dir(run))
+    assert tuned.merge_and_unload() is not None
+    assert (services.artifact_dir(run) / "run_card.json").is_file()
+
+
+@pytest.mark.django_db(transaction=True)
+@needs_postgres
+def test_cancel_mid_run_ends_canceled_within_a_step_with_a_checkpoint(
+    training_queue, tiny_base, project, admin_user
+):
+    run = create_run(project, admin_user, tiny_base, max_steps=5000, eval_steps=0, save_steps=0)
+    worker = start_worker(training_queue)
+    try:
+        wait_for(lambda: run_state(run).step >= 2, what="two steps")
+        services.run_cancel(run)
+        step_at_cancel = run_state(run).step
+        wait_for(lambda: run_state(run).state == "canceled", timeout=30, what="the cancel")
+    finally:
+        stop_worker(worker)
+    run = run_state(run)
+    assert run.step <= step_at_cancel + 1  # the flag is read before every step
+    assert run.resumable and list((services.artifact_dir(run) / "checkpoints").iterdir())
+
+
+@pytest.mark.django_db(transaction=True)
+@needs_postgres
+def test_a_worker_killed_mid_run_leaves_the_run_failed_worker_lost(
+    training_queue, tiny_base, project, admin_user, settings
+):
+    settings.TRAINING_LOST_SECONDS = 3
+    run = create_run(project, admin_user, tiny_base, max_steps=5000, eval_steps=0)
+    worker = start_worker(training_queue)
+    try:
+        wait_for(lambda: run_state(run).step >= 1, what="the first step")
+    finally:
+        # The worker and its work horse (RQ puts the horse in a session of its own), with no goodbye.
+        tree = [worker.pid, *(p.pid for p in psutil.Process(worker.pid).children(recursive=True))]
+        for pid in tree:
+            os.kill(pid, signal.SIGKILL)
+        worker.wait()
+    killed = time.monotonic()
+    client = Client()
+    client.force_login(admin_user)
+    # Whoever looks next (the run page polls every 2 s) finds it failed, well within a minute.
+    wait_for(
+        lambda: client.get(run.get_absolute_url()) and run_state(run).state == "failed",
+        timeout=60,
+        what="worker lost",
+    )
+    assert "Worker lost" in run.error and time.monotonic() - killed < 60
+    assert run.resumable
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_run_whose_job_redis_lost_is_enqueued_again(training_queue, tiny_base, project, admin_user):
+    run = create_run(project, admin_user, tiny_base, max_steps=2)
+    redis = django_rq.get_connection(training_queue)
+    lost = run_state(run).job_id
+    django_rq.get_queue(training_queue).empty()  # as if Redis restarted with nothing on disk
+    redis.delete(f"rq:job:{lost}")
+    assert services.runs_reap() == 0  # too early: its job may just be on its way
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert services.runs_reap() == 1
+    run = run_state(run)
+    assert run.state == "queued" and run.job_id != lost
+    assert Job.exists(run.job_id, connection=redis)
+    worker_for(training_queue, worker_class="rq.SimpleWorker").work(burst=True)  # not stuck: it runs
+    assert run_state(run).state == "succeeded", run.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resume_continues_at_the_checkpoint_step(training_queue, tiny_base, project, admin_user, monkeypatch):
+    """A run canceled after step 3 (a checkpoint is saved on the stop) resumes after it and ends at 6."""
+    run = create_run(project, admin_user, tiny_base, max_steps=6, save_steps=2)
+    django_rq.get_queue(training_queue).empty()  # the first attempt runs here, not through its job
+    stop_after = 3
+
+    def record(run_id, kind, step, values):
+        services.record_metric(run_id, kind, step, values)
+        if kind == "train" and step == stop_after:  # as if an admin pressed Cancel during this step
+            TrainingRun.objects.filter(pk=run_id).update(cancel_requested_at=timezone.now())
+
+    monkeypatch.setattr(runner, "record_metric", record)
+    first = runner.execute(run.pk)
+    monkeypatch.undo()
+    run = run_state(run)
+    assert first == "canceled" and run.state == "canceled" and run.step <= stop_after + 1
+    stopped_at = run.step
+    before = timezone.now()
+    services.run_resume(run)
+    assert run_state(run).state == "queued"
+    worker_for(training_queue, worker_class="rq.SimpleWorker").work(burst=True)
+    run = run_state(run)
+    assert run.state == "succeeded" and run.step == 6 and run.attempts == 2, run.error
+    redone = sorted(run.metrics.filter(kind="train", created_at__gte=before).values_list("step", flat=True))
+    assert redone == list(range(stopped_at + 1, 7))  # the second attempt began after the checkpoint
+    assert "Resuming" in run.log_tail
+
+
+@pytest.mark.django_db
+def test_new_run_form_validates_fields_and_offers_the_measured_label_smoothing(
+    tiny_base, project, admin_user
+):
+    snapshot = make_snapshot(project)
+    ExportSnapshot.objects.filter(pk=snapshot.pk).update(suggested_label_smoothing=0.12)
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get("/training/runs/new/").content.decode()
+    assert 'value="0.12"' in page and "The KL knob" in page and "tiny" in page
+    data = {"snapshot": str(snapshot.uuid), "base_model": "tiny", "loss_type": "sigmoid", "beta": "-1",
+            "learning_rate": "5e-5", "num_epochs": "1", "batch_size": "2", "gradient_accumulation_steps": "1",
+            "max_length": "64", "lora_r": "4", "lora_alpha": "8", "lora_dropout": "0", "seed": "1",
+            "eval_steps": "0", "save_steps": "0", "label_smoothing": "0.1"}  # fmt: skip
+    response = client.post("/training/runs/new/", data)
+    assert (
+        response.status_code == 400
+        and b"Beta: Ensure this value is greater than or equal to" in response.content
+    )
+    assert not TrainingRun.objects.exists()
+    response = client.post("/training/runs/new/", {**data, "beta": "0.2", "base_model": "gpt-17"})
+    assert response.status_code == 400 and b"gpt-17 is not one of the available choices" in response.content
+
+
+@pytest.mark.django_db
+def test_only_admins_create_cancel_resume_or_download_and_foreign_runs_are_404(
+    project, other_project, lead, annotator, admin_user, make_user, tiny_base
+):
+    run = TrainingRun.objects.create(
+        snapshot=make_snapshot(project), base_model="tiny", config={}, state="failed"
+    )
+    for user in (lead, annotator):
+        client = Client()
+        client.force_login(user)
+        base = f"/training/runs/{run.pk}"
+        for url in ("/training/runs/new/", f"{base}/cancel/", f"{base}/resume/", f"{base}/download/"):
+            assert client.post(url).status_code == 403, (user, url)
+    # A trainer who leads only the other project sees neither this run nor this project's snapshots.
+    outsider = make_user("trainer", "lead")
+    outsider.user_permissions.add(Permission.objects.get(codename="manage_training"))
+    Membership.objects.create(project=other_project, user=outsider, role="lead")
+    client = Client()
+    client.force_login(outsider)
+    assert client.get(run.get_absolute_url()).status_code == 404
+    assert client.post(f"/training/runs/{run.pk}/resume/").status_code == 404
+    assert str(run.snapshot.uuid) not in client.get("/training/runs/new/").content.decode()
+
+
+@pytest.mark.django_db
+def test_download_streams_a_zip_of_the_adapter_and_run_card(project, admin_user, tiny_base):
+    run = TrainingRun.objects.create(
+        snapshot=make_snapshot(project), base_model="tiny", config={}, state="succeeded"
+    )
+    folder = services.artifact_dir(run)
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 4096)
+    (folder / "run_card.json").write_text("{}")
+    (folder / "reference_logps.safetensors").write_bytes(b"cache")
+    client = Client()
+    client.force_login(admin_user)
+    response = client.get(f"/training/runs/{run.pk}/download/")
+    assert response.streaming and response["Content-Disposition"].startswith("attachment")
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    names = sorted(archive.namelist())
+    assert names == [
+        f"prefstudio-run-{run.pk}/adapter_model.safetensors",
+        f"prefstudio-run-{run.pk}/run_card.json",
+    ]
+    assert archive.read(names[0]) == b"\0" * 4096
+
+
+@pytest.mark.django_db
+def test_deleting_a_snapshot_a_run_used_is_refused(project, admin_user):
+    from labeling.snapshots import SnapshotInUse, snapshot_delete
+
+    run = TrainingRun.objects.create(snapshot=make_snapshot(project), base_model="tiny", config={})
+    with pytest.raises(SnapshotInUse):
+        snapshot_delete(run.snapshot)
+    assert ExportSnapshot.objects.filter(pk=run.snapshot_id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_train_command_runs_one_run_in_the_foreground(training_queue, tiny_base, project, admin_user):
+    run = create_run(project, admin_user, tiny_base, max_steps=2)
+    out = io.StringIO()
+    call_command("train", str(run.pk), stdout=out)
+    assert "succeeded, step 2 of 2" in out.getvalue()
+    assert run_state(run).state == "succeeded"
+    with pytest.raises(CommandError, match="is succeeded, not queued"):
+        call_command("train", str(run.pk))
+    with pytest.raises(CommandError, match="only failed or canceled runs resume"):
+        call_command("train", str(run.pk), "--resume")
+    with pytest.raises(CommandError, match="No training run"):
+        call_command("train", "999999")
