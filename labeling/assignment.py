@@ -20,7 +20,6 @@ from django.db.models import F
 from django.utils import timezone
 
 from labeling import tally
-from labeling.display import rendered
 from labeling.models import Assignment, Pair, Project
 from prefstudio import sql
 
@@ -267,8 +266,8 @@ def next_assignment_locked(
             claimed = _claim(project, user, lease)
         if not claimed and not (project.gold_rate and not gold_turn and _deal_gold(project, user, lease)):
             return None  # no regular pair left, nor a gold pair this user has not met
-    # Render now, while this transaction holds the pair's row: kept for the next k - 1 annotators.
-    rendered(lease.pair)
+    # The pair is rendered by the caller once this transaction is over (labeling.display.rendered):
+    # a slow render must not hold the pair's row, or anyone's judgment waiting on it.
     if lease.id is None:  # PostgreSQL's claim inserted it already
         sql.add(lease)
     lease._state.adding = False

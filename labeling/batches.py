@@ -5,13 +5,17 @@ Parsing and validation live in `labeling.importing` (pure); this module saves wh
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import re
 import tempfile
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from typing import IO, Any, BinaryIO
 
 import django_rq
@@ -47,6 +51,10 @@ Progress = Callable[[int, int], None]
 
 class BatchInUse(Exception):
     """The batch has judgments, so its pairs cannot be deleted."""
+
+
+class ImportFailed(Exception):
+    """The import stopped; the batch is marked failed with this message."""
 
 
 @dataclass
@@ -87,9 +95,13 @@ def _count(n: int, noun: str) -> str:
 
 
 def import_options() -> ImportOptions:
+    """The importer's limits, from the settings."""
     return ImportOptions(
         max_record_bytes=settings.PREFSTUDIO_MAX_RECORD_BYTES,
         max_pairs_per_record=settings.PREFSTUDIO_MAX_PAIRS_PER_RECORD,
+        max_unpacked_bytes=settings.PREFSTUDIO_MAX_UNPACKED_BYTES,
+        max_records=settings.PREFSTUDIO_MAX_RECORDS,
+        parquet_chunk_bytes=settings.PREFSTUDIO_PARQUET_CHUNK_BYTES,
     )
 
 
@@ -183,48 +195,152 @@ def batch_fields(batch: ImportBatch) -> list[str]:
         return field_names(stream, filename=batch.source_name, fmt=batch.format)
 
 
+def batch_read_size(batch: ImportBatch, *, limit: int) -> int:
+    """How many bytes importing the batch's file will read, counted up to `limit` + 1: a gzipped
+    file's unpacked size (decompressed, not taken from its header), a Parquet file's from its footer."""
+    if batch.format == "parquet":
+        import pyarrow
+        import pyarrow.parquet
+
+        try:
+            with batch.file.open("rb") as stream:
+                metadata = pyarrow.parquet.ParquetFile(stream).metadata
+                return sum(
+                    metadata.row_group(g).column(c).total_uncompressed_size
+                    for g in range(metadata.num_row_groups)
+                    for c in range(metadata.num_columns)
+                )
+        except (pyarrow.ArrowException, OSError):
+            return batch.size_bytes  # the import reports what is wrong with it
+    if not batch.format.endswith(".gz"):
+        return batch.size_bytes
+    read = 0
+    try:
+        with batch.file.open("rb") as stream, gzip.GzipFile(fileobj=stream, mode="rb") as unpacked:
+            while read <= limit and (chunk := unpacked.read(1 << 20)):
+                read += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        pass  # corrupt: the import says so
+    return read
+
+
+def batch_in_background(batch: ImportBatch) -> bool:
+    """Whether the import runs in a worker: when it will read more than PREFSTUDIO_IMPORT_SYNC_MAX_BYTES."""
+    limit = settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES
+    return batch.size_bytes > limit or batch_read_size(batch, limit=limit) > limit
+
+
+def batch_claim(batch: ImportBatch, *, background: bool) -> bool:
+    """Take an uploaded batch for import: queued for a worker, or running in this request. Atomic: of
+    several clicks on "Import the whole file" at once, one claims it and the others get False."""
+    now, job_id = timezone.now(), str(uuid.uuid4()) if background else ""
+    state = ImportBatch.State.QUEUED if background else ImportBatch.State.RUNNING
+    claimed = ImportBatch.objects.filter(pk=batch.pk, state=ImportBatch.State.UPLOADED).update(
+        state=state, job_id=job_id, started_at=now
+    )
+    if claimed:
+        batch.state, batch.job_id, batch.started_at = state, job_id, now
+    return bool(claimed)
+
+
 def batch_run(batch: ImportBatch, *, progress: Progress | None = None) -> ImportSummary:
-    """Import an uploaded batch's file, record the outcome on the batch, and return it."""
-    batch.state = ImportBatch.State.RUNNING
-    batch.save(update_fields=["state"])
+    """Import a batch's file, record the outcome on the batch, and return it.
+
+    The batch is claimed first if it is not yet (uploaded -> running; a worker's queued -> running).
+    Raises ImportFailed, with the batch marked failed, when it cannot be claimed or the import stops
+    for any reason: no batch is left running.
+    """
+    if batch.state != ImportBatch.State.RUNNING or batch.job_id:
+        moved = ImportBatch.objects.filter(
+            pk=batch.pk, state__in=(ImportBatch.State.UPLOADED, ImportBatch.State.QUEUED)
+        ).update(state=ImportBatch.State.RUNNING, started_at=timezone.now())
+        if not moved:
+            raise ImportFailed(f"{batch.source_name} is no longer waiting to be imported.")
+        batch.state = ImportBatch.State.RUNNING
     try:
         with batch.file.open("rb") as stream:
-            summary = import_stream(batch=batch, stream=stream, fmt=batch.format, progress=progress)
-    except ImportFormatError as exc:
-        batch_fail(batch, str(exc))
-        raise
-    return summary
+            return import_stream(batch=batch, stream=stream, fmt=batch.format, progress=progress)
+    except Exception as exc:
+        if isinstance(exc, ImportFormatError):
+            message = str(exc)
+        else:
+            logger.exception("Import of batch %s stopped", batch.pk)
+            message = f"The import of {batch.source_name} stopped: {type(exc).__name__}: {exc}"
+        batch_fail(batch, message)
+        raise ImportFailed(message) from exc
 
 
 def batch_enqueue(batch: ImportBatch) -> None:
-    """Hand the import to a worker on the default queue; the batch page follows its progress."""
-    job_id = str(uuid.uuid4())
-    # Saved before enqueueing, so a fast worker's RUNNING is never overwritten by QUEUED.
-    batch.state, batch.job_id = ImportBatch.State.QUEUED, job_id
-    batch.save(update_fields=["state", "job_id"])
+    """Hand a claimed import (`batch_claim(background=True)`) to a worker on the default queue; the
+    batch page follows its progress."""
     django_rq.get_queue("default").enqueue(
-        "labeling.tasks.import_batch", batch.pk, job_id=job_id, job_timeout=6 * 3600
+        "labeling.tasks.import_batch", batch.pk, job_id=batch.job_id, job_timeout=6 * 3600
     )
 
 
 def batch_progress(batch: ImportBatch) -> int | None:
-    """Percent done of a background import, from its job; marks the batch failed if the job died."""
-    if batch.state not in (ImportBatch.State.QUEUED, ImportBatch.State.RUNNING) or not batch.job_id:
+    """Percent done of a background import, from its job; marks the batch failed if its job, worker
+    or request is gone (`batch_check_lost`)."""
+    if batch_check_lost(batch) or not batch.job_id or batch.state not in (
+        ImportBatch.State.QUEUED, ImportBatch.State.RUNNING
+    ):  # fmt: skip
         return None
     try:
         job = Job.fetch(batch.job_id, connection=django_rq.get_connection("default"))
     except NoSuchJobError:
-        batch_fail(
-            batch, "The import job disappeared from the queue (Redis was flushed?). Upload the file again."
-        )
-        return None
-    if job.get_status() in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-        batch.refresh_from_db()
-        if not batch.finished:  # the job died without reaching its own error handling
-            batch_fail(batch, f"The import job {job.get_status()}: {(job.exc_info or '').strip()[-500:]}")
         return None
     done, total = job.meta.get("progress", (0, batch.size_bytes))
     return min(99, int(100 * done / total)) if total else 0
+
+
+def batch_check_lost(batch: ImportBatch) -> bool:
+    """Mark a queued or running import failed when nothing is working on it any more; True if so.
+
+    In a worker: its job is gone from Redis, failed, stopped or canceled, or has sent no heartbeat
+    for PREFSTUDIO_IMPORT_LOST_SECONDS (a killed worker). Inside a request: it started more than
+    PREFSTUDIO_IMPORT_LOST_SECONDS ago, longer than any request may run.
+    """
+    if batch.state not in (ImportBatch.State.QUEUED, ImportBatch.State.RUNNING):
+        return False
+    lost_seconds = settings.PREFSTUDIO_IMPORT_LOST_SECONDS
+    before = timezone.now() - timedelta(seconds=lost_seconds)
+    if not batch.job_id:
+        if batch.started_at is not None and batch.started_at > before:
+            return False
+        reason = (
+            f"The import stopped: the request importing it ended without finishing (it timed out, or its "
+            f"server process was restarted). Import the file again. [no progress for {lost_seconds} s]"
+        )
+    else:
+        reason = _job_lost(batch.job_id, before)
+        if reason is None:
+            return False
+    batch.refresh_from_db()
+    if batch.finished:  # it finished while we looked
+        return False
+    batch_fail(batch, reason)
+    return True
+
+
+def _job_lost(job_id: str, before: Any) -> str | None:
+    """Why a batch's job is no longer working on it, or None while it is (or waits its turn)."""
+    try:
+        job = Job.fetch(job_id, connection=django_rq.get_connection("default"))
+    except NoSuchJobError:
+        return "The import job disappeared from the queue (Redis was flushed?). Upload the file again."
+    status = job.get_status()
+    if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        return f"The import job {status}: {(job.exc_info or '').strip()[-500:]}"
+    if status == JobStatus.STARTED:
+        beat = job.last_heartbeat or job.started_at
+        if beat is not None:
+            beat = beat.replace(tzinfo=UTC) if timezone.is_naive(beat) else beat
+            if beat < before:
+                return (
+                    f"The import stopped: its worker ({job.worker_name or 'unknown'}) sent no sign of life "
+                    f"since {beat:%Y-%m-%d %H:%M:%S} UTC; it was killed or lost. Import the file again."
+                )
+    return None
 
 
 def batch_fail(batch: ImportBatch, message: str) -> None:
@@ -257,7 +373,8 @@ def import_stream(
     records = iter_records(
         stream, filename=batch.source_name, fmt=fmt, options=options, mapping=batch.mapping
     )
-    with tempfile.TemporaryFile() as report:
+    with tempfile.TemporaryFile() as file:
+        report = _Rejected(file, settings.PREFSTUDIO_REJECTED_REPORT_RECORDS)
         with transaction.atomic():
             for line, items in _by_record(records):
                 summary.records += 1
@@ -269,7 +386,7 @@ def import_stream(
                     summary.error_count += len(errors)
                     summary.errors.extend(str(e) for e in errors[: ERRORS_SHOWN - len(summary.errors)])
                     if batch.skip_invalid:
-                        _write_rejected(report, line, errors)
+                        report.add(line, errors)
                     continue
                 if summary.error_count and not batch.skip_invalid:
                     continue  # the import will be rolled back; keep reading only to report every error
@@ -281,7 +398,8 @@ def import_stream(
                 inserter.flush()
                 summary.committed = True
                 summary.imported, summary.duplicates = inserter.inserted, inserter.duplicates
-        _save_outcome(batch, summary, report if summary.rejected and batch.skip_invalid else None)
+        report.finish()
+        _save_outcome(batch, summary, file if summary.rejected and batch.skip_invalid else None)
     if summary.imported:
         transaction.on_commit(lambda: _enqueue_render(batch))
     if (
@@ -317,13 +435,41 @@ def _position(stream: BinaryIO) -> int:
         return 0
 
 
-def _write_rejected(report: IO[bytes], line: int, errors: list[RecordError]) -> None:
-    row = {
-        errors[0].unit: line,
-        "problems": [{"field": e.field, "reason": e.reason} for e in errors],
-        "raw": errors[0].raw,
-    }
-    report.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+class _Rejected:
+    """The report of rejected records: the first `limit` of them with their problems, then one line
+    with every rejected record counted by reason (numbers in a reason stand as N), so that a file of
+    millions of bad lines gives a report of bounded size."""
+
+    def __init__(self, file: IO[bytes], limit: int) -> None:
+        self.file, self.limit = file, limit
+        self.written = self.rejected = 0
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, line: int, errors: list[RecordError]) -> None:
+        self.rejected += 1
+        self.reasons.update({_NUMBERS.sub("N", e.reason) for e in errors})
+        if self.written < self.limit:
+            self.written += 1
+            row = {
+                errors[0].unit: line,
+                "problems": [{"field": e.field, "reason": e.reason} for e in errors],
+                "raw": errors[0].raw,
+            }
+            self.file.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def finish(self) -> None:
+        """Add the counts by reason when records were left out of the report."""
+        if self.rejected > self.written:
+            summary = {
+                "rejected": self.rejected,
+                "listed_above": self.written,
+                "left_out": self.rejected - self.written,
+                "by_reason": dict(self.reasons.most_common()),
+            }
+            self.file.write(json.dumps({"summary": summary}, ensure_ascii=False).encode("utf-8") + b"\n")
+
+
+_NUMBERS = re.compile(r"\d[\d,]*")
 
 
 _COLUMNS = ("external_id", "prompt", "response_a", "response_b", "model_a", "model_b", "metadata", "gold",

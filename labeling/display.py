@@ -9,17 +9,20 @@ titled with what they are; an empty response is shown as a visibly empty answer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils.safestring import SafeString, mark_safe
 
 from labeling.conversations import Message, response_key, response_messages
 from labeling.models import Pair
-from labeling.rendering import RENDER_VERSION, render_pair
+from labeling.rendering import RENDER_VERSION, RenderLimits, render_markdown, render_pair
 from prefstudio import sql
 
 _KEEP = f"UPDATE {Pair._meta.db_table} SET rendered = %s WHERE id = %s"
@@ -128,12 +131,39 @@ def _message_turns(messages: Sequence[Message], html: Sequence[str] | None) -> l
     return turns
 
 
+def render_limits() -> RenderLimits:
+    """The bounds on rendering untrusted markdown, from the settings."""
+    return RenderLimits(
+        max_chars=settings.PREFSTUDIO_RENDER_MAX_CHARS, seconds=settings.PREFSTUDIO_RENDER_SECONDS
+    )
+
+
 def rendered(pair: Pair) -> dict:
-    """The pair's sanitized HTML (labeling.rendering.render_pair), rendered and kept on first use."""
+    """The pair's sanitized HTML (labeling.rendering.render_pair), rendered and kept on first use.
+
+    Callers render outside any transaction that holds the pair's row (claims, judgments): the render
+    takes up to PREFSTUDIO_RENDER_SECONDS, and its own UPDATE holds the row only while it writes.
+    """
     if not pair.rendered or pair.rendered.get("v") != RENDER_VERSION:
-        pair.rendered = render_pair(pair.prompt, pair.response_a, pair.response_b)
+        pair.rendered = render_pair(pair.prompt, pair.response_a, pair.response_b, limits=render_limits())
         sql.execute(_KEEP, [sql.param(Pair, "rendered", pair.rendered), pair.pk])
     return pair.rendered
+
+
+MARKDOWN_CACHE_SECONDS = 24 * 3600
+
+
+def markdown_html(text: str) -> SafeString:
+    """Sanitized HTML of a text shown on many pages (a project's rubric), rendered once per content:
+    kept in the cache under a hash of the text and the renderer's version."""
+    digest = hashlib.sha256((text or "").encode("utf-8", "surrogatepass")).hexdigest()
+    key = f"prefstudio:markdown:{RENDER_VERSION}:{digest}"
+    html = cache.get(key)
+    if html is None:
+        html = render_markdown(text, limits=render_limits())
+        cache.set(key, html, MARKDOWN_CACHE_SECONDS)
+    # Sanitized by nh3 with an allowlist in labeling.rendering (or escaped as plain text).
+    return mark_safe(html)
 
 
 def render_missing(pairs: QuerySet[Pair], *, chunk: int = 500) -> int:
@@ -141,11 +171,11 @@ def render_missing(pairs: QuerySet[Pair], *, chunk: int = 500) -> int:
 
     Runs after an import (labeling.tasks.render_batch), so annotators seldom wait on it.
     """
-    done = 0
+    done, limits = 0, render_limits()
     stale = pairs.exclude(rendered__v=RENDER_VERSION).only("id", "prompt", "response_a", "response_b")
     while batch := list(stale.order_by("id")[:chunk]):
         for pair in batch:
-            pair.rendered = render_pair(pair.prompt, pair.response_a, pair.response_b)
+            pair.rendered = render_pair(pair.prompt, pair.response_a, pair.response_b, limits=limits)
         Pair.objects.bulk_update(batch, ["rendered"])
         done += len(batch)
     return done

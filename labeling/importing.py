@@ -15,7 +15,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from labeling.conversations import content_hash, prompt_key, response_key
 from labeling.layouts import KNOWN_KEYS, LAYOUTS, no_layout_reason
@@ -136,6 +136,50 @@ def detect_format(head: bytes, filename: str = "") -> str:
 
 def _size_reason(size: int, limit: int) -> str:
     return f"record is {size:,} bytes; the limit is {limit:,}"
+
+
+def size_text(size: float) -> str:
+    """A byte count for people: "312 bytes", "1.5 MB", "2.0 GB" (powers of 1024)."""
+    if size < 1024:
+        return f"{int(size)} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
+        size /= 1024
+        if size < 1024 or unit == "TB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def _unpacked_error(filename: str, limit: int) -> ImportFormatError:
+    return ImportFormatError(
+        f"{filename}: more than {size_text(limit)} once unpacked; the limit per file is {size_text(limit)} "
+        "(PREFSTUDIO_MAX_UNPACKED_BYTES). Split the file and import the parts."
+    )
+
+
+class _Capped:
+    """A binary stream that raises ImportFormatError once more than `limit` bytes were read from it:
+    what a file unpacks to is capped as it is read, whatever its compressed size or its header say."""
+
+    def __init__(self, stream: BinaryIO, limit: int, filename: str) -> None:
+        self.stream, self.limit, self.filename, self.taken = stream, limit, filename, 0
+
+    def _count(self, data: bytes) -> bytes:
+        self.taken += len(data)
+        if self.taken > self.limit:
+            raise _unpacked_error(self.filename, self.limit)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._count(self.stream.read(size if size >= 0 else self.limit + 1 - self.taken))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._count(self.stream.readline(size if size >= 0 else self.limit + 1 - self.taken))
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.stream.seek(offset, whence)
 
 
 def _read_line(
@@ -265,8 +309,9 @@ def _iter_json(stream: BinaryIO, filename: str, options: ImportOptions, mapping:
 
 def _gunzipped(reader: Callable) -> Callable:
     def read(stream: BinaryIO, filename: str, options: ImportOptions, mapping: Mapping[str, str]) -> Reader:
+        unpacked = _Capped(gzip.GzipFile(fileobj=stream, mode="rb"), options.max_unpacked_bytes, filename)
         try:
-            yield from reader(gzip.GzipFile(fileobj=stream, mode="rb"), filename, options, mapping)
+            yield from reader(unpacked, filename, options, mapping)
         except (OSError, EOFError, zlib.error) as exc:
             raise ImportFormatError(f"{filename}: corrupt gzip data ({exc})") from exc
 
@@ -438,6 +483,108 @@ def _iter_csv(stream: BinaryIO, filename: str, options: ImportOptions, mapping: 
             yield from _csv_record(columns, row, number, raw, filename, options, mapping, delimiter)
 
 
+def _check_parquet(metadata: Any, filename: str, options: ImportOptions) -> None:
+    """Refuse, from the footer alone and before any data is read, a Parquet file over the record or
+    unpacked-size caps, or with a column chunk that unpacks to more than `parquet_chunk_bytes`: a page
+    is decompressed whole, and Arrow holds about four times a value while it reads it, so the largest
+    chunk bounds the memory a read takes (one 300 MB string stores in a few KB)."""
+    if metadata.num_rows > options.max_records:
+        raise _records_error(filename, options.max_records, f"{metadata.num_rows:,} rows")
+    total = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for column in range(row_group.num_columns):
+            chunk = row_group.column(column)
+            unpacked, stored = chunk.total_uncompressed_size, chunk.total_compressed_size
+            total += unpacked
+            if unpacked > options.parquet_chunk_bytes:
+                raise ImportFormatError(
+                    f"{filename}: row group {group + 1}, column {chunk.path_in_schema}: {size_text(stored)} "
+                    f"that unpack to {size_text(unpacked)}; a column chunk may unpack to at most "
+                    f"{size_text(options.parquet_chunk_bytes)} (PREFSTUDIO_PARQUET_CHUNK_BYTES). Write the "
+                    "file with smaller row groups (pyarrow: row_group_size=10_000)."
+                )
+    if total > options.max_unpacked_bytes:
+        raise _unpacked_error(filename, options.max_unpacked_bytes)
+
+
+def _row_sizes(array: Any) -> Any:
+    """Each row's size in bytes as Python text would hold it (texts by their UTF-8 length, other values
+    by their width), as a numpy array, computed in Arrow without building any Python object: a value
+    a dictionary repeats counts in full in every row that refers to it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        sizes = _row_sizes(array.dictionary)
+        indices = array.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        return sizes[indices] if len(sizes) else np.zeros(len(array))
+    if pa.types.is_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_string(kind) \
+            or pa.types.is_large_binary(kind):  # fmt: skip
+        return pc.binary_length(array).fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
+        inner = _row_sizes(array.flatten())
+        parents = pc.list_parent_indices(array).to_numpy(zero_copy_only=False)
+        return np.bincount(parents, weights=inner, minlength=len(array)) + 2
+    if pa.types.is_struct(kind):
+        total = np.zeros(len(array))
+        for field in array.flatten():
+            total += _row_sizes(field) + 4
+        return total
+    width = kind.bit_width // 8 if hasattr(kind, "bit_width") and kind.bit_width > 0 else 16
+    return np.full(len(array), float(width))
+
+
+def _batch_rows(batch: Any, start: int, filename: str, options: ImportOptions) -> Iterator[tuple[int, Any]]:
+    """(row number, the row as Python values, or a RecordError) for each row of a Parquet record batch.
+
+    Rows are measured in Arrow first (`_row_sizes`): a row over the record limit is never turned into
+    Python objects, and the others are, about `options.batch_bytes` at a time. A row with text that is
+    not UTF-8 is an error of its own.
+    """
+    sizes = sum(_row_sizes(column) for column in batch.columns)
+    i = 0
+    while i < batch.num_rows:
+        if sizes[i] > options.max_record_bytes:
+            reason = _size_reason(int(sizes[i]), options.max_record_bytes)
+            yield start + i, RecordError(filename, start + i, None, reason, "", "row")
+            i += 1
+            continue
+        end, taken = i, 0.0
+        while end < batch.num_rows and sizes[end] <= options.max_record_bytes and taken < options.batch_bytes:
+            taken += sizes[end]
+            end += 1
+        part = batch.slice(i, end - i)
+        try:
+            values: list[Any] = part.to_pylist()
+        except UnicodeDecodeError:
+            values = []
+            for j in range(part.num_rows):
+                try:
+                    values.extend(part.slice(j, 1).to_pylist())
+                except UnicodeDecodeError as exc:
+                    reason = f"a text is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                    values.append(RecordError(filename, start + i + j, None, reason, "", "row"))
+        for j, value in enumerate(values):
+            yield start + i + j, value
+        i = end
+
+
+def _dictionary_columns(metadata: Any) -> list[str]:
+    """The text columns (nested ones by their dotted path) the file stores with a dictionary: read as
+    dictionaries, a value repeated in many rows is held once, not once per row."""
+    found: dict[str, None] = {}
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for column in range(row_group.num_columns):
+            chunk = row_group.column(column)
+            if chunk.has_dictionary_page and chunk.physical_type == "BYTE_ARRAY":
+                found[chunk.path_in_schema] = None
+    return list(found)
+
+
 def _iter_parquet(
     stream: BinaryIO, filename: str, options: ImportOptions, mapping: Mapping[str, str]
 ) -> Reader:
@@ -447,24 +594,43 @@ def _iter_parquet(
     try:
         parquet = pyarrow.parquet.ParquetFile(stream)
         check_columns(parquet.schema_arrow.names, filename, "Parquet schema", mapping)
-        # One iterator per row group: a single iter_batches over the whole file holds on to memory
-        # until it ends (measured: 144 -> 395 MB over 400k rows; flat per row group).
-        rows = (
-            row
-            for group in range(parquet.num_row_groups)
-            for batch in parquet.iter_batches(batch_size=options.batch_size, row_groups=[group])
-            for row in batch.to_pylist()
+        _check_parquet(parquet.metadata, filename, options)
+        # Column chunks are read through a 1 MB buffer, not whole (pre_buffer, buffer_size=0 would).
+        parquet = pyarrow.parquet.ParquetFile(
+            stream,
+            pre_buffer=False,
+            buffer_size=1 << 20,
+            read_dictionary=_dictionary_columns(parquet.metadata),
+            metadata=parquet.metadata,
         )
-        for number, row in enumerate(rows, start=1):
-            text = json.dumps(row, ensure_ascii=False, default=str)
-            size = len(text.encode("utf-8", "surrogatepass"))
-            if size > options.max_record_bytes:
-                reason = _size_reason(size, options.max_record_bytes)
-                yield RecordError(filename, number, None, reason, text[:RAW_CHARS], "row")
-            else:
-                yield from parse_record(
-                    row, file=filename, line=number, raw=text, options=options, mapping=mapping, unit="row"
-                )
+        start, unpacked = 1, 0
+        # One iterator per row group: a single iter_batches over the whole file holds on to memory
+        # until it ends (measured: 144 -> 395 MB over 400k rows; flat per row group). Batches hold
+        # about `batch_bytes` of stored data, going by the row group's mean row size.
+        for group in range(parquet.num_row_groups):
+            row_group = parquet.metadata.row_group(group)
+            mean_row = row_group.total_byte_size / max(1, row_group.num_rows)
+            size = max(1, min(options.batch_size, int(options.batch_bytes // max(1.0, mean_row))))
+            for batch in parquet.iter_batches(batch_size=size, row_groups=[group], use_threads=False):
+                for number, row in _batch_rows(batch, start, filename, options):
+                    if isinstance(row, RecordError):
+                        yield row
+                        continue
+                    text = json.dumps(row, ensure_ascii=False, default=str)
+                    size_bytes = len(text.encode("utf-8", "surrogatepass"))
+                    # What the rows unpack to, dictionaries expanded, counts against the file's cap.
+                    unpacked += size_bytes
+                    if unpacked > options.max_unpacked_bytes:
+                        raise _unpacked_error(filename, options.max_unpacked_bytes)
+                    if size_bytes > options.max_record_bytes:
+                        reason = _size_reason(size_bytes, options.max_record_bytes)
+                        yield RecordError(filename, number, None, reason, text[:RAW_CHARS], "row")
+                    else:
+                        yield from parse_record(
+                            row, file=filename, line=number, raw=text, options=options, mapping=mapping,
+                            unit="row",
+                        )  # fmt: skip
+                start += batch.num_rows
     except (pyarrow.ArrowException, OSError) as exc:
         raise ImportFormatError(f"{filename}: unreadable Parquet file ({exc})") from exc
 
@@ -479,14 +645,21 @@ _READERS = {
 }
 
 
-def _pair_completions(items: Reader, options: ImportOptions) -> Iterator[Item]:
+def _pair_completions(items: Reader, options: ImportOptions, filename: str) -> Iterator[Item]:
     """Everything but the completions of unpaired rows as it comes; then, per prompt, pairs of a
     desirable and an undesirable completion (each completion in at least one while the cap allows)."""
     groups: dict[str, list[Completion]] = {}
+    held = 0
     for item in items:
         if isinstance(item, Completion):
             key = json.dumps(prompt_key(item.prompt), sort_keys=True, ensure_ascii=False)
             groups.setdefault(key, []).append(item)
+            held += len(key) + len(item.text) + len(item.raw)
+            if held > options.max_unpaired_bytes:
+                raise ImportFormatError(
+                    f"{filename}: unpaired (KTO) rows are paired in memory, and this file's come to more "
+                    f"than {size_text(options.max_unpaired_bytes)}; split it by prompt and import the parts"
+                )
         else:
             yield item
     for group in groups.values():
@@ -585,12 +758,39 @@ def field_names(stream: BinaryIO, *, filename: str, fmt: str, records: int = 20)
         return []
 
 
-def _nonempty(items: Iterator[Item], filename: str) -> Iterator[Item]:
-    empty = True
+def _records_error(filename: str, limit: int, found: str = "") -> ImportFormatError:
+    return ImportFormatError(
+        f"{filename}: {found or f'more than {limit:,} records'}; the limit per file is {limit:,} records "
+        "(PREFSTUDIO_MAX_RECORDS). Split the file and import the parts."
+    )
+
+
+def _counted(items: Reader, filename: str, limit: int) -> Reader:
+    """The reader's items, raising ImportFormatError at the first record past `limit`."""
+    records, line = 0, None
     for item in items:
-        empty = False
+        if item.line != line:
+            records, line = records + 1, item.line
+            if records > limit:
+                raise _records_error(filename, limit)
         yield item
-    if empty:
+
+
+def _guarded(items: Iterator[Item], filename: str) -> Iterator[Item]:
+    """The items, with any error a reader raises turned into ImportFormatError saying where it
+    stopped, so that no import ends without a message; ImportFormatError when there are none."""
+    last: Item | None = None
+    try:
+        for last in items:  # noqa: B007
+            yield last
+    except ImportFormatError:
+        raise
+    except Exception as exc:
+        where = f" after {last.unit} {last.line}" if last is not None else ""
+        raise ImportFormatError(
+            f"{filename}: the file could not be read{where} ({type(exc).__name__}: {exc})"
+        ) from exc
+    if last is None:
         raise ImportFormatError(f"{filename}: the file holds no records")
 
 
@@ -606,7 +806,8 @@ def iter_records(
     paired at the end). `mapping` renames fields: importer name -> the file's field.
 
     An undetectable format raises ImportFormatError at once; other whole-file problems (empty file,
-    bad header, corrupt container) raise it during iteration.
+    bad header, corrupt container, a cap of `options` exceeded, any error of a reader) raise it during
+    iteration.
     """
     if fmt == "auto":
         start = stream.tell()
@@ -615,5 +816,8 @@ def iter_records(
         fmt = detect_format(head, filename)
     if fmt not in _READERS:
         raise ImportFormatError(f"{filename}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt in ("jsonl", "json", "csv"):
+        stream = _Capped(stream, options.max_unpacked_bytes, filename)  # type: ignore[assignment]
     items = _READERS[fmt](stream, filename, options, dict(mapping or {}))
-    return _nonempty(_pair_completions(items, options), filename)
+    items = _counted(items, filename, options.max_records)
+    return _guarded(_pair_completions(items, options, filename), filename)

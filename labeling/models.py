@@ -147,6 +147,9 @@ class ImportBatch(models.Model):
     report = models.FileField(blank=True, help_text="Rejected records with their reasons (JSONL).")
     message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the import was claimed (queued or started)."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -135,16 +135,26 @@ class Completion:
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """Limits applied while importing."""
+    """Limits applied while importing.
+
+    `max_unpacked_bytes` and `max_records` cap a whole file as read (after gzip); a Parquet column
+    chunk may unpack to `parquet_chunk_bytes`; Parquet is read in batches of about `batch_bytes`;
+    unpaired (KTO) rows wait in memory for their pairing up to `max_unpaired_bytes` of text.
+    """
 
     max_record_bytes: int = 1_000_000
     max_pairs_per_record: int = 10
     batch_size: int = 1000
     max_document_bytes: int = 64 * 1024 * 1024
+    max_unpacked_bytes: int = 2 * 1024**3
+    max_records: int = 2_000_000
+    parquet_chunk_bytes: int = 64 * 1024 * 1024
+    batch_bytes: int = 16 * 1024 * 1024
+    max_unpaired_bytes: int = 128 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_record_bytes", "max_pairs_per_record", "batch_size", "max_document_bytes"):
-            if getattr(self, name) < 1:
+        for name, value in vars(self).items():
+            if value < 1:
                 raise ValueError(f"{name} must be at least 1")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rq import get_current_job
 
-from labeling.batches import batch_fail, batch_run
+from labeling.batches import ImportFailed, batch_run
 from labeling.display import render_missing
 from labeling.models import ExportSnapshot, ImportBatch, Pair
 from labeling.snapshots import snapshot_build
@@ -22,9 +22,8 @@ def import_batch(batch_id: int) -> dict:
 
     try:
         summary = batch_run(batch, progress=progress)
-    except Exception as exc:
-        batch_fail(batch, f"The import stopped: {type(exc).__name__}: {exc}")
-        raise
+    except ImportFailed as exc:  # recorded on the batch, which is the truth about the import
+        return {"failed": str(exc)}
     return {"imported": summary.imported, "duplicates": summary.duplicates, "rejected": summary.rejected}
 
 

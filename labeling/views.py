@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 
-from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -16,10 +15,14 @@ from django_htmx.http import HttpResponseStopPolling
 from labeling.access import project_for, projects_for
 from labeling.batches import (
     BatchInUse,
+    ImportFailed,
+    batch_check_lost,
+    batch_claim,
     batch_create,
     batch_delete,
     batch_enqueue,
     batch_fields,
+    batch_in_background,
     batch_preview,
     batch_progress,
     batch_run,
@@ -201,6 +204,9 @@ def batch_upload(request: HttpRequest, slug: str) -> HttpResponse:
         except ImportFormatError as exc:
             form.add_error("file", str(exc))
         else:
+            if shortened := getattr(upload, "shortened_from", ""):
+                kept = f"it is kept as “{upload.name}”"
+                messages.info(request, f"The file name was {len(shortened)} characters long; {kept}.")
             return redirect(batch)
     context = {"project": project, "form": form, "layouts": LAYOUTS}
     return render(request, "labeling/batch_upload.html", context)
@@ -234,7 +240,7 @@ def _preview_context(batch: ImportBatch, form: MappingForm | None = None) -> dic
         "preview_error": error,
         "mapping_form": form,
         "mapping_open": bool(error or batch.mapping or form.errors or (preview and preview.unmatched)),
-        "runs_in_background": batch.size_bytes > settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES,
+        "runs_in_background": batch_in_background(batch),
     }
 
 
@@ -258,13 +264,14 @@ def batch_map(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
 @require_POST
 def batch_commit(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
     project, batch = _batch(request, slug, batch)
-    if batch.state != ImportBatch.State.UPLOADED:
-        messages.info(request, "This file was already imported.")
+    background = batch.state == ImportBatch.State.UPLOADED and batch_in_background(batch)
+    if not batch_claim(batch, background=background):  # another click, or an earlier import, has it
+        messages.info(request, "This file is already being imported, or was imported.")
         return redirect(batch)
-    if batch.size_bytes > settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES:
+    if background:
         batch_enqueue(batch)
         return redirect(batch)
-    with contextlib.suppress(ImportFormatError):  # recorded on the batch, which the page shows
+    with contextlib.suppress(ImportFailed):  # recorded on the batch, which the page shows
         batch_run(batch)
     return redirect(batch)
 
@@ -273,7 +280,7 @@ def batch_commit(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def batch_remove(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
     project, batch = _batch(request, slug, batch)
-    if batch.state in (ImportBatch.State.QUEUED, ImportBatch.State.RUNNING):
+    if not batch_check_lost(batch) and batch.state in (ImportBatch.State.QUEUED, ImportBatch.State.RUNNING):
         messages.error(request, "This import is still running; delete it once it has finished.")
         return redirect(batch)
     if request.method == "POST":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -49,6 +50,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "csp",
+    "axes",
     "prefstudio",  # the session table (prefstudio.models.Session)
     # Before django_rq: training's `rqworker` command (JSON serializer by default) wins.
     "labeling",
@@ -58,6 +61,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Oversized bodies refused before they are read; Permissions-Policy on every response.
+    "prefstudio.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -66,6 +72,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "prefstudio.urls"
@@ -118,7 +126,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Django's database sessions and ModelBackend; one written-out statement loads both (prefstudio/auth.py).
 SESSION_ENGINE = "prefstudio.auth"
-AUTHENTICATION_BACKENDS = ["prefstudio.auth.UserBackend"]
+# django-axes first: it refuses a locked-out account or address before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "prefstudio.auth.UserBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -197,12 +206,63 @@ SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
-# Uploads: Django's limits exclude file bodies, so datasets are also capped in the import form.
+# Content-Security-Policy (django-csp): scripts, styles, fonts and images from our own origin only
+# (htmx from django-htmx's static files, KaTeX vendored), no inline script or style attribute, never
+# framed. KaTeX's layout sets element.style from script, which CSP allows.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins for one account, or from one
+# address, further attempts are refused for AXES_COOLOFF_MINUTES. Admins unlock in Django admin
+# (Axes > Access attempts: delete the row) or with `manage.py axes_reset_username NAME` /
+# `axes_reset_ip ADDRESS` / `axes_reset`. Independent of the session engine (prefstudio/auth.py).
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# Behind the TLS proxy the client's address is the last one the proxy appended to X-Forwarded-For.
+if env.bool("USE_X_FORWARDED_FOR", default=False):
+    AXES_CLIENT_IP_CALLABLE = "prefstudio.middleware.forwarded_client_address"
+
+# Uploads: Django's limits exclude file bodies, so datasets are also capped in the import form, and
+# bodies declared larger are refused unread (prefstudio.middleware). Client file names are shortened
+# before Django names its temporary file after them (prefstudio.uploads).
 PREFSTUDIO_MAX_UPLOAD_BYTES = env.int("PREFSTUDIO_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
+FILE_UPLOAD_HANDLERS = [
+    "prefstudio.uploads.ShortNameMemoryFileUploadHandler",
+    "prefstudio.uploads.ShortNameTemporaryFileUploadHandler",
+]
 PREFSTUDIO_MAX_RECORD_BYTES = env.int("PREFSTUDIO_MAX_RECORD_BYTES", default=1_000_000)
 PREFSTUDIO_MAX_PAIRS_PER_RECORD = env.int("PREFSTUDIO_MAX_PAIRS_PER_RECORD", default=10)
 # Uploads larger than this import in an RQ job with a progress bar instead of inside the request.
 PREFSTUDIO_IMPORT_SYNC_MAX_BYTES = env.int("PREFSTUDIO_IMPORT_SYNC_MAX_BYTES", default=2 * 1024 * 1024)
+# Caps on what one file may hold as it is read (after gzip): bytes, records, and what one Parquet column
+# chunk may unpack to, which bounds a Parquet read's memory (labeling.records.ImportOptions).
+PREFSTUDIO_MAX_UNPACKED_BYTES = env.int("PREFSTUDIO_MAX_UNPACKED_BYTES", default=2 * 1024**3)
+PREFSTUDIO_MAX_RECORDS = env.int("PREFSTUDIO_MAX_RECORDS", default=2_000_000)
+PREFSTUDIO_PARQUET_CHUNK_BYTES = env.int("PREFSTUDIO_PARQUET_CHUNK_BYTES", default=64 * 1024 * 1024)
+# Rejected records listed in a skip-invalid import's report; the rest are counted by reason.
+PREFSTUDIO_REJECTED_REPORT_RECORDS = env.int("PREFSTUDIO_REJECTED_REPORT_RECORDS", default=10_000)
+# A queued or running import with no sign of life for this long is failed as lost (and can be deleted).
+PREFSTUDIO_IMPORT_LOST_SECONDS = env.int("PREFSTUDIO_IMPORT_LOST_SECONDS", default=300)
+# Untrusted markdown: texts longer than this, or a pair (or rubric) that takes longer than this to lay
+# out, are shown as escaped plain text with a note (labeling.rendering).
+PREFSTUDIO_RENDER_MAX_CHARS = env.int("PREFSTUDIO_RENDER_MAX_CHARS", default=200_000)
+PREFSTUDIO_RENDER_SECONDS = env.float("PREFSTUDIO_RENDER_SECONDS", default=1.0)
 
 LOGGING = {
     "version": 1,
@@ -210,5 +270,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # django-axes logs every login at INFO; its lockouts are warnings.
+        "axes": {"level": env.str("AXES_LOG_LEVEL", default="WARNING")},
+    },
 }

@@ -28,9 +28,9 @@ def renders(monkeypatch) -> list:
     calls: list = []
     real = display.render_pair
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls.append(args)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(display, "render_pair", counting)
     return calls

@@ -4,6 +4,9 @@ browser to typeset, single line breaks, and a direction per block."""
 from __future__ import annotations
 
 import json
+import signal
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,103 @@ def test_pair_renders_messages_one_by_one_and_tool_results_not_at_all():
     assert html["prompt"] == ['<p dir="auto"><em>hi</em></p>\n', ""]
     assert html["a"] == ['<p dir="auto">one</p>\n', '<p dir="auto">two</p>\n']
     assert html["b"] == '<p dir="auto">plain</p>\n'
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Fail the test, instead of hanging it, if the block runs longer than `seconds` (main thread)."""
+
+    def stop(*_):
+        raise TimeoutError(f"still rendering after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+MAX_CHARS = 200_000  # the default PREFSTUDIO_RENDER_MAX_CHARS
+
+
+def _fill(unit: str, size: int = MAX_CHARS) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+# Shapes markdown-it is slow on (about 0.3 ms per `![`: the issue's 100,000 took 30 s), each as long as
+# the renderer lays out; and shapes that nest deeply.
+SLOW_SHAPES = {
+    "images": _fill("!["),
+    "links": _fill("["),
+    "nested images": _fill("![a", 100_000) + _fill("](b)", 100_000),
+    "link titles": _fill('[a](b "'),
+    "inline math in brackets": _fill("\\("),
+    "display math in brackets": _fill("\\["),
+    "dollars": _fill("$a "),
+    "emphasis": _fill("*_"),
+    "strikethrough": _fill("~~a"),
+    "backticks": _fill("`a``"),
+    "quotes": _fill(">", 199_000) + " deep",
+    "lists": _fill("- ", 199_000) + "deep",
+    "quoted lists": _fill("> - "),
+    "indented lists": "".join("  " * (i % 400) + "- x\n" for i in range(480)),
+    "reference chain": "".join(f"[r{i}]: /u{i}\n" for i in range(6000)) + _fill("[r1]", 100_000),
+    "angle links": _fill("[a](<"),
+    "tables": ("|a" * 50 + "|\n" + "|-" * 50 + "|\n" + ("|x" * 50 + "|\n") * 2000)[:MAX_CHARS],
+    "headings": _fill("# a\n"),
+    "code": "```python\n" + _fill("x = '\\\\'\n", 19_000) + "\n```",
+}
+# The fixed bound on any render: the 1 s budget, and what one rule, the HTML writer and nh3 may add.
+BOUND = 2.0
+
+
+@pytest.mark.parametrize("shape", SLOW_SHAPES)
+def test_pathological_markdown_renders_within_a_fixed_bound(shape):
+    text = SLOW_SHAPES[shape]
+    assert len(text) <= MAX_CHARS  # laid out, or given up on for its time
+    start = time.monotonic()
+    with time_limit(BOUND + 5):
+        html = render_markdown(text)
+    elapsed = time.monotonic() - start
+    assert elapsed < BOUND, f"{shape}: {elapsed:.2f} s"
+    assert unsafe_markup(html, untrusted=True) == []
+    if "render-note" in html:  # given up on: the text is all there, escaped, under a note
+        assert "took longer than" in html and html.count("<") <= 4
+
+
+def test_over_long_text_is_shown_as_escaped_plain_text_with_a_note():
+    text = "<script>alert(1)</script>" + "x" * MAX_CHARS
+    with time_limit(BOUND):
+        html = render_markdown(text)
+    assert html.startswith('<p class="render-note">Shown as plain text: 200,025 characters')
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;xxx" in html and "<script>" not in html
+
+
+def test_the_issues_record_renders_in_bounded_time():
+    """One 960 KB record whose texts are runs of `![`: the pair shares one budget."""
+    run = "![" * 160_000
+    start = time.monotonic()
+    with time_limit(BOUND + 5):
+        html = render_pair([{"role": "user", "content": run}] * 2, run, run + "!")
+    assert time.monotonic() - start < BOUND
+    assert all("render-note" in part for part in (*html["prompt"], html["a"], html["b"]))
+
+
+def test_a_pair_of_many_slow_turns_shares_one_budget():
+    turns = [{"role": "user", "content": _fill("![", 20_000)} for _ in range(20)]
+    start = time.monotonic()
+    with time_limit(BOUND + 10):
+        html = render_pair(turns, "a", "b")
+    assert time.monotonic() - start < BOUND
+    assert sum("render-note" in turn for turn in html["prompt"]) >= 15
+
+
+def test_table_alignment_is_a_class_not_an_inline_style():
+    html = render_markdown("| a | b |\n|:-|-:|\n| 1 | 2 |")
+    assert (
+        '<th class="align-left" dir="auto">a</th>' in html
+        and '<td class="align-right" dir="auto">2</td>' in html
+    )
+    assert "style" not in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 from django.db import connection
@@ -272,3 +273,49 @@ def test_an_htmx_judgment_runs_a_bounded_number_of_statements(labeled, project, 
     # the progress shown); claim, lease; HTML kept. PostgreSQL folds the user lock into the assignment's,
     # and the judgment's writes and its count into the statement that claims the next pair and leases it.
     assert len(statements) <= (5 if connection.vendor == "postgresql" else 9), statements
+
+
+@pytest.fixture
+def render_calls(monkeypatch) -> list[tuple[str, str]]:
+    """Every untrusted text rendered to HTML, with whether a transaction was open when it was."""
+    from labeling import rendering
+
+    calls: list[tuple[str, str]] = []
+    real = rendering.render_markdown
+
+    def spy(text, *args, **kwargs):
+        calls.append((text, "in a transaction" if connection.in_atomic_block else "outside"))
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render_markdown", spy)
+    for module in ("labeling.display", "labeling.templatetags.prefstudio_markdown"):
+        if hasattr(sys.modules.get(module), "render_markdown"):
+            monkeypatch.setattr(sys.modules[module], "render_markdown", spy)
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)  # so that the claim's own transaction is the only one open
+def test_pairs_are_rendered_outside_the_claim_and_judge_transactions(project, annotator, render_calls):
+    make_pairs(project, 3)
+    Pair.objects.update(rendered=None)
+    project.rubric = ""
+    project.save()
+    client = Client()
+    client.force_login(annotator)
+    client.get(f"/projects/{project.slug}/label/")
+    client.post(judge_url(project, lease_of(annotator)), {"choice": "left"}, HTTP_HX_REQUEST="true")
+    client.post(judge_url(project, lease_of(annotator)), {"choice": "tie"})  # plain form post, then GET
+    client.get(f"/projects/{project.slug}/label/")
+    assert render_calls and {where for _, where in render_calls} == {"outside"}
+    assert Judgment.objects.count() == 2 and Pair.objects.filter(rendered__isnull=False).count() == 3
+
+
+def test_an_unchanged_rubric_is_not_rendered_again_on_every_page(labeled, project, render_calls):
+    project.rubric = "# Rubric\n\nPrefer **correct** answers. " + "![" * 100
+    project.save()
+    pages = [labeled.get(f"/projects/{project.slug}/label/").content.decode() for _ in range(4)]
+    assert [text for text, _ in render_calls].count(project.rubric) == 1
+    assert all("<strong>correct</strong>" in page for page in pages)
+    project.rubric = "Prefer **short** answers."
+    project.save()
+    assert "<strong>short</strong>" in labeled.get(f"/projects/{project.slug}/label/").content.decode()
