@@ -277,20 +277,20 @@ class DisagreementCounter:
         self._pairs = 0
         self._non_unanimous = 0
 
-    def add(self, decision: Decision) -> None:
-        """Count one pair's decision (kept or dropped)."""
+    def add(self, decision: Decision, *, times: int = 1) -> None:
+        """Count one pair's decision (kept or dropped), or `times` pairs with this same decision."""
         is_kept = decision.kept and decision.chosen is not None
         if is_kept:
-            self._pairs += 1
-            self._non_unanimous += not decision.unanimous
+            self._pairs += times
+            self._non_unanimous += times * (not decision.unanimous)
         if decision.adjudicated:
             return
         a, b = decision.votes["a"], decision.votes["b"]
         key = (a, b) if a >= b else (b, a)
-        self._fit[key] = self._fit.get(key, 0) + 1
+        self._fit[key] = self._fit.get(key, 0) + times
         if is_kept:
             key = (decision.votes[decision.chosen], decision.votes[decision.rejected])
-            self._kept[key] = self._kept.get(key, 0) + 1
+            self._kept[key] = self._kept.get(key, 0) + times
 
     def result(self) -> Disagreement:
         """The disagreement of the decisions added so far (see `measure_disagreement`)."""

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -163,37 +164,37 @@ class _Shape:
 def _decisions(
     project: Project, rules: consensus.ConsensusRules, excluded: frozenset[int]
 ) -> tuple[list[int], list[consensus.Decision], list[_Shape], int]:
-    """(pair ids, decisions, what their texts are like, judgments counted) for every pair of the project,
-    from one query of narrow rows (the export's wide rows are streamed instead, see `_streamed_pairs`)."""
-    counted = _counted(excluded, "judgments__")
-    votes = {label: Count("judgments", filter=Q(judgments__choice=label) & counted) for label in LABELS}
-    rows = (
+    """(pair ids, decisions, what their texts are like, judgments counted) for every pair of the project.
+
+    Two narrow queries merged in id order, as the export merges its wide rows (`_streamed_pairs`): the
+    pairs with what their texts are like, and the counted votes grouped by pair. Joining judgments to
+    pairs instead would look at each pair's texts once per judgment. Under majority, equal inputs give
+    the very same Decision and `_Shape` objects, so callers may count them by identity.
+    """
+    pairs = (
         Pair.objects.filter(project=project)
         .order_by("id")
         .alias(prompt_text=Cast("prompt", TextField()))
         .annotate(
-            not_flat=_flag(_not_flat()),
-            several=_flag(_several_messages()),
-            tools=_flag(_tool_messages()),
-            **{f"votes_{label}": count for label, count in votes.items()},
+            not_flat=_flag(_not_flat()), several=_flag(_several_messages()), tools=_flag(_tool_messages())
         )
-        .values_list(
-            "id",
-            "gold",
-            "adjudication__label",
-            "not_flat",
-            "several",
-            "tools",
-            *(f"votes_{label}" for label in LABELS),
-        )  # fmt: skip
+        .values_list("id", "gold", "adjudication__label", "not_flat", "several", "tools")
     )
     decide = _decider(project, rules)
+    no_votes = (0,) * len(LABELS)
+    shape_of = functools.cache(_Shape)
     ids, decisions, shapes, judgments = [], [], [], 0
-    for pair_id, gold, adjudication, not_flat, several, tools, *counts in rows:
-        judgments += sum(counts)
-        ids.append(pair_id)
-        decisions.append(decide(pair_id, tuple(counts), adjudication, bool(gold)))
-        shapes.append(_Shape(not not_flat, not several, bool(tools)))
+    with transaction.atomic():  # one transaction: the two cursors see the same data
+        votes = _raw_rows(_vote_counts(project, excluded))
+        row = next(votes, None)
+        for pair_id, gold, adjudication, not_flat, several, tools in _raw_rows(pairs):
+            while row is not None and row[0] < pair_id:
+                row = next(votes, None)
+            counts = tuple(row[1:]) if row is not None and row[0] == pair_id else no_votes
+            judgments += sum(counts)
+            ids.append(pair_id)
+            decisions.append(decide(pair_id, counts, adjudication, bool(gold)))
+            shapes.append(shape_of(not not_flat, not several, bool(tools)))
     return ids, decisions, shapes, judgments
 
 
@@ -203,13 +204,22 @@ def export_preview(
     """Counts of what `rules` keep and drop in `shape` and `fmt`, with the first kept rows as samples."""
     excluded = excluded_annotators(project)
     ids, decisions, shapes, judgments = _decisions(project, rules, excluded)
+
+    @functools.cache
+    def reason_for(decision_id: int, texts_id: int) -> str | None:
+        texts = by_identity[texts_id]
+        return exporting.drop_reason(
+            by_identity[decision_id], shape=shape, flat_prompt=texts.flat_prompt,
+            plain_responses=texts.plain_responses, extra_keys=texts.extra_keys, fmt=fmt,
+        )  # fmt: skip
+
+    # Few distinct objects among many pairs (see `_decisions`): each distinct one is looked at once.
+    by_identity: dict[int, Any] = {id(d): d for d in decisions}
+    by_identity.update((id(t), t) for t in shapes)
     dropped: dict[str, int] = {}
     kept_ids = []
     for pair_id, decision, texts in zip(ids, decisions, shapes, strict=True):
-        reason = exporting.drop_reason(
-            decision, shape=shape, flat_prompt=texts.flat_prompt, plain_responses=texts.plain_responses,
-            extra_keys=texts.extra_keys, fmt=fmt,
-        )  # fmt: skip
+        reason = reason_for(id(decision), id(texts))
         if reason is None:
             kept_ids.append(pair_id)
         else:
@@ -218,7 +228,10 @@ def export_preview(
     samples = []
     for row in _exported(Pair.objects.filter(pk__in=kept_ids[:SAMPLE_ROWS]).order_by("id")):
         samples += exporting.build_rows(_export_pair(row, {}), by_id[row[0]], shape=shape)
-    disagreement = consensus.measure_disagreement(decisions)
+    counter = consensus.DisagreementCounter()
+    for decision_id, times in Counter(map(id, decisions)).items():
+        counter.add(by_identity[decision_id], times=times)
+    disagreement = counter.result()
     noise = _label_noise(project, ids, decisions) if rules.method == "dawid-skene" else None
     return Preview(
         pairs=len(ids),
