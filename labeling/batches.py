@@ -29,6 +29,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from labeling import tally
+from labeling.display import Shown, render_limits, shown
 from labeling.importing import (
     ImportFormatError,
     ImportOptions,
@@ -39,6 +40,7 @@ from labeling.importing import (
     iter_records,
 )
 from labeling.models import Assignment, ImportBatch, Judgment, Pair, Project
+from labeling.rendering import RenderLimits, render_pair
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ ERRORS_SHOWN = 50
 INSERT_BATCH = 2000
 PROGRESS_EVERY = 1000
 ANALYZE_AFTER = 5000
+PREVIEW_RENDER_SECONDS = 0.2
 Progress = Callable[[int, int], None]
 
 
@@ -131,9 +134,11 @@ def batch_create(*, project: Project, user: Any, upload: IO[bytes], source_name:
 
 @dataclass
 class Preview:
-    """What the first records of an upload hold: `items` (the first pairs and errors) and, over the
-    first `records` records, the layouts recognised, the fields kept as metadata, the notes, the
-    empty responses, the pairs the cap left out, and the records no layout fits."""
+    """What an upload holds before anything is saved: `items` (the first pairs and errors) and, over
+    the first `records` records (all of them when `complete`), the layouts recognised, the fields kept
+    as metadata, the notes, the empty responses, the pairs the cap left out, the records no layout
+    fits, the valid and invalid records, and what importing the valid ones would do: pairs already in
+    the project, pairs repeated within the file, and the pairs it would create."""
 
     items: list[PairRecord | RecordError] = field(default_factory=list)
     records: int = 0
@@ -143,6 +148,20 @@ class Preview:
     empty: int = 0
     left_out: int = 0
     unmatched: int = 0
+    invalid: int = 0
+    pairs: int = 0
+    existing: int = 0
+    repeated: int = 0
+    complete: bool = False
+    hashes: Counter[str] = field(default_factory=Counter, repr=False)
+
+    @property
+    def valid(self) -> int:
+        return self.records - self.invalid
+
+    @property
+    def new_pairs(self) -> int:
+        return self.pairs - self.existing - self.repeated
 
     @property
     def kept_fields(self) -> list[str]:
@@ -166,12 +185,30 @@ class Preview:
             self.kept.update(pair.kept)
             self.notes.update(pair.notes)
         self.empty += sum(pair.empty_sides for pair in pairs)
+        if len(pairs) < len(items):  # an invalid record imports none of its pairs
+            self.invalid += 1
+            return
         self.left_out += sum(pair.left_out for pair in pairs)
+        self.pairs += len(pairs)
+        self.hashes.update(pair.content_hash for pair in pairs)
+
+    def count_duplicates(self, project_id: int, *, chunk: int = 1000) -> None:
+        """Split the valid pairs' repeats into those already in the project and those within the file."""
+        hashes = list(self.hashes)
+        existing = set()
+        for start in range(0, len(hashes), chunk):
+            existing.update(
+                Pair.objects.filter(
+                    project_id=project_id, content_hash__in=hashes[start : start + chunk]
+                ).values_list("content_hash", flat=True)
+            )
+        self.existing = sum(self.hashes[h] for h in existing)
+        self.repeated = sum(n - 1 for h, n in self.hashes.items() if h not in existing)
 
 
-def batch_preview(batch: ImportBatch, *, limit: int = 10, scan: int = 500) -> Preview:
+def batch_preview(batch: ImportBatch, *, limit: int = 10, scan: int | None = 500) -> Preview:
     """The first `limit` items (pairs or errors) of an uploaded batch's file, read with its mapping,
-    and what its first `scan` records hold."""
+    and what its first `scan` records hold (every record when `scan` is None)."""
     preview = Preview()
     with batch.file.open("rb") as stream:
         records = iter_records(
@@ -184,9 +221,23 @@ def batch_preview(batch: ImportBatch, *, limit: int = 10, scan: int = 500) -> Pr
         for _, items in _by_record(records):
             preview.items.extend(items[: limit - len(preview.items)])
             preview.add(items)
-            if preview.records >= scan:
+            if scan is not None and preview.records >= scan:
                 break
+        else:
+            preview.complete = True
+    preview.count_duplicates(batch.project_id)
     return preview
+
+
+def preview_shown(item: PairRecord) -> Shown:
+    """A previewed pair as annotators will see it (labeling.display), response A on the left. Its
+    render gets a fifth of a pair's time, at most: the preview lays out several pairs in one request,
+    and a text that is slower than that shows as escaped plain text under a note."""
+    limits = render_limits()
+    limits = RenderLimits(max_chars=limits.max_chars, seconds=min(limits.seconds, PREVIEW_RENDER_SECONDS))
+    pair = Pair(prompt=item.prompt, response_a=item.response_a, response_b=item.response_b)
+    pair.rendered = render_pair(item.prompt, item.response_a, item.response_b, limits=limits)
+    return shown(pair, a_on_left=True, plain=False)
 
 
 def batch_fields(batch: ImportBatch) -> list[str]:

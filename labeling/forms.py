@@ -8,7 +8,9 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UserCreationForm
 from django.template.defaultfilters import filesizeformat
+from django.utils.text import slugify
 
 from labeling.layouts import TARGETS, check_mapping
 from labeling.models import Adjudication, Assignment, Choice, ExportSnapshot, Membership, Project
@@ -40,16 +42,37 @@ class ProjectForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        slug = self.fields["slug"]
+        slug.required = False
+        slug.help_text = (
+            "The project's address: letters, digits, hyphens. Left empty, it is made from the name."
+        )
         if self.instance.pk:
             self.fields["criteria_text"].initial = "\n".join(
                 f"{c['name']}: {c['question']}" for c in self.instance.criteria
             )
+        else:  # static/js/slug.js fills it from the name as it is typed, until the slug is edited by hand
+            slug.widget.attrs["data-slug-from"] = self["name"].auto_id
 
     def clean_slug(self) -> str:
         slug = self.cleaned_data["slug"]
         if slug in RESERVED_SLUGS:
             raise forms.ValidationError(f"'{slug}' is used by a page of its own; pick another slug.")
         return slug
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not data.get("slug") and "slug" not in self.errors and data.get("name"):
+            slug = slugify(data["name"])[: Project._meta.get_field("slug").max_length].strip("-")
+            if not slug:
+                self.add_error("slug", "The name has no letters or digits a slug can use: write a slug.")
+            elif slug in RESERVED_SLUGS:
+                self.add_error("slug", f"'{slug}' is used by a page of its own; pick another slug.")
+            else:
+                data["slug"] = slug
+        elif not data.get("slug") and "slug" not in self.errors:
+            self.add_error("slug", "Write a slug, or a name to make it from.")
+        return data
 
     def clean_criteria_text(self) -> list[dict[str, str]]:
         criteria, seen = [], set()
@@ -293,11 +316,41 @@ class MemberAddForm(forms.Form):
             user = get_user_model().objects.get(username=username)
         except get_user_model().DoesNotExist:
             raise forms.ValidationError(
-                f"No user named '{username}'. Create the account in Admin first."
+                f"No user named '{username}'. Invite them with a link below, or create the account in Admin."
             ) from None
         if Membership.objects.filter(project=self.project, user=user).exists():
             raise forms.ValidationError(f"{username} is already a member; change their role in the list.")
         return user
+
+
+class InvitationForm(forms.Form):
+    """A new invitation link: the role it gives, how many accounts it may make, how long it works."""
+
+    prefix = "invite"  # the project page's member form has a role field too
+
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.ANNOTATOR)
+    max_uses = forms.IntegerField(
+        min_value=1, max_value=1000, initial=1, label="Uses", help_text="How many people may join with it."
+    )
+    days = forms.TypedChoiceField(
+        coerce=int,
+        choices=[(1, "1 day"), (7, "7 days"), (30, "30 days")],
+        initial=7,
+        label="Expires after",
+    )
+
+    def __init__(self, *args: Any, roles: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = [(v, label) for v, label in Membership.Role.choices if v in roles]
+
+
+class JoinForm(UserCreationForm):
+    """The account someone makes with an invitation: a username and a password that passes Django's
+    password validators (settings.AUTH_PASSWORD_VALIDATORS)."""
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username",)
 
 
 class MemberChangeForm(forms.ModelForm):

@@ -107,6 +107,38 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} as {self.role}"
 
 
+class Invitation(models.Model):
+    """A link that lets people create an account and join a project with a role. The link carries the
+    uuid signed with the SECRET_KEY (labeling.invitations), so the table alone cannot make one."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    role = models.CharField(max_length=16, choices=Membership.Role.choices, default=Membership.Role.ANNOTATOR)
+    max_uses = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Accounts it may make.",
+    )
+    uses = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(uses__lte=models.F("max_uses")), name="invitation_uses_limit"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"invitation to {self.project} as {self.role}"
+
+
 def _upload_path(batch: ImportBatch, filename: str) -> str:
     # Server-chosen name: the client's file name is kept for display only, never used on disk.
     return f"imports/{batch.project_id}/{batch.uuid}.upload"

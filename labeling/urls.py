@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling import export_views, review_views, views, workbench
+from labeling import export_views, invitation_views, review_views, views, workbench
 
 app_name = "labeling"
 
@@ -58,6 +58,13 @@ urlpatterns = [
     path("projects/<slug:slug>/archive/", views.project_archive, name="project-archive"),
     path("projects/<slug:slug>/members/", views.member_add, name="member-add"),
     path("projects/<slug:slug>/members/<int:member_id>/", views.member_change, name="member-change"),
+    path("projects/<slug:slug>/invitations/", invitation_views.invitation_new, name="invitation-create"),
+    path(
+        "projects/<slug:slug>/invitations/<int:invitation_id>/revoke/",
+        invitation_views.invitation_remove,
+        name="invitation-revoke",
+    ),
+    path("invite/<str:token>/", invitation_views.invitation_join, name="invitation-accept"),
     path("projects/<slug:slug>/import/", views.batch_upload, name="batch-upload"),
     path("projects/<slug:slug>/batches/<uuid:batch>/", views.batch_detail, name="batch-detail"),
     path("projects/<slug:slug>/batches/<uuid:batch>/import/", views.batch_commit, name="batch-commit"),

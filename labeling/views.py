@@ -26,11 +26,14 @@ from labeling.batches import (
     batch_preview,
     batch_progress,
     batch_run,
+    preview_shown,
 )
 from labeling.forms import MappingForm, MemberAddForm, MemberChangeForm, ProjectForm, UploadForm
-from labeling.importing import ImportFormatError
+from labeling.importing import ImportFormatError, PairRecord
+from labeling.invitation_views import invitations_context
 from labeling.layouts import LAYOUTS
 from labeling.models import ImportBatch, Membership, Pair, Project
+from labeling.progress import own_progress
 from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
 
 _LEADS = (Membership.Role.LEAD,)
@@ -84,9 +87,11 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     membership = Membership.objects.filter(project=project, user=request.user).first()
     is_lead_or_admin = membership is None or membership.role == Membership.Role.LEAD
     context = {"project": project, "membership": membership, "pair_count": project.pairs.count()}
+    if membership is not None and membership.role == Membership.Role.ANNOTATOR:
+        context["progress"] = own_progress(project=project, user=request.user)
     if is_lead_or_admin:
-        context.update(_members_context(request, project))
-        context["batches"] = project.batches.exclude(state=ImportBatch.State.UPLOADED)
+        context.update(_members_context(request, project), **invitations_context(request, project))
+        context["batches"] = project.batches.all()
     return render(request, "labeling/project_detail.html", context)
 
 
@@ -227,8 +232,9 @@ def batch_detail(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
 
 def _preview_context(batch: ImportBatch, form: MappingForm | None = None) -> dict:
     """The preview of an upload, and the field mapping form (bound when it was just posted)."""
-    try:
-        preview, error = batch_preview(batch), ""
+    background = batch_in_background(batch)
+    try:  # every record of a file this request would import; the first ones of a larger file
+        preview, error = batch_preview(batch, scan=500 if background else None), ""
     except ImportFormatError as exc:
         preview, error = None, str(exc)
     keys = batch_fields(batch)
@@ -238,9 +244,12 @@ def _preview_context(batch: ImportBatch, form: MappingForm | None = None) -> dic
     return {
         "preview": preview,
         "preview_error": error,
+        "shown_items": [(i, preview_shown(i) if isinstance(i, PairRecord) else None) for i in preview.items]
+        if preview
+        else [],
         "mapping_form": form,
         "mapping_open": bool(error or batch.mapping or form.errors or (preview and preview.unmatched)),
-        "runs_in_background": batch_in_background(batch),
+        "runs_in_background": background,
     }
 
 
@@ -264,6 +273,9 @@ def batch_map(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
 @require_POST
 def batch_commit(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
     project, batch = _batch(request, slug, batch)
+    if request.POST.get("skip_invalid") == "1":  # "Import the valid records"
+        ImportBatch.objects.filter(pk=batch.pk, state=ImportBatch.State.UPLOADED).update(skip_invalid=True)
+        batch.skip_invalid = True
     background = batch.state == ImportBatch.State.UPLOADED and batch_in_background(batch)
     if not batch_claim(batch, background=background):  # another click, or an earlier import, has it
         messages.info(request, "This file is already being imported, or was imported.")
@@ -291,6 +303,8 @@ def batch_remove(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
             return redirect(batch)
         if batch.state == ImportBatch.State.UPLOADED:
             messages.info(request, f"Discarded the upload of {batch.source_name}.")
+        elif batch.state == ImportBatch.State.FAILED and not count:
+            messages.success(request, f"Removed the failed import of {batch.source_name} and its file.")
         else:
             messages.success(request, f"Deleted the import of {batch.source_name} and its {count} pairs.")
         return redirect(project)

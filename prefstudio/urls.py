@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from prefstudio import views
-from prefstudio.roles import public
+from prefstudio.roles import public, requires
 
 admin.site.site_header = "prefstudio admin"
 admin.site.site_title = "prefstudio"
@@ -15,6 +15,10 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("login/", public(auth_views.LoginView.as_view(redirect_authenticated_user=True)), name="login"),
     path("logout/", public(auth_views.LogoutView.as_view()), name="logout"),
+    path("password/", requires()(auth_views.PasswordChangeView.as_view()), name="password_change"),
+    path(
+        "password/done/", requires()(auth_views.PasswordChangeDoneView.as_view()), name="password_change_done"
+    ),
     path("", include("labeling.urls")),
     path("training/", include("training.urls")),
     # django-rq's dashboard: every view is staff_member_required; only admins are staff here.

@@ -14,7 +14,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from labeling.models import Assignment, ExportSnapshot, Judgment, Membership
+from labeling.invitations import invitation_create, invitation_token
+from labeling.models import Assignment, ExportSnapshot, Invitation, Judgment, Membership
 from training.models import TrainingRun
 from training.services import artifact_dir
 
@@ -56,6 +57,9 @@ def concrete(route: str, project, batch, user=None) -> str:
             project=project, user=user
         )
         path = path.replace("<int:member_id>", str(member.pk))
+        path = path.replace("<int:invitation_id>", str(sample_invitation(project, user).pk))
+    if "<str:token>" in path:
+        path = path.replace("<str:token>", invitation_token(sample_invitation(project, user)))
     if "<uuid:export>" in path:
         snapshot = sample_snapshot(project, user)
         path = path.replace("<uuid:export>", str(snapshot.uuid)).replace("<str:name>", "train.jsonl")
@@ -76,6 +80,13 @@ def sample_snapshot(project, user) -> ExportSnapshot:
         folder.mkdir(parents=True)
         (folder / "train.jsonl").write_bytes(b"")
     return snapshot
+
+
+def sample_invitation(project, user) -> Invitation:
+    invitation = Invitation.objects.filter(project=project).first()
+    return invitation or invitation_create(
+        project=project, role="annotator", max_uses=1, days=7, created_by=user
+    )
 
 
 def sample_run(project, user) -> TrainingRun:
