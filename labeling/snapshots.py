@@ -65,7 +65,11 @@ def _several_messages() -> Q:
 def _tool_messages() -> Q:
     """Pairs whose messages carry tool calls, tool call ids or names, in SQL (on the JSON as text):
     the keys that chat data carries beside role and content (exporting.has_extra_keys checks any key)."""
-    return Q(prompt_text__contains='"tool_call') | Q(prompt_text__contains='"name"') | (
+    # Only a list of messages can carry them in a prompt: the cheap test first spares most rows the cast.
+    in_prompt = Q(prompt__0__isnull=False) & (
+        Q(prompt_text__contains='"tool_call') | Q(prompt_text__contains='"name"')
+    )
+    return in_prompt | (
         _several_messages() & (Q(response_a__contains='"tool_call') | Q(response_b__contains='"tool_call')
                                | Q(response_a__contains='"name"') | Q(response_b__contains='"name"'))
     )  # fmt: skip
@@ -184,10 +188,10 @@ def _decisions(
     no_votes = (0,) * len(LABELS)
     shape_of = functools.cache(_Shape)
     ids, decisions, shapes, judgments = [], [], [], 0
-    with transaction.atomic():  # one transaction: the two cursors see the same data
-        votes = _raw_rows(_vote_counts(project, excluded))
+    with transaction.atomic():  # one transaction: the two queries see the same data
+        votes = iter(_all_rows(_vote_counts(project, excluded)))
         row = next(votes, None)
-        for pair_id, gold, adjudication, not_flat, several, tools in _raw_rows(pairs):
+        for pair_id, gold, adjudication, not_flat, several, tools in _all_rows(pairs):
             while row is not None and row[0] < pair_id:
                 row = next(votes, None)
             counts = tuple(row[1:]) if row is not None and row[0] == pair_id else no_votes
@@ -388,6 +392,15 @@ def _raw_rows(rows: QuerySet) -> Iterator[tuple[Any, ...]]:
         while chunk := upcoming.result():
             upcoming = reader.submit(cursor.fetchmany, CHUNK)
             yield from chunk
+
+
+def _all_rows(rows: QuerySet) -> list[tuple[Any, ...]]:
+    """The rows of a narrow `values_list` query as the database driver returns them, in one fetch (no
+    server-side cursor: for a few small columns its round trips cost more than the rows' memory)."""
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _criteria_counts(counts: tuple[int, ...] | None, criteria: list[str]) -> dict[str, dict[str, int]]:

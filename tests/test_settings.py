@@ -116,7 +116,10 @@ def test_postgresql_statements_are_prepared_unless_turned_off():
         return json.loads(result.stdout)
 
     url = "postgres://u:p@127.0.0.1:5432/x"
-    assert options(DATABASE_URL=url) == {"server_side_binding": True, "prepare_threshold": 5}
+    assert options(DATABASE_URL=url) == {
+        "server_side_binding": True, "prepare_threshold": 5, "options": "-c jit=off"
+    }  # fmt: skip
+    assert options(DATABASE_URL=url, DATABASE_SERVER_OPTIONS="")["options"] == ""
     assert options(DATABASE_URL=url, DATABASE_PREPARE_THRESHOLD="off")["prepare_threshold"] is None
     assert options(DATABASE_URL="sqlite:///x.sqlite3") == {}
 
