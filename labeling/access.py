@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 
 from labeling.models import Membership, Project
@@ -43,13 +43,12 @@ def project_for(
 ) -> Project:
     """The project with `slug` if the user may see it (as `projects_for` decides); 404 otherwise, so
     foreign projects stay invisible."""
-    projects = Project.objects.filter(slug=slug)
+    lookup = {"slug": slug}
     if not (include_archived and is_admin(user)):
-        projects = projects.filter(archived=False)
-    if not is_admin(user):
-        member = Membership.objects.filter(project=OuterRef("pk"), user=user, active=True, role__in=roles)
-        projects = projects.filter(Exists(member))
+        lookup["archived"] = False
+    if not is_admin(user):  # one membership per (project, user): the join finds one row
+        lookup.update(memberships__user=user, memberships__active=True, memberships__role__in=roles)
     try:
-        return projects.get()
+        return Project.objects.get(**lookup)
     except Project.DoesNotExist:
         raise Http404("No such project.") from None

@@ -63,8 +63,9 @@ def _open(project: Project, user: Any) -> Q:
 # found nothing, each stops at its first pair, and each re-checks `taken` on the row it locks (a row
 # lock re-reads the row's newest version). Rows other claims hold are skipped, not waited on: waiting
 # (plain FOR UPDATE) can deadlock, since rows failing the re-check stay locked. The chosen pair's
-# `taken` goes up by one in the same statement. Parameters: project, k, user, window; SQLite, which
-# has no row locks and serializes writers, runs it without the lock clauses.
+# `taken` goes up by one in the same statement. Parameters: project, k, user. The counts and the window
+# are written in, so that PostgreSQL's plan for a prepared statement walks the indexes as the text
+# says. SQLite, which has no row locks and serializes writers, runs it without the lock clauses.
 _UNSEEN = (
     "NOT EXISTS (SELECT 1 FROM labeling_assignment s WHERE s.pair_id = p.id AND s.annotator_id = %(user)s "
     # OFFSET keeps PostgreSQL from planning this as an anti join walking the user's whole history.
@@ -76,7 +77,7 @@ _SENT_BACK = (
 )
 _NEAR = (  # one per count of judgments, `taken`, from k - 1 down to 1
     "(SELECT p.id FROM (SELECT id FROM labeling_pair WHERE project_id = %(project)s AND gold = '' "
-    "AND taken = {taken} ORDER BY id LIMIT %(window)s) AS near JOIN labeling_pair p ON p.id = near.id "
+    "AND taken = {taken} ORDER BY id LIMIT {window}) AS near JOIN labeling_pair p ON p.id = near.id "
     "WHERE p.taken < %(k)s + p.extra_wanted AND {unseen} ORDER BY p.id LIMIT 1{lock})"
 )
 _FRESH = (
@@ -94,18 +95,19 @@ CLAIM = (
 
 
 @cache
-def _claim_sql(overlap: int, locks: bool) -> str:
+def _claim_sql(overlap: int, window: int, locks: bool) -> str:
     """CLAIM for a project with overlap k (its text differs only in the counts it walks)."""
     parts = {"unseen": _UNSEEN, "lock": " FOR NO KEY UPDATE OF p SKIP LOCKED" if locks else ""}
-    near = [_NEAR.format(taken=taken, **parts) for taken in range(overlap - 1, 0, -1)]
+    near = [_NEAR.format(taken=taken, window=window, **parts) for taken in range(overlap - 1, 0, -1)]
     choices = [_SENT_BACK.format(**parts), *near, _FRESH.format(**parts), _ANY.format(**parts)]
     return CLAIM.format(choices=", ".join(choices))
 
 
 def _claim(project: Project, user: Any) -> Pair | None:
     """Claim the best open pair for this user (CLAIM); None when none is open to them."""
-    statement = _claim_sql(project.overlap, connection.features.has_select_for_update_skip_locked)
-    params = {"project": project.pk, "k": project.overlap, "user": user.pk, "window": CLAIM_WINDOW}
+    locks = connection.features.has_select_for_update_skip_locked
+    statement = _claim_sql(project.overlap, CLAIM_WINDOW, locks)
+    params = {"project": project.pk, "k": project.overlap, "user": user.pk}
     for attempt in range(CLAIM_ATTEMPTS):
         if claimed := list(Pair.objects.raw(statement, params)):
             return claimed[0]

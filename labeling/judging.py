@@ -69,9 +69,6 @@ class Verdict:
         }
 
 
-_LOCKED_FIELDS = ("id", "pair_id", "state", "a_on_left", "is_gold", "leased_at", "expires_at")
-
-
 def _store(
     *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict, counted: Tally, now: datetime
 ) -> tuple[Judgment, bool, bool]:
@@ -81,7 +78,6 @@ def _store(
     elsewhere = Judgment.objects.filter(pair=OuterRef("pair"), annotator=annotator)
     locked = (
         Assignment.objects.select_for_update(no_key=True)
-        .only(*_LOCKED_FIELDS)
         .annotate(judged_elsewhere=Exists(elsewhere))
         .get(pk=assignment_id, annotator=annotator, project=project)
     )
