@@ -189,9 +189,9 @@ def _decisions(
     shape_of = functools.cache(_Shape)
     ids, decisions, shapes, judgments = [], [], [], 0
     with transaction.atomic():  # one transaction: the two queries see the same data
-        votes = iter(_all_rows(_vote_counts(project, excluded)))
+        votes = _raw_rows(_vote_counts(project, excluded), chunked=False)
         row = next(votes, None)
-        for pair_id, gold, adjudication, not_flat, several, tools in _all_rows(pairs):
+        for pair_id, gold, adjudication, not_flat, several, tools in _raw_rows(pairs, chunked=False):
             while row is not None and row[0] < pair_id:
                 row = next(votes, None)
             counts = tuple(row[1:]) if row is not None and row[0] == pair_id else no_votes
@@ -379,11 +379,19 @@ def _streamed_pairs(
         yield (pk, external_id, json.loads(prompt), *texts), gold, adjudication, counts
 
 
-def _raw_rows(rows: QuerySet) -> Iterator[tuple[Any, ...]]:
-    """The rows of a `values_list` query as the database driver returns them, CHUNK at a time from a
-    server-side cursor, as `iterator()` reads them but without Django's per-value converters (JSON comes
-    as its text, which the caller decodes where it must): they took a tenth of a large export's time."""
+def _raw_rows(rows: QuerySet, *, chunked: bool = True) -> Iterator[tuple[Any, ...]]:
+    """The rows of a `values_list` query as the database driver returns them, without Django's per-value
+    converters (JSON comes as its text, which the caller decodes where it must): they took a tenth of a
+    large export's time. `chunked`: CHUNK rows at a time from a server-side cursor, as `iterator()` reads
+    them, for wide rows; otherwise in one fetch, for narrow rows, where the cursor's round trips cost
+    more than the rows' memory."""
     sql, params = rows.query.sql_with_params()
+    if not chunked:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            fetched = cursor.fetchall()
+        yield from fetched
+        return
     # One thread reads the next chunk while the caller works on this one: the database's share of the
     # work (about a third of a million-pair export, measured) overlaps with ours instead of adding to it.
     with connection.chunked_cursor() as cursor, ThreadPoolExecutor(1) as reader:
@@ -392,15 +400,6 @@ def _raw_rows(rows: QuerySet) -> Iterator[tuple[Any, ...]]:
         while chunk := upcoming.result():
             upcoming = reader.submit(cursor.fetchmany, CHUNK)
             yield from chunk
-
-
-def _all_rows(rows: QuerySet) -> list[tuple[Any, ...]]:
-    """The rows of a narrow `values_list` query as the database driver returns them, in one fetch (no
-    server-side cursor: for a few small columns its round trips cost more than the rows' memory)."""
-    sql, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 def _criteria_counts(counts: tuple[int, ...] | None, criteria: list[str]) -> dict[str, dict[str, int]]:
