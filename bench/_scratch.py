@@ -44,8 +44,8 @@ def scratch_database(name: str, script: str) -> Iterator[tuple[str, str]]:
         admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def migrate(env: dict[str, str] | None = None) -> None:
-    """`manage.py migrate` with `env` (this process's environment when None)."""
+def migrate(env: dict[str, str] | None = None, root: Path = ROOT) -> None:
+    """`manage.py migrate` of the checkout at `root` with `env` (this process's environment when None)."""
     subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=root, env=env, check=True
     )

@@ -3,9 +3,9 @@
 Pairs go to k annotators, nearly finished ones first. An annotator far ahead of the rest (a full-time
 annotator beside part-time ones, or a team smaller than k) leaves a trail of pairs they judged that are
 still open to others, and every claim of theirs must pass over that trail. This measures, in-process,
-`judgment_submit_and_next` (lock, store, count, claim, lease: one transaction) for:
+`submit_and_claim_next` (lock, store, count, claim, lease: one transaction) for:
 - the leader, whose lead (pairs they judged that nobody else has yet) is 0, 1,000, 5,000 and 20,000;
-- a follower with no history, who should be dealt pairs from the leader's trail (closest to k).
+- a follower with no history, who should be given pairs from the leader's trail (closest to k).
 Reports the median and p95 ms of 60 requests each, and the share of the follower's pairs that came from
 the trail. A lead is made with done assignments and judgments written directly, as a real one would be.
 Target: at the longest lead the leader's median is under twice the follower's (the same tables, so the
@@ -86,14 +86,14 @@ def lead_by(project, leader, n: int) -> None:
 
 
 def time_requests(project, user, n: int) -> tuple[list[float], list[int]]:
-    """`n` judge requests of `user` (ms each) and the `taken` of each pair dealt, before it was claimed."""
-    from labeling.assignment import next_assignment
-    from labeling.judging import Verdict, judgment_submit_and_next
+    """`n` judge requests of `user` (ms each) and the `taken` of each pair claimed, before it was claimed."""
+    from labeling.assignment import claim_next_pair
+    from labeling.judging import Verdict, submit_and_claim_next
 
-    lease, times, levels = next_assignment(project, user), [], []
+    lease, times, levels = claim_next_pair(project, user), [], []
     for _ in range(n):
         t = time.perf_counter()
-        turn = judgment_submit_and_next(
+        turn = submit_and_claim_next(
             assignment_id=lease.pk, annotator=user, project=project, verdict=Verdict(choice="left")
         )
         times.append((time.perf_counter() - t) * 1000)

@@ -9,16 +9,27 @@ errors (non-200, no new pair, socket errors), CPU cores of gunicorn / PostgreSQL
 of the machine, CPU ms per judgment (all three together), the machine's speed just before the phase
 (`python_loop_ms`, a fixed pure-Python loop: these shared machines vary by half from hour to hour), DB
 checks (judgments added == successful POSTs, no duplicate (pair, annotator), no pair over k live
-annotators, every done assignment judged, `taken` exact, one lease per annotator), and a census of one
-htmx judge request in-process (queries, time, slowest statement).
+annotators, every done assignment judged, `taken` exact, one lease per annotator), and a profile of one
+htmx judge request in-process (statements, time, slowest statement).
 
-Scratch database `prefstudio_loadbench`: re-created, seeded through Django, ANALYZEd, dropped at the end.
-Run: `.venv/bin/python bench/labeling_load.py [--sizes 10,50,100] [--seconds 20] [--workers 3]
-[--worker-class gthread --threads 1] [--rate 300] [--pairs 40000] [--out var/bench/labeling_load.json]`
-(gunicorn.conf.py's settings unless given; more gunicorn flags through GUNICORN_CMD_ARGS).
-Targets: 300 judgments/s at N=50 (closed loop), p99 < 150 ms (paced, from schedule), no errors, DB
-checks clean. Closed-loop latency follows from throughput, N / (judgments/s) on average (50 / 300 j/s
-= 167 ms), so the latency target is read on the paced phase; the closed-loop p99 is reported beside it.
+Scratch database `prefstudio_loadbench` (or --db): re-created, seeded through Django, ANALYZEd, dropped at
+the end. Run: `.venv/bin/python bench/labeling_load.py [--sizes 10,50,100] [--seconds 20] [--workers 3]
+[--worker-class gthread --threads 1] [--rate 50] [--pairs 40000] [--code CHECKOUT] [--db NAME]
+[--out var/bench/labeling_load.json]` (gunicorn.conf.py's settings unless given; more gunicorn flags
+through GUNICORN_CMD_ARGS). `--code` serves and profiles another checkout of the app (an older commit,
+with its own .venv) with this script, so that two versions can be measured alternately on one machine:
+
+    git worktree add /tmp/old d87b499 && ln -s $PWD/.venv /tmp/old/.venv
+    for code in /tmp/old $PWD /tmp/old $PWD; do
+        .venv/bin/python bench/labeling_load.py --code $code --sizes 10,50 \\
+            --out var/bench/$(basename $code)-$RANDOM.json
+    done
+
+Targets: p99 < 150 ms paced at 50 judgments/s (about ten times a large team's real rate; measured from the
+schedule), no errors, DB checks clean. Closed-loop latency follows from throughput, N / (judgments/s) on
+average, so the latency target is read on the paced phase; the closed-loop p99 is reported beside it.
+Compare CPU ms per judgment between versions within one run of alternations: these machines change
+speed from hour to hour.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from _scratch import migrate, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB, SLUG, PASSWORD, K = "prefstudio_loadbench", "loadbench", "load-" + secrets.token_hex(8), 3
-TARGET_N, TARGET_RATE, TARGET_P99_MS = 50, 300, 150
+TARGET_N, TARGET_RATE, TARGET_P99_MS = 50, 50, 150
 ACTION = re.compile(rb'action="(/projects/[\w-]+/label/\d+/judge/)"')
 _TEXT = "the model answer explain why data train loss reward policy token context user prompt response better"
 WORDS = (_TEXT + " because however example python function list value error result first note check").split()
@@ -297,8 +308,8 @@ async def run_phase(clients: list[Client], server: psutil.Process, args, rate: f
     }  # fmt: skip
 
 
-def census(requests: int = 21) -> dict:
-    """The median of `requests` htmx judge requests in-process: time, queries, SQL time, slowest query."""
+def profile(requests: int = 21) -> dict:
+    """The median of `requests` htmx judge requests in-process: time, statements, SQL time, slowest."""
     from django.contrib.auth.models import User
     from django.db import connection
     from django.test import Client as DjangoClient
@@ -313,7 +324,7 @@ def census(requests: int = 21) -> dict:
             response = client.post(action, {"choice": "left"})
             if not (match := ACTION.search(response.content)):
                 body = response.content[:2000]
-                raise SystemExit(f"census: {action} answered {response.status_code}, no next pair: {body!r}")
+                raise SystemExit(f"profile: {action} answered {response.status_code}, no next pair: {body!r}")
             action = match.group(1).decode()
             runs.append((time.perf_counter() - t, [(float(q["time"]) * 1000, q["sql"]) for q in ctx]))
     seconds, queries = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
@@ -322,12 +333,18 @@ def census(requests: int = 21) -> dict:
             "slowest": [{"ms": ms, "sql": sql[:400]} for ms, sql in sorted(queries)[::-1][:3]]}  # fmt: skip
 
 
+def commit(root: Path) -> str:
+    """The commit checked out at `root` (with '+' when its working tree has changes)."""
+    run = lambda *cmd: subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True).stdout  # noqa: E731
+    return run("rev-parse", "--short", "HEAD").strip() + ("+" if run("status", "--porcelain", "-uno") else "")
+
+
 def start_server(args, log: Path) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [
-        ROOT / ".venv/bin/gunicorn",
+        args.code / ".venv/bin/gunicorn",
         "prefstudio.wsgi:application",
         "--bind",
         f"127.0.0.1:{port}",
@@ -338,7 +355,7 @@ def start_server(args, log: Path) -> tuple[subprocess.Popen, int]:
         "--threads",
         f"{args.threads}",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=args.code, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     for _ in range(300):
         with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz"):
@@ -357,7 +374,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def run_phases(args, sizes: list[int], phases: list[dict]) -> dict:
-    """Seed, serve, and run every phase (appended to `phases`); the census of one judge request."""
+    """Seed, serve, and run every phase (appended to `phases`); the profile of one judge request."""
     from django.db import connection
 
     seed(max(sizes), args.pairs, args.history)
@@ -388,7 +405,7 @@ def run_phases(args, sizes: list[int], phases: list[dict]) -> dict:
             connection.close()
     finally:
         stop_server(proc)
-    return census()
+    return profile()
 
 
 def main() -> None:
@@ -405,11 +422,14 @@ def main() -> None:
     add("--pairs", type=int, default=40000, help="enough free slots for six phases at 500 judgments/s")
     add("--history", type=float, default=0.25, help="share of pairs already judged k times before the run")
     add("--out", type=Path, default=ROOT / "var/bench/labeling_load.json")
+    add("--code", type=Path, default=ROOT, help="the checkout to serve and profile (default: this one)")
+    add("--db", default=BENCH_DB, help="scratch database name")
     args = parser.parse_args()
+    args.code = args.code.resolve()
     sizes, phases = sorted(int(s) for s in args.sizes.split(",")), []
     warnings.filterwarnings("ignore", "No directory at")  # WhiteNoise: no collectstatic here
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_database(BENCH_DB, "bench/labeling_load.py") as (url, pg):
+    with scratch_database(args.db, "bench/labeling_load.py") as (url, pg):
         os.environ.update({  # inherited by manage.py, gunicorn and this process's Django
             "DATABASE_URL": url, "PREFSTUDIO_ENV_FILE": "/dev/null", "LOG_LEVEL": "WARNING",
             "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -418,31 +438,29 @@ def main() -> None:
             "SECURE_SSL_REDIRECT": "false", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false",
             "CONN_MAX_AGE": os.environ.get("CONN_MAX_AGE", "60"),
         })  # fmt: skip
-        migrate()
-        sys.path.insert(0, str(ROOT))
+        migrate(root=args.code)
+        sys.path.insert(0, str(args.code))
         import django
 
         django.setup()
         from django.db import connections
 
         try:
-            query_census = run_phases(args, sizes, phases)
+            request_profile = run_phases(args, sizes, phases)
         finally:
             connections.close_all()
-    report(args, sizes, phases, query_census, pg)
+    report(args, sizes, phases, request_profile, pg)
 
 
-def report(args, sizes: list[int], phases: list[dict], census: dict, pg: str) -> None:
+def report(args, sizes: list[int], phases: list[dict], profiled: dict, pg: str) -> None:
     import django
     import gunicorn
 
     at = {(p["annotators"], p["mode"]): p for p in phases}
     n = TARGET_N if TARGET_N in sizes else sizes[len(sizes) // 2]
-    peak, paced = at[n, "max"], at.get((n, "paced"), at[n, "max"])
+    paced = at.get((n, "paced"), at[n, "max"])
     errors, db_ok = sum(p["errors"] for p in phases), all(p["db_ok"] for p in phases)
     targets = [
-        (f"judgments/s at N={n} (closed loop) >= {TARGET_RATE}", peak["judgments_per_s"] >= TARGET_RATE,
-         peak["judgments_per_s"]),
         (f"p99 ms at N={n} {paced['mode']} (from schedule) < {TARGET_P99_MS}",
          paced["p99_from_schedule_ms"] < TARGET_P99_MS, paced["p99_from_schedule_ms"]),
         ("zero errors", errors == 0, errors),
@@ -459,7 +477,8 @@ def report(args, sizes: list[int], phases: list[dict], census: dict, pg: str) ->
                      "extra_args": os.environ.get("GUNICORN_CMD_ARGS", "")},
         "setup": {"pairs": args.pairs, "history": args.history, "overlap_k": K, "seconds": args.seconds,
                   "warmup": args.warmup, "offered_rate": args.rate},
-        "phases": phases, "census": census,
+        "code": {"root": str(args.code), "commit": commit(args.code)},
+        "phases": phases, "profile": profiled,
         "targets": [{"target": name, "pass": ok, "value": value} for name, ok, value in targets],
         "pass": all(ok for _, ok, _ in targets),
     }  # fmt: skip
@@ -476,9 +495,9 @@ def report(args, sizes: list[int], phases: list[dict], census: dict, pg: str) ->
         speed = f"{p['cpu_ms_per_judgment']:>6}{p['python_loop_ms']:>6}"
         print(f"{p['annotators']:>4}  {name:<10}{cols}{p['p99_from_schedule_ms']:>8}{p['errors']:>5}  "
               f"{cores:<30}{speed}  {'ok' if p['db_ok'] else 'FAIL'}")  # fmt: skip
-    print(f"census: judge request {census['median_request_ms']} ms in-process, {census['queries']} queries, "
-          f"{census['sql_ms']} ms SQL; slowest {census['slowest'][0]['ms']:.1f} ms: "
-          f"{census['slowest'][0]['sql'][:50]}...")  # fmt: skip
+    print(f"profile: judge request {profiled['median_request_ms']} ms in-process, {profiled['queries']} "
+          f"statements, {profiled['sql_ms']} ms SQL; slowest {profiled['slowest'][0]['ms']:.1f} ms: "
+          f"{profiled['slowest'][0]['sql'][:50]}...")  # fmt: skip
     for name, ok, value in targets:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
     print(f"wrote {args.out}")

@@ -8,7 +8,6 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from labeling.models import Membership, Project
-from prefstudio import sql
 from prefstudio.roles import Role, roles_of
 
 
@@ -35,16 +34,6 @@ def projects_for(
     )
 
 
-_PROJECT_FIELDS = tuple(f.attname for f in Project._meta.concrete_fields)
-_PROJECT = (
-    f"SELECT {sql.columns(Project, _PROJECT_FIELDS, 'p')} FROM {Project._meta.db_table} p WHERE p.slug = %s"
-)
-_MEMBER = (
-    f" AND EXISTS (SELECT 1 FROM {Membership._meta.db_table} m WHERE m.project_id = p.id"
-    " AND m.user_id = %s AND m.active = %s AND m.role IN ({roles}))"
-)
-
-
 def project_for(
     user: Any,
     slug: str,
@@ -53,15 +42,13 @@ def project_for(
     include_archived: bool = False,
 ) -> Project:
     """The project with `slug` if the user may see it (as `projects_for` decides); 404 otherwise, so
-    foreign projects stay invisible. Every workbench request asks, so the query is written out."""
-    admin = is_admin(user)
-    query, params = _PROJECT, [slug]
-    if not (include_archived and admin):
-        query, params = query + " AND p.archived = %s", [*params, False]
-    if not admin:
-        query += _MEMBER.format(roles=", ".join(["%s"] * len(roles)))
-        params += [user.pk, True, *roles]
-    row = sql.fetchone(query, params)
-    if row is None:
-        raise Http404("No such project.")
-    return sql.load(Project, _PROJECT_FIELDS, row)
+    foreign projects stay invisible."""
+    lookup = {"slug": slug}
+    if not (include_archived and is_admin(user)):
+        lookup["archived"] = False
+    if not is_admin(user):  # one membership per (project, user): the join finds one row
+        lookup.update(memberships__user=user, memberships__active=True, memberships__role__in=roles)
+    try:
+        return Project.objects.get(**lookup)
+    except Project.DoesNotExist:
+        raise Http404("No such project.") from None

@@ -458,10 +458,7 @@ def import_stream(
         and connection.vendor == "postgresql"
         and not connection.in_atomic_block
     ):
-        # Fresh statistics now, not when autovacuum gets to it: until then the planner misjudges
-        # the workbench's claim and count queries on this table (measured: 145 ms vs 12 ms).
-        with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {Pair._meta.db_table}")
+        _analyze_pairs()
     return summary
 
 
@@ -525,7 +522,36 @@ _NUMBERS = re.compile(r"\d[\d,]*")
 
 _COLUMNS = ("external_id", "prompt", "response_a", "response_b", "model_a", "model_b", "metadata", "gold",
             "original_label", "shape", "content_hash")  # fmt: skip
-_STAGING = "prefstudio_pair_staging"
+
+# PostgreSQL's bulk path for imports, written out because COPY has no ORM form (with the claim in
+# labeling/assignment.py, the only SQL text in the app). A batch of records is copied into a temporary
+# table (made once per transaction, emptied per batch), then inserted with ON CONFLICT DO NOTHING: no
+# model instances, and a concurrent import of the same pairs cannot abort this one. The columns are
+# `_COLUMNS`, in its order; `_INSERT_STAGED` takes the project and the batch.
+_STAGE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS prefstudio_pair_staging (external_id text, prompt jsonb, "
+    "response_a text, response_b text, model_a text, model_b text, metadata jsonb, gold text, "
+    "original_label text, shape text, content_hash text) ON COMMIT DROP"
+)
+_EMPTY_STAGE = "TRUNCATE prefstudio_pair_staging"
+_COPY = (
+    "COPY prefstudio_pair_staging (external_id, prompt, response_a, response_b, model_a, model_b, "
+    "metadata, gold, original_label, shape, content_hash) FROM STDIN"
+)
+_INSERT_STAGED = (
+    "INSERT INTO labeling_pair (project_id, batch_id, taken, created_at, external_id, prompt, response_a, "
+    "response_b, model_a, model_b, metadata, gold, original_label, shape, content_hash) "
+    "SELECT %s, %s, 0, now(), external_id, prompt, response_a, response_b, model_a, model_b, metadata, "
+    "gold, original_label, shape, content_hash FROM prefstudio_pair_staging "
+    "ON CONFLICT (project_id, content_hash) DO NOTHING"
+)
+
+
+def _analyze_pairs() -> None:
+    """Fresh planner statistics after a large import, not when autovacuum gets to it: until then the
+    planner misjudges the workbench's claim and count queries on the table (measured: 145 ms vs 12 ms)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE labeling_pair")
 
 
 def _row(r: PairRecord, json: Callable[[Any], Any] = lambda value: value) -> tuple:
@@ -537,8 +563,8 @@ def _row(r: PairRecord, json: Callable[[Any], Any] = lambda value: value) -> tup
 class _Inserter:
     """Buffers pairs and inserts them, skipping content hashes the project already has.
 
-    On PostgreSQL a batch goes through COPY into a temporary table, then one INSERT ... ON CONFLICT
-    DO NOTHING: no model instances, and a concurrent import of the same pairs cannot abort this one.
+    On PostgreSQL a batch goes through COPY (`_COPY` and the statements around it); elsewhere through
+    `bulk_create`.
     """
 
     def __init__(self, batch: ImportBatch) -> None:
@@ -564,23 +590,13 @@ class _Inserter:
     def _copy(self) -> int:
         with connection.cursor() as cursor:
             if not self.staged:
-                cursor.execute(
-                    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (external_id text, prompt jsonb, "
-                    "response_a text, response_b text, model_a text, model_b text, metadata jsonb, "
-                    "gold text, original_label text, shape text, content_hash text) ON COMMIT DROP"
-                )
+                cursor.execute(_STAGE)
                 self.staged = True
-            cursor.execute(f"TRUNCATE {_STAGING}")
-            with cursor.copy(f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+            cursor.execute(_EMPTY_STAGE)
+            with cursor.copy(_COPY) as copy:
                 for r in self.buffer:
                     copy.write_row(_row(r, Jsonb))
-            columns = ", ".join(_COLUMNS)
-            cursor.execute(
-                f"INSERT INTO {Pair._meta.db_table} (project_id, batch_id, taken, created_at, {columns}) "
-                f"SELECT %s, %s, 0, now(), {columns} FROM {_STAGING} "
-                "ON CONFLICT (project_id, content_hash) DO NOTHING",
-                [self.batch.project_id, self.batch.pk],
-            )
+            cursor.execute(_INSERT_STAGED, [self.batch.project_id, self.batch.pk])
             return cursor.rowcount
 
     def _bulk_create(self) -> int:

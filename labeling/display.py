@@ -1,4 +1,4 @@
-"""What an annotator is shown of a pair: its prompt and responses on the sides they were dealt, as
+"""What an annotator is shown of a pair: its prompt and responses on the sides they were given, as
 plain text or as sanitized markdown that is rendered once per pair and kept on its row.
 
 Every part of a pair is shown as a list of turns (`Turn`), each a list of blocks (`Block`): a chat
@@ -23,9 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 from labeling.conversations import Message, response_key, response_messages
 from labeling.models import Pair
 from labeling.rendering import RENDER_VERSION, RenderLimits, render_markdown, render_pair
-from prefstudio import sql
 
-_KEEP = f"UPDATE {Pair._meta.db_table} SET rendered = %s WHERE id = %s"
 EMPTY_RESPONSE = "(empty response: nothing was written)"
 EMPTY_TURN = "(empty)"
 _SHOWN_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name"}
@@ -146,7 +144,7 @@ def rendered(pair: Pair) -> dict:
     """
     if not pair.rendered or pair.rendered.get("v") != RENDER_VERSION:
         pair.rendered = render_pair(pair.prompt, pair.response_a, pair.response_b, limits=render_limits())
-        sql.execute(_KEEP, [sql.param(Pair, "rendered", pair.rendered), pair.pk])
+        Pair.objects.filter(pk=pair.pk).update(rendered=pair.rendered)
     return pair.rendered
 
 

@@ -6,23 +6,21 @@ from django.contrib import messages
 from django.contrib.messages import get_messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling.access import project_for
-from labeling.assignment import assignment_skip, next_assignment
+from labeling.assignment import claim_next_pair, skip_pair
 from labeling.display import Shown, shown
 from labeling.forms import JudgmentForm, SkipForm, verdict_controls
 from labeling.judging import (
     JudgmentRefused,
     Verdict,
     judgment_change,
-    judgment_submit,
-    judgment_submit_and_next,
-    progress_for,
+    progress,
     recent_judgments,
+    submit_and_claim_next,
+    submit_judgment,
     to_position,
 )
 from labeling.models import Assignment, Judgment, Project, Tally
@@ -61,29 +59,23 @@ def _render_workbench(
         "shown": _shown(assignment, plain) if assignment else None,
         "controls": verdict_controls(project, form),
         "skip_reasons": Assignment.SkipReason.choices,
-        "progress": progress_for(project, request.user, has_lease=assignment is not None, counted=counted),
+        "progress": progress(project, request.user, has_lease=assignment is not None, counted=counted),
         "plain": plain,
-        "messages": get_messages(request) if request.htmx else (),  # the full page shows them itself
     }
-    area = _fragment(request, "labeling/workbench_area.html", context)
     if request.htmx:  # the judge request's answer: only the working area, swapped in place
-        return HttpResponse(area)
-    return render(request, "labeling/workbench.html", {"project": project, "workbench": area})
+        context["area_messages"] = get_messages(request)  # the full page shows them above the area
+        return render(request, "labeling/workbench.html#workbench-area", context)
+    return render(request, "labeling/workbench.html", context)
 
 
-def _fragment(request: HttpRequest, name: str, context: dict) -> SafeString:
-    """A workbench fragment (templates/jinja2/, autoescaped) as HTML to place in a page."""
-    return mark_safe(render_to_string(name, context, request=request, using="jinja2"))
-
-
-def _shown(dealt: Assignment | Judgment, plain: bool) -> Shown:
-    return shown(dealt.pair, a_on_left=dealt.a_on_left, plain=plain)
+def _shown(given: Assignment | Judgment, plain: bool) -> Shown:
+    return shown(given.pair, a_on_left=given.a_on_left, plain=plain)
 
 
 def _next(request: HttpRequest, project: Project) -> HttpResponse:
     """After a submit or skip: the next pair in place (htmx), or a redirect to it (plain form post)."""
     if request.htmx:
-        return _render_workbench(request, project, next_assignment(project, request.user))
+        return _render_workbench(request, project, claim_next_pair(project, request.user))
     return redirect("labeling:workbench", slug=project.slug)
 
 
@@ -98,7 +90,7 @@ def _own_assignment(request: HttpRequest, project: Project, assignment_id: int) 
 @requires(LABEL)
 def workbench(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for(request.user, slug)
-    return _render_workbench(request, project, next_assignment(project, request.user))
+    return _render_workbench(request, project, claim_next_pair(project, request.user))
 
 
 @requires(LABEL)
@@ -111,11 +103,11 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     verdict = _verdict(form)
     try:
         if request.htmx:  # the next pair comes back in the same response, leased in the same transaction
-            turn = judgment_submit_and_next(
+            turn = submit_and_claim_next(
                 assignment_id=assignment_id, annotator=request.user, project=project, verdict=verdict
             )
             return _render_workbench(request, project, turn.upcoming, counted=turn.counted)
-        judgment_submit(assignment_id=assignment_id, annotator=request.user, project=project, verdict=verdict)
+        submit_judgment(assignment_id=assignment_id, annotator=request.user, project=project, verdict=verdict)
     except Assignment.DoesNotExist:
         raise Http404("No such assignment.") from None  # not theirs, or another project's: nothing stored
     except JudgmentRefused as exc:
@@ -131,7 +123,7 @@ def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     assignment = _own_assignment(request, project, assignment_id)
     form = SkipForm(request.POST)
     if form.is_valid():
-        assignment_skip(assignment=assignment, reason=form.cleaned_data["reason"])
+        skip_pair(assignment=assignment, reason=form.cleaned_data["reason"])
     else:
         messages.warning(request, "Pick a reason to skip this pair.")
     return _next(request, project)
@@ -170,9 +162,7 @@ def judgment_edit(request: HttpRequest, slug: str, judgment_id: int) -> HttpResp
     context = {
         "project": project,
         "judgment": judgment,
-        "pair": _fragment(request, "labeling/pair.html", {"shown": _shown(judgment, _plain(request))}),
-        "controls": _fragment(
-            request, "labeling/verdict.html", {"controls": verdict_controls(project, form)}
-        ),
+        "shown": _shown(judgment, _plain(request)),
+        "controls": verdict_controls(project, form),
     }
     return render(request, "labeling/judgment_edit.html", context)

@@ -9,10 +9,12 @@ from django.db import connections
 
 def database_status() -> str:
     """'ok', or the reason the default database cannot answer a query."""
+    connection = connections["default"]
     try:
-        with connections["default"].cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
+        connection.ensure_connection()
+        if not connection.is_usable():  # Django's own probe of a live connection
+            connection.close()
+            connection.ensure_connection()
     except Exception as exc:  # noqa: BLE001 - any failure means "down"; the reason is reported
         first_line = next(iter(str(exc).strip().splitlines()), "")
         return f"error: {type(exc).__name__}: {first_line}"

@@ -87,8 +87,8 @@ def requires(permission: str | None = None) -> Callable[[View], View]:
 
 
 def user_can(user: Any, permission: str) -> bool:
-    """Whether the user holds `permission`: through a role first (the groups are already loaded for
-    the page), else through Django's permission backends (permissions given one by one)."""
+    """Whether the user holds `permission`: through a role first (one query for the user's groups per
+    request), else through Django's permission backends (permissions given one by one)."""
     return any(permission in GROUP_PERMISSIONS[role] for role in roles_of(user)) or user.has_perm(permission)
 
 
@@ -97,22 +97,12 @@ def roles_of(user: Any) -> list[Role]:
     if not user.is_authenticated:
         return []
     if not hasattr(user, "_prefstudio_roles"):  # once per request: the user object lives that long
-        names = set(getattr(user, "_prefstudio_groups", None) or _group_names(user))
+        names = set(user.groups.values_list("name", flat=True))
         roles = [r for r in Role if r.value in names]
         if user.is_superuser and Role.ADMIN not in roles:
             roles.append(Role.ADMIN)
         user._prefstudio_roles = roles
     return user._prefstudio_roles
-
-
-def remember_groups(user: Any, names: list[str]) -> None:
-    """Group names loaded along with the user (prefstudio.auth): `roles_of` then needs no query."""
-    user._prefstudio_groups = names
-
-
-def _group_names(user: Any) -> list[str]:
-    # Users signed in through prefstudio.auth arrive with their groups; this is for any other user object.
-    return list(user.groups.values_list("name", flat=True))
 
 
 @dataclass(frozen=True)

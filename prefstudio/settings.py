@@ -52,7 +52,7 @@ INSTALLED_APPS = [
     "template_partials",
     "csp",
     "axes",
-    "prefstudio",  # the session table (prefstudio.models.Session)
+    "prefstudio",  # its migrations remove the session table it once had
     # Before django_rq: training's `rqworker` command (JSON serializer by default) wins.
     "labeling",
     "training",
@@ -68,7 +68,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "prefstudio.auth.AuthenticationMiddleware",  # session and user in one statement
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -93,24 +93,16 @@ TEMPLATES = [
             ],
         },
     },
-    {  # the workbench's fragments, rendered on every judgment (prefstudio/jinja2.py)
-        "BACKEND": "django.template.backends.jinja2.Jinja2",
-        "DIRS": [BASE_DIR / "templates" / "jinja2"],
-        "APP_DIRS": False,
-        "OPTIONS": {"environment": "prefstudio.jinja2.environment"},
-    },
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'prefstudio.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's backend with a health check that asks the socket before it sends `SELECT 1`.
-    DATABASES["default"]["ENGINE"] = "prefstudio.postgresql"
-    # Parameters bound on the server, and statements prepared by psycopg after their 5th run on a
-    # connection: the workbench's statements then skip parsing and planning, which was most of
-    # PostgreSQL's time per judgment. Behind a pooler without prepared-statement support (PgBouncer
-    # before 1.21 in transaction mode) set DATABASE_PREPARE_THRESHOLD=off.
+    # psycopg 3 prepares a statement after its 5th run on a connection: the workbench's statements then
+    # skip parsing and planning, most of PostgreSQL's time per judgment. Behind a pooler without
+    # prepared-statement support (PgBouncer before 1.21 in transaction mode) set
+    # DATABASE_PREPARE_THRESHOLD=off.
     _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5")
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         server_side_binding=True,
@@ -127,10 +119,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Django's database sessions and ModelBackend; one written-out statement loads both (prefstudio/auth.py).
-SESSION_ENGINE = "prefstudio.auth"
+# Django's own sessions, kept in the database and read from Redis (no query per request while the cache
+# holds them; a flushed Redis only costs a database read).
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_CACHE_ALIAS = "sessions"
 # django-axes first: it refuses a locked-out account or address before any password is checked.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "prefstudio.auth.UserBackend"]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -155,6 +149,16 @@ STORAGES = {
 }
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {
+    # Per process: short-lived counts (pairs left per annotator) and rendered rubrics.
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Shared by every process: the sessions' cache (SESSION_CACHE_ALIAS), beside the job queues.
+    "sessions": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "prefstudio",
+    },
+}
 PREFSTUDIO_TRAINING_QUEUE = env.str("PREFSTUDIO_TRAINING_QUEUE", default="gpu")
 TRAINING_JOB_TIMEOUT = env.int("TRAINING_JOB_TIMEOUT", default=24 * 3600)
 # Base models admins may train, as NAME=PATH: a local folder (relative to the project root; offered once
@@ -230,7 +234,7 @@ CONTENT_SECURITY_POLICY = {
 # Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins for one account, or from one
 # address, further attempts are refused for AXES_COOLOFF_MINUTES. Admins unlock in Django admin
 # (Axes > Access attempts: delete the row) or with `manage.py axes_reset_username NAME` /
-# `axes_reset_ip ADDRESS` / `axes_reset`. Independent of the session engine (prefstudio/auth.py).
+# `axes_reset_ip ADDRESS` / `axes_reset`.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]

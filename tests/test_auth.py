@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from tests.conftest import PASSWORD
 
@@ -74,3 +75,78 @@ def test_htmx_requests_carry_the_csrf_header(annotator, client):
     body = client.get("/").content.decode()
     assert 'hx-headers=\'{"x-csrftoken": "' in body
     assert 'src="/static/django-htmx/' in body or "htmx" in body
+
+
+# Django's sessions (cached_db on Redis) and ModelBackend: what signing in and out must guarantee.
+
+
+@pytest.mark.django_db
+def test_a_session_ends_at_logout_even_for_a_copied_cookie(annotator):
+    client = Client()
+    client.force_login(annotator)
+    copied = Client()
+    copied.cookies = client.cookies.__class__(client.cookies)
+    assert copied.get("/").status_code == 200
+    client.post("/logout/")
+    assert copied.get("/").status_code == 302  # to login: the session is gone from cache and database
+
+
+@pytest.mark.django_db
+def test_an_expired_session_is_anonymous(annotator):
+    from django.contrib.sessions.models import Session
+
+    client = Client()
+    client.force_login(annotator)
+    store = client.session  # saved past its time: the cache drops it, the database row is stale
+    store.set_expiry(-1)
+    store.save()
+    assert Session.objects.filter(expire_date__gt=timezone.now()).count() == 0
+    assert client.get("/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_tampered_session_key_is_anonymous(annotator, settings):
+    client = Client()
+    client.force_login(annotator)
+    client.cookies[settings.SESSION_COOKIE_NAME] = "x" * 32
+    assert client.get("/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_deactivated_user_is_signed_out(annotator):
+    client = Client()
+    client.force_login(annotator)
+    annotator.is_active = False
+    annotator.save()
+    assert client.get("/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_password_change_ends_other_sessions(annotator):
+    client = Client()
+    client.force_login(annotator)
+    annotator.set_password("another-long-password-1")
+    annotator.save()
+    assert client.get("/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_deleting_a_user_ends_their_sessions(annotator):
+    client = Client()
+    client.force_login(annotator)
+    annotator.delete()
+    assert client.get("/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_signed_in_request_reads_the_session_from_the_cache(annotator):
+    """cached_db: the session row is read only when the cache lost it; the user is one query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    client.post("/login/", {"username": "ann", "password": PASSWORD})
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/label/").status_code == 200
+    assert not [q for q in queries if "django_session" in q["sql"]]
+    assert len([q for q in queries if 'FROM "auth_user"' in q["sql"]]) == 1

@@ -66,7 +66,7 @@ def test_environment_overrides_everything(tmp_path):
         PREFSTUDIO_TRAINING_QUEUE="h100",
     )
     assert s["debug"] is False
-    assert s["db"] == "prefstudio.postgresql"  # Django's backend, health-checked by the socket
+    assert s["db"] == "django.db.backends.postgresql"
     assert s["db_name"] == "prefs"
     assert s["hosts"] == ["prefs.example.com", ".example.org"]
     assert s["csrf"] == ["https://prefs.example.com"]

@@ -1,23 +1,12 @@
-"""The turns of a pair in Django templates, with the workbench's own markup."""
+"""Pairs as text in Django templates (the turns themselves: templates/labeling/partials/_turns.html)."""
 
 from __future__ import annotations
 
 from django import template
-from django.template.loader import render_to_string
-from django.utils.safestring import SafeString, mark_safe
 
 from labeling import conversations
-from labeling.display import Turn
 
 register = template.Library()
-
-
-@register.simple_tag
-def turns(shown_turns: list[Turn], plain: bool) -> SafeString:
-    """A prompt's or a response's turns (labeling.display) through templates/jinja2/labeling/turns.html,
-    which escapes every text that is not sanitized HTML."""
-    html = render_to_string("labeling/turns.html", {"turns": shown_turns, "plain": plain}, using="jinja2")
-    return mark_safe(html)  # noqa: S308 - autoescaped by Jinja2; markdown sanitized by nh3
 
 
 @register.filter

@@ -12,8 +12,9 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 import labeling.assignment as assigning
-from labeling.assignment import assignment_skip, expire_leases, next_assignment
-from labeling.judging import JudgmentRefused, Verdict, judgment_submit, judgment_submit_and_next, progress_for
+from labeling import judging
+from labeling.assignment import claim_next_pair, expire_leases, skip_pair
+from labeling.judging import JudgmentRefused, Verdict, submit_and_claim_next, submit_judgment
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
 
 LIVE = Q(state__in=[Assignment.State.LEASED, Assignment.State.DONE])
@@ -51,7 +52,7 @@ def judged_by(pair: Pair, user) -> None:
 
 
 def submit(assignment: Assignment, verdict: Verdict) -> tuple[Judgment, bool]:
-    return judgment_submit(
+    return submit_judgment(
         assignment_id=assignment.pk,
         annotator=assignment.annotator,
         project=assignment.project,
@@ -68,17 +69,17 @@ class TestNextAssignment:
     def test_a_reload_returns_the_same_lease(self, project, make_user):
         make_pairs(project, 3)
         (user,) = annotators(make_user, project, 1)
-        first = next_assignment(project, user)
+        first = claim_next_pair(project, user)
         assert first.state == "leased" and first.expires_at > timezone.now()
-        assert next_assignment(project, user) == first
+        assert claim_next_pair(project, user) == first
         assert Assignment.objects.count() == 1
 
     def test_prefers_pairs_closest_to_complete_then_oldest(self, project, make_user):
         p1, p2, p3 = make_pairs(project, 3)
         u1, u2, u3 = annotators(make_user, project, 3)
-        judge(next_assignment(project, u1))  # u1 judges p1 (the oldest)
-        assert next_assignment(project, u2).pair == p1  # p1 has one judgment: finish it first
-        assert next_assignment(project, u3).pair == p1
+        judge(claim_next_pair(project, u1))  # u1 judges p1 (the oldest)
+        assert claim_next_pair(project, u2).pair == p1  # p1 has one judgment: finish it first
+        assert claim_next_pair(project, u3).pair == p1
         assert Pair.objects.get(pk=p1.pk).taken == 3
 
     def test_an_annotator_far_ahead_starts_fresh_pairs_and_others_follow_their_trail(
@@ -90,13 +91,13 @@ class TestNextAssignment:
         monkeypatch.setattr(assigning, "CLAIM_WINDOW", 2)
         p = make_pairs(project, 5)
         leader, follower, other = annotators(make_user, project, 3)
-        assert [judge(next_assignment(project, leader)).pair for _ in range(3)] == p[:3]
+        assert [judge(claim_next_pair(project, leader)).pair for _ in range(3)] == p[:3]
         judged_by(p[4], other)  # in progress too, but past the leader's window of pairs with 1 judgment
-        assert next_assignment(project, leader).pair == p[3]  # the window holds p0 and p1, both theirs
-        judge(next_assignment(project, leader))
-        assert [judge(next_assignment(project, follower)).pair for _ in range(2)] == p[:2]  # the trail
+        assert claim_next_pair(project, leader).pair == p[3]  # the window holds p0 and p1, both theirs
+        judge(claim_next_pair(project, leader))
+        assert [judge(claim_next_pair(project, follower)).pair for _ in range(2)] == p[:2]  # the trail
         # No fresh pair is left and the leader's windows hold only their own: all open pairs are looked at.
-        assert next_assignment(project, leader).pair == p[4]
+        assert claim_next_pair(project, leader).pair == p[4]
 
     def test_never_more_than_k_and_never_twice_to_one_user(self, project, make_user):
         project.overlap = 2
@@ -105,7 +106,7 @@ class TestNextAssignment:
         users = annotators(make_user, project, 4)
         for _ in range(3):
             for user in users:
-                assignment = next_assignment(project, user)
+                assignment = claim_next_pair(project, user)
                 if assignment:
                     judge(assignment)
         per_pair = (
@@ -113,7 +114,7 @@ class TestNextAssignment:
         )
         assert sorted(row["n"] for row in per_pair) == [2, 2, 2]
         assert Judgment.objects.count() == 6
-        assert all(next_assignment(project, u) is None for u in users)
+        assert all(claim_next_pair(project, u) is None for u in users)
 
     def test_a_pair_sent_back_goes_first_to_one_more_annotator_who_has_not_seen_it(self, project, make_user):
         from labeling.review import pair_send_back
@@ -124,46 +125,46 @@ class TestNextAssignment:
         u1, u2, u3, u4 = annotators(make_user, project, 4)
         judged_by(p2, u1)
         judged_by(p2, u2)  # p2 is complete
-        assert next_assignment(project, u3).pair == p1  # complete pairs are not handed out
+        assert claim_next_pair(project, u3).pair == p1  # complete pairs are not handed out
         assert pair_send_back(pair=p2) == 1
         # Before the fresh p3 and the half-done p1: the pair a lead is waiting on.
-        assert next_assignment(project, u4).pair == p2
+        assert claim_next_pair(project, u4).pair == p2
         assert Pair.objects.get(pk=p2.pk).taken == 3
         judge(Assignment.objects.get(annotator=u4, pair=p2))
         # Its one extra judgment is in: the pair is closed again, and never offered to those who saw it.
-        assert next_assignment(project, u4).pair != p2
-        assert next_assignment(project, u1).pair != p2
+        assert claim_next_pair(project, u4).pair != p2
+        assert claim_next_pair(project, u1).pair != p2
 
     def test_skip_returns_the_slot_and_the_pair_never_comes_back(self, project, make_user):
         project.overlap = 1
         project.save()
         (pair,) = make_pairs(project, 1)
         u1, u2 = annotators(make_user, project, 2)
-        assignment = next_assignment(project, u1)
-        assert next_assignment(project, u2) is None  # k=1 and the slot is leased
-        assignment_skip(assignment=assignment, reason="offensive")
+        assignment = claim_next_pair(project, u1)
+        assert claim_next_pair(project, u2) is None  # k=1 and the slot is leased
+        skip_pair(assignment=assignment, reason="offensive")
         assert Assignment.objects.get(pk=assignment.pk).skip_reason == "offensive"
-        assert next_assignment(project, u1) is None
-        assert next_assignment(project, u2).pair == pair
+        assert claim_next_pair(project, u1) is None
+        assert claim_next_pair(project, u2).pair == pair
 
     def test_expired_lease_goes_back_to_the_pool(self, project, make_user):
         project.overlap = 1
         project.save()
         (pair,) = make_pairs(project, 1)
         u1, u2 = annotators(make_user, project, 2)
-        stale = next_assignment(project, u1)
+        stale = claim_next_pair(project, u1)
         Assignment.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-        fresh = next_assignment(project, u2)
+        fresh = claim_next_pair(project, u2)
         assert fresh.pair == pair
         assert Assignment.objects.get(pk=stale.pk).state == "expired"
         with pytest.raises(JudgmentRefused, match="went to someone else"):
             judge(stale)
-        assert next_assignment(project, u1) is None  # the expired user does not get it again
+        assert claim_next_pair(project, u1) is None  # the expired user does not get it again
 
     def test_an_expired_lease_can_still_be_submitted_while_its_slot_is_free(self, project, make_user):
         make_pairs(project, 1)
         (user,) = annotators(make_user, project, 1)
-        stale = next_assignment(project, user)
+        stale = claim_next_pair(project, user)
         Assignment.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
         assert expire_leases(project) == 1 and Pair.objects.get().taken == 0
         judge(stale)
@@ -178,7 +179,7 @@ class TestNextAssignment:
         for user in users:
             rng = random.Random(1)
             served = []
-            while (a := next_assignment(project, user, rng=rng)) is not None:
+            while (a := claim_next_pair(project, user, rng=rng)) is not None:
                 served.append(a)
                 judge(a)
             assert gold.pk in [a.pair_id for a in served]
@@ -198,7 +199,7 @@ class TestNextAssignment:
                 return 0.99  # never the gold turn (and A always on the right)
 
         served = []
-        while (a := next_assignment(project, user, rng=NeverGold())) is not None:
+        while (a := claim_next_pair(project, user, rng=NeverGold())) is not None:
             served.append(a.pair_id)
             judge(a)
         assert served[-1] == gold.pk and len(served) == 3
@@ -206,7 +207,7 @@ class TestNextAssignment:
     def test_gold_pairs_are_not_served_when_the_rate_is_zero(self, project, make_user):
         make_pairs(project, 1, gold="b")
         (user,) = annotators(make_user, project, 1)
-        assert next_assignment(project, user) is None
+        assert claim_next_pair(project, user) is None
 
     def test_sides_are_randomized_and_recorded(self, project, make_user):
         make_pairs(project, 60)
@@ -214,7 +215,7 @@ class TestNextAssignment:
         rng = random.Random(7)
         sides = []
         for _ in range(60):
-            assignment = next_assignment(project, user, rng=rng)
+            assignment = claim_next_pair(project, user, rng=rng)
             judgment = judge(assignment, "left")
             sides.append(assignment.a_on_left)
             # "left" means whichever response was shown on the left
@@ -225,7 +226,7 @@ class TestNextAssignment:
     def test_double_submit_stores_one_judgment(self, project, make_user):
         make_pairs(project, 2)
         (user,) = annotators(make_user, project, 1)
-        assignment = next_assignment(project, user)
+        assignment = claim_next_pair(project, user)
         first, created = submit(assignment, Verdict(choice="left"))
         again, created_again = submit(assignment, Verdict(choice="right"))
         assert created and not created_again and first == again
@@ -234,15 +235,15 @@ class TestNextAssignment:
     def test_submit_and_next_stores_the_judgment_and_leases_the_next_pair(self, project, make_user):
         make_pairs(project, 2)
         (user,) = annotators(make_user, project, 1)
-        first = next_assignment(project, user)
-        judgment, upcoming, _ = judgment_submit_and_next(
+        first = claim_next_pair(project, user)
+        judgment, upcoming, _ = submit_and_claim_next(
             assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="tie")
         )
         assert judgment.choice == "tie" and Assignment.objects.get(pk=first.pk).state == "done"
         assert upcoming.pair != first.pair and upcoming.state == "leased"
         assert Assignment.objects.get(pk=upcoming.pk).pair_id == upcoming.pair.pk
-        assert next_assignment(project, user) == upcoming  # the one lease, reload-safe
-        last, none_left, _ = judgment_submit_and_next(
+        assert claim_next_pair(project, user) == upcoming  # the one lease, reload-safe
+        last, none_left, _ = submit_and_claim_next(
             assignment_id=upcoming.pk, annotator=user, project=project, verdict=Verdict(choice="left")
         )
         assert none_left is None and Judgment.objects.count() == 2
@@ -259,18 +260,18 @@ class TestNextAssignment:
         make_pairs(project, 1, gold="a")
         (user,) = annotators(make_user, project, 1)
         monkeypatch.setattr(random, "random", lambda: 0.9)  # the first lease is a regular pair
-        first = next_assignment(project, user)
+        first = claim_next_pair(project, user)
         monkeypatch.setattr(random, "random", lambda: 0.0)  # then a gold turn, if the project has gold
-        judgment, upcoming, _ = judgment_submit_and_next(
+        judgment, upcoming, _ = submit_and_claim_next(
             assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="left")
         )
         assert (
             judgment.pk == Judgment.objects.get().pk and Assignment.objects.get(pk=first.pk).state == "done"
         )
         assert upcoming.is_gold is gold_turn and upcoming.pair != first.pair
-        progress = progress_for(project, user, has_lease=True)
+        progress = judging.progress(project, user, has_lease=True)
         assert (progress.total, progress.today) == (1, 1)
-        again, _, _ = judgment_submit_and_next(  # a retried POST: the stored judgment, nothing more
+        again, _, _ = submit_and_claim_next(  # a retried POST: the stored judgment, nothing more
             assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="right")
         )
         assert again == judgment and Judgment.objects.count() == 1
@@ -278,10 +279,10 @@ class TestNextAssignment:
     def test_submit_and_next_refused_stores_nothing(self, project, make_user):
         make_pairs(project, 2)
         (user,) = annotators(make_user, project, 1)
-        lease = next_assignment(project, user)
-        assignment_skip(assignment=lease, reason="broken")
+        lease = claim_next_pair(project, user)
+        skip_pair(assignment=lease, reason="broken")
         with pytest.raises(JudgmentRefused, match="skipped"):
-            judgment_submit_and_next(
+            submit_and_claim_next(
                 assignment_id=lease.pk, annotator=user, project=project, verdict=Verdict(choice="left")
             )
         assert not Judgment.objects.exists()
@@ -290,9 +291,9 @@ class TestNextAssignment:
     def test_submit_and_next_for_someone_elses_assignment_is_refused(self, project, make_user):
         make_pairs(project, 2)
         owner, other = annotators(make_user, project, 2)
-        lease = next_assignment(project, owner)
+        lease = claim_next_pair(project, owner)
         with pytest.raises(Assignment.DoesNotExist):
-            judgment_submit_and_next(
+            submit_and_claim_next(
                 assignment_id=lease.pk, annotator=other, project=project, verdict=Verdict(choice="left")
             )
         assert not Judgment.objects.exists() and not Assignment.objects.filter(annotator=other).exists()
@@ -334,14 +335,14 @@ class TestConcurrency:
         make_pairs(project, 12)
         users = annotators(make_user, project, 10)
         for _round in range(4):
-            leases = run_threads(40, lambda i: next_assignment(project, users[i % 10]))
+            leases = run_threads(40, lambda i: claim_next_pair(project, users[i % 10]))
             by_user = {}
             for user_index, lease in ((i % 10, lease) for i, lease in enumerate(leases)):
                 by_user.setdefault(user_index, set()).add(lease.pk if lease else None)
             assert all(len(ids) == 1 for ids in by_user.values()), (
                 by_user
             )  # 4 tabs of one user share one lease
-            run_threads(10, lambda i: (a := next_assignment(project, users[i])) and judge(a))
+            run_threads(10, lambda i: (a := claim_next_pair(project, users[i])) and judge(a))
         live = Assignment.objects.filter(LIVE).values("pair").annotate(n=Count("annotator", distinct=True))
         assert max(row["n"] for row in live) <= 3
         for pair in Pair.objects.all():
@@ -354,7 +355,7 @@ class TestConcurrency:
         project = Project.objects.create(slug="dbl", name="Double", overlap=3)
         make_pairs(project, 1)
         (user,) = annotators(make_user, project, 1)
-        assignment = next_assignment(project, user)
+        assignment = claim_next_pair(project, user)
         results = run_threads(8, lambda i: submit(assignment, Verdict(choice="tie")))
         assert [created for _, created in results].count(True) == 1
         assert Judgment.objects.count() == 1
@@ -363,9 +364,9 @@ class TestConcurrency:
         project = Project.objects.create(slug="exp", name="Expiry", overlap=2)
         make_pairs(project, 5)
         users = annotators(make_user, project, 10)
-        run_threads(10, lambda i: next_assignment(project, users[i]))
+        run_threads(10, lambda i: claim_next_pair(project, users[i]))
         Assignment.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
-        run_threads(10, lambda i: next_assignment(project, users[i]))
+        run_threads(10, lambda i: claim_next_pair(project, users[i]))
         for pair in Pair.objects.all():
             assert pair.taken == Assignment.objects.filter(pair=pair, state="leased").count() <= 2
 
@@ -377,9 +378,9 @@ class TestConcurrency:
 
         def work(i: int) -> None:
             user = users[i % 8]
-            lease = next_assignment(project, user)
+            lease = claim_next_pair(project, user)
             while lease is not None:  # a tab that submits a lease another tab already judged gets the next
-                _, lease, _ = judgment_submit_and_next(
+                _, lease, _ = submit_and_claim_next(
                     assignment_id=lease.pk, annotator=user, project=project, verdict=Verdict(choice="left")
                 )
 

@@ -1,4 +1,4 @@
-"""What the workbench shows: sides as dealt, plain or sanitized markdown, HTML rendered once per pair,
+"""What the workbench shows: sides as given, plain or sanitized markdown, HTML rendered once per pair,
 tool calls and several-turn responses as turns, empty answers visibly empty."""
 
 from __future__ import annotations

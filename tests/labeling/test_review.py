@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from labeling import agreement, review, review_stats
-from labeling.assignment import next_assignment
+from labeling.assignment import claim_next_pair
 from labeling.consensus import ConsensusRules
 from labeling.models import Adjudication, Judgment, Membership, Pair
 from labeling.snapshots import export_preview
@@ -334,17 +334,17 @@ def test_send_back_makes_a_complete_pair_claimable_again(board, lead_client, mak
     early, late = (make_user(name, "annotator") for name in ("early", "late"))
     for user in (early, late):
         Membership.objects.create(project=board.project, user=user)
-    assert next_assignment(board.project, early).pair != pair
+    assert claim_next_pair(board.project, early).pair != pair
     response = lead_client.post(board.url("pair-send-back", pair.pk))
     assert response.status_code == 302
     assert Pair.objects.get(pk=pair.pk).extra_wanted == 1
     page = fragment(lead_client.get(response["Location"]))
     assert "3 judgments of 4 wanted (k 3 + 1 sent back)" in page
     assert "now wants 4 judgments" in page
-    assert next_assignment(board.project, late).pair == pair
+    assert claim_next_pair(board.project, late).pair == pair
     # Annotators who judged it are never handed it again.
     assert all(
-        (a := next_assignment(board.project, board.raters[j])) is None or a.pair != pair for j in range(3)
+        (a := claim_next_pair(board.project, board.raters[j])) is None or a.pair != pair for j in range(3)
     )
 
 

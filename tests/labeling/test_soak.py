@@ -153,6 +153,6 @@ def test_fifty_annotators_judge_while_an_admin_imports_hostile_files(make_user, 
     assert outcome["bad.parquet"][0] == "failed"
     hostile = Pair.objects.filter(batch__source_name="hostile.jsonl", response_a__startswith="![")
     assert hostile.count() == 20 and all("render-note" in p.rendered["a"] for p in hostile)
-    assert Judgment.objects.filter(pair__in=hostile).exists()  # annotators were dealt hostile pairs
+    assert Judgment.objects.filter(pair__in=hostile).exists()  # annotators were given hostile pairs
     slowest = max(s.slowest for s in seen)
     print(f"soak: {len(stored)} judgments stored in {elapsed:.1f} s, slowest request {slowest:.2f} s")

@@ -14,10 +14,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from labeling import tally
-from labeling.assignment import assignment_skip, expire_leases, next_assignment
+from labeling import judging, tally
+from labeling.assignment import claim_next_pair, expire_leases, skip_pair
 from labeling.batches import batch_delete
-from labeling.judging import JudgmentRefused, Verdict, judgment_submit_and_next, progress_for
+from labeling.judging import JudgmentRefused, Verdict, submit_and_claim_next
 from labeling.models import Assignment, Pair, Tally
 from tests.labeling.test_assignment import annotators, judge, make_pairs
 
@@ -36,7 +36,7 @@ def counted(project, user) -> tuple[int, int]:
 
 
 def submit_and_next(lease: Assignment, choice: str = "left"):
-    return judgment_submit_and_next(
+    return submit_and_claim_next(
         assignment_id=lease.pk, annotator=lease.annotator, project=lease.project, verdict=Verdict(choice)
     )
 
@@ -48,7 +48,7 @@ def test_every_way_of_finishing_work_is_counted_once(project, make_user, monkeyp
     make_pairs(project, 2, gold="a")
     user, other = annotators(make_user, project, 2)
     monkeypatch.setattr(random, "random", lambda: 0.9)  # regular turns
-    first = next_assignment(project, user)
+    first = claim_next_pair(project, user)
     turn = submit_and_next(first)  # the judge request: counted inside the claim of the next pair
     assert counted(project, user) == truth(project, user) == (1, 0)
     if connection.vendor == "postgresql":  # the claim statement returned the tally with the judgment
@@ -63,20 +63,20 @@ def test_every_way_of_finishing_work_is_counted_once(project, make_user, monkeyp
     assert counted(project, user) == (3, 0)
 
     monkeypatch.setattr(random, "random", lambda: 0.9)
-    skipped = next_assignment(project, user)
-    assignment_skip(assignment=skipped, reason="broken")
-    assignment_skip(assignment=skipped, reason="broken")  # twice: counted once
+    skipped = claim_next_pair(project, user)
+    skip_pair(assignment=skipped, reason="broken")
+    skip_pair(assignment=skipped, reason="broken")  # twice: counted once
     with pytest.raises(JudgmentRefused):
         judge(skipped)
     assert counted(project, user) == (3, 1)
 
-    late = next_assignment(project, user)  # a lease that ran out, judged after the sweep: reclaimed
+    late = claim_next_pair(project, user)  # a lease that ran out, judged after the sweep: reclaimed
     Assignment.objects.filter(pk=late.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     assert expire_leases(project) == 1
     judge(late)
     assert counted(project, user) == truth(project, user) == (4, 1)
     assert counted(project, other) == (0, 0)
-    progress = progress_for(project, user, has_lease=False)
+    progress = judging.progress(project, user, has_lease=False)
     assert (progress.total, progress.today) == (4, 4)
 
 
@@ -98,9 +98,9 @@ def test_the_day_count_restarts_each_day_and_keeps_the_newer_day(project, make_u
 
 def finish_some_work(project, user, *, judged: int, skipped: int) -> None:
     for _ in range(judged):
-        judge(next_assignment(project, user))
+        judge(claim_next_pair(project, user))
     for _ in range(skipped):
-        assignment_skip(assignment=next_assignment(project, user), reason="cant_judge")
+        skip_pair(assignment=claim_next_pair(project, user), reason="cant_judge")
 
 
 def test_recount_rebuilds_the_tallies_from_the_assignments(project, make_user):
@@ -128,7 +128,7 @@ def test_the_migration_counts_the_work_finished_before_it(project, make_user):
 def test_deleting_a_batch_takes_its_skipped_pairs_out_of_the_tally(project, make_user):
     (kept,), (dropped,) = make_pairs(project, 1), make_pairs(project, 1)
     (user,) = annotators(make_user, project, 1)
-    finish_some_work(project, user, judged=1, skipped=1)  # the older pair is dealt first
+    finish_some_work(project, user, judged=1, skipped=1)  # the older pair is claimed first
     assert Assignment.objects.get(pair=dropped).state == "skipped" and counted(project, user) == (1, 1)
     batch_delete(dropped.batch)
     assert not Pair.objects.filter(pk=dropped.pk).exists() and Pair.objects.filter(pk=kept.pk).exists()
@@ -139,11 +139,11 @@ def test_progress_reads_one_row_however_long_the_history(project, make_user):
     make_pairs(project, 30)
     (user,) = annotators(make_user, project, 1)
     finish_some_work(project, user, judged=25, skipped=2)
-    progress_for(project, user, has_lease=False)  # "left" is counted now and kept for a while
+    judging.progress(project, user, has_lease=False)  # "left" is counted now and kept for a while
     with CaptureQueriesContext(connection) as queries:
-        progress = progress_for(project, user, has_lease=False)
+        progress = judging.progress(project, user, has_lease=False)
     assert (progress.today, progress.total, progress.left) == (25, 25, 3)
-    assert len(queries) == 1 and "FROM labeling_tally" in queries[0]["sql"]
+    assert len(queries) == 1 and 'FROM "labeling_tally"' in queries[0]["sql"]
 
 
 def test_the_recount_command(project, make_user):
