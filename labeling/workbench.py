@@ -1,4 +1,9 @@
-"""The annotator workbench: judge the next pair, skip, and revisit recent judgments."""
+"""The annotator workbench: judge the next pair, skip, and revisit recent judgments.
+
+Every page here is sent `Cache-Control: no-store` (`never_cache`): a copy from the browser's cache,
+after Back and Forward, would show a pair already judged and counts that are out of date.
+static/js/workbench.js reloads pages the browser restores from its back-forward cache.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from django.contrib.messages import get_messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling.access import project_for
@@ -86,6 +92,7 @@ def _own_assignment(request: HttpRequest, project: Project, assignment_id: int) 
     )
 
 
+@never_cache
 @require_GET
 @requires(LABEL)
 def workbench(request: HttpRequest, slug: str) -> HttpResponse:
@@ -93,6 +100,7 @@ def workbench(request: HttpRequest, slug: str) -> HttpResponse:
     return _render_workbench(request, project, claim_next_pair(project, request.user))
 
 
+@never_cache
 @requires(LABEL)
 @require_POST
 def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
@@ -116,6 +124,7 @@ def judge(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     return redirect("labeling:workbench", slug=project.slug)
 
 
+@never_cache
 @requires(LABEL)
 @require_POST
 def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
@@ -129,6 +138,7 @@ def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     return _next(request, project)
 
 
+@never_cache
 @require_GET
 @requires(LABEL)
 def recent(request: HttpRequest, slug: str) -> HttpResponse:
@@ -138,6 +148,7 @@ def recent(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "labeling/recent.html", {"project": project, "rows": rows})
 
 
+@never_cache
 @requires(LABEL)
 @require_http_methods(["GET", "POST"])
 def judgment_edit(request: HttpRequest, slug: str, judgment_id: int) -> HttpResponse:

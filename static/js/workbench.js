@@ -10,6 +10,11 @@
 
   function form() { return document.getElementById("judgment-form"); }
 
+  // A page restored from the back-forward cache shows what was true when it was left: ask again.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { window.location.reload(); }
+  });
+
   function typing(target) {
     return target && (target.tagName === "TEXTAREA" || target.tagName === "SELECT" ||
       (target.tagName === "INPUT" && target.type !== "radio" && target.type !== "checkbox"));

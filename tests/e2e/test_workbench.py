@@ -180,3 +180,32 @@ def test_math_right_to_left_text_and_tool_calls_are_shown_as_written(
     assert calls == ['{\n  "people": 2,\n  "time": "19:00"\n}', '{\n  "people": 4,\n  "time": "17:00"\n}']
     assert all(caption.is_visible() for caption in captions.all())
     screenshot("workbench-tool-call")
+
+
+def assignment_shown(page) -> str:
+    return page.locator("#judgment-form").get_attribute("data-assignment")
+
+
+def test_back_and_forward_never_show_a_pair_already_judged(page, live_server, login, make_user):
+    project = setup_project(make_user, [(f"Question {i}", f"Yes {i}", f"No {i}") for i in range(3)])
+    login("kim", PASSWORD)
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/")
+    first = assignment_shown(page)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[1].textContent.trim() === '1'")
+    second = assignment_shown(page)
+    page.get_by_role("link", name="My recent judgments").click()
+    page.wait_for_url("**/recent/")
+    page.go_back()
+    page.wait_for_selector("#judgment-form")
+    assert assignment_shown(page) == second != first and progress(page)[1] == "1"
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[1].textContent.trim() === '2'")
+    page.go_forward()
+    page.wait_for_url("**/recent/")
+    assert page.locator("table.list tbody tr").count() == 2  # the list as it is now, not as it was
+    page.go_back()
+    page.wait_for_selector("#judgment-form")
+    assert assignment_shown(page) not in (first, second) and progress(page)[1] == "2"

@@ -320,3 +320,15 @@ def test_an_unchanged_rubric_is_not_rendered_again_on_every_page(labeled, projec
     project.rubric = "Prefer **short** answers."
     project.save()
     assert "<strong>short</strong>" in labeled.get(f"/projects/{project.slug}/label/").content.decode()
+
+
+def test_workbench_pages_are_never_stored_by_the_browser(labeled, project, annotator):
+    pages = [
+        labeled.get(f"/projects/{project.slug}/label/"),
+        labeled.get(f"/projects/{project.slug}/recent/"),
+    ]
+    pages.append(
+        labeled.post(judge_url(project, lease_of(annotator)), {"choice": "left"}, HTTP_HX_REQUEST="true")
+    )
+    pages.append(labeled.get(f"/projects/{project.slug}/judgments/{Judgment.objects.get().pk}/edit/"))
+    assert all("no-store" in response["Cache-Control"] for response in pages)
