@@ -12,6 +12,7 @@ import pytest
 from labeling.batches import import_stream
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
 from tests.conftest import PASSWORD
+from tests.e2e.conftest import SCREENSHOTS
 from tests.labeling.xss import PAYLOADS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -209,3 +210,39 @@ def test_back_and_forward_never_show_a_pair_already_judged(page, live_server, lo
     page.go_back()
     page.wait_for_selector("#judgment-form")
     assert assignment_shown(page) not in (first, second) and progress(page)[1] == "2"
+
+
+def test_two_tabs_judging_one_pair_differently_are_asked_and_change_in_one_step(
+    page, live_server, login, make_user
+):
+    project = setup_project(make_user, [(f"Question {i}", f"Yes {i}", f"No {i}") for i in range(3)])
+    login("kim", PASSWORD)
+    workbench = f"{live_server.url}/projects/{project.slug}/label/"
+    page.goto(workbench)
+    other_tab = page.context.new_page()
+    other_tab.goto(workbench)
+    assert assignment_shown(other_tab) == assignment_shown(page)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[1].textContent.trim() === '1'")
+
+    other_tab.keyboard.press("2")
+    other_tab.keyboard.press("Enter")
+    conflict = other_tab.locator("#conflict")
+    conflict.wait_for()
+    assert "You had already judged this pair as A in another tab" in conflict.inner_text()
+    judgment = Judgment.objects.get()
+    shown_left = judgment.choice if judgment.a_on_left else {"a": "b", "b": "a"}[judgment.choice]
+    assert shown_left == "a"  # tab 1's choice stands until the annotator says otherwise
+    other_tab.set_viewport_size({"width": 1366, "height": 900})
+    screenshot_of(other_tab, "workbench-conflict")
+    other_tab.get_by_role("button", name="Change to B").click()
+    other_tab.wait_for_selector("text=Judgment changed.")
+    judgment.refresh_from_db()
+    assert judgment.choice == ("b" if judgment.a_on_left else "a") and Judgment.objects.count() == 1
+    assert other_tab.locator("#progress dd").all_inner_texts()[1] == "1"
+
+
+def screenshot_of(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
