@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from labeling.access import project_for
 from labeling.assignment import claim_next_pair, skip_pair
 from labeling.display import Shown, shown
-from labeling.forms import JudgmentForm, SkipForm, verdict_controls
+from labeling.forms import POSITION_NAMES, JudgmentForm, SkipForm, verdict_controls
 from labeling.judging import (
     JudgmentConflict,
     JudgmentRefused,
@@ -56,7 +56,6 @@ def _verdict(form: JudgmentForm) -> Verdict:
     )
 
 
-CHOICE_NAMES = {"left": "A", "right": "B", "tie": "Tie", "both_bad": "Both bad"}
 STALE_PAGE = "in another tab or on an earlier page"
 
 
@@ -80,8 +79,8 @@ def _resent(form: JudgmentForm) -> list[tuple[str, str]]:
 
 
 def _judged_otherwise(project: Project, form: JudgmentForm, judgment: Judgment) -> Conflict:
-    was = CHOICE_NAMES[to_position(judgment.choice, judgment.a_on_left)]
-    now = CHOICE_NAMES[form.cleaned_data["choice"]]
+    was = POSITION_NAMES[to_position(judgment.choice, judgment.a_on_left)]
+    now = POSITION_NAMES[form.cleaned_data["choice"]]
     return Conflict(
         question=f"You had already judged this pair as {was} {STALE_PAGE}; keep {was} or change to {now}?",
         keep=f"Keep {was}",
@@ -97,7 +96,7 @@ def _skipped_before(project: Project, form: JudgmentForm, skipped: Assignment) -
     """The offer to judge a skipped pair after all; None when it has all the judgments it needs."""
     if not open_after_skip(skipped, project):
         return None
-    now = CHOICE_NAMES[form.cleaned_data["choice"]]
+    now = POSITION_NAMES[form.cleaned_data["choice"]]
     reason = skipped.get_skip_reason_display()
     return Conflict(
         question=f"You had skipped this pair ({reason}) {STALE_PAGE}; leave it skipped or judge it as {now}?",

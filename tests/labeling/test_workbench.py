@@ -438,3 +438,35 @@ def test_someone_elses_skip_cannot_be_judged(labeled, project, annotator, make_u
     after_all = f"/projects/{project.slug}/skipped/{skipped.pk}/judge/"
     assert client.get(after_all).status_code == 404
     assert client.post(after_all, {"choice": "left"}).status_code == 404 and not Judgment.objects.exists()
+
+
+def test_strength_is_required_for_a_or_b_when_the_project_says_so(labeled, project, annotator):
+    project.use_strength = project.require_strength = True
+    project.save()
+    labeled.get(f"/projects/{project.slug}/label/")
+    url = judge_url(project, lease_of(annotator))
+    body = labeled.post(url, {"choice": "left"}, HTTP_HX_REQUEST="true").content.decode()
+    assert "Say how much better: slightly or clearly." in body and not Judgment.objects.exists()
+    assert "(required for A or B)" in body
+    labeled.post(url, {"choice": "left", "strength": "slightly"}, HTTP_HX_REQUEST="true")
+    assert Judgment.objects.get().strength == "slightly"
+    labeled.post(judge_url(project, lease_of(annotator)), {"choice": "tie"}, HTTP_HX_REQUEST="true")
+    assert Judgment.objects.count() == 2  # a tie has no strength to give
+
+    project.require_strength = False  # optional again
+    project.save()
+    labeled.post(judge_url(project, lease_of(annotator)), {"choice": "right"}, HTTP_HX_REQUEST="true")
+    assert Judgment.objects.count() == 3
+
+
+def test_the_project_form_sets_whether_strength_is_required(project, admin_user):
+    client = Client()
+    client.force_login(admin_user)
+    form = client.get(f"/projects/{project.slug}/edit/").content.decode()
+    assert 'name="require_strength"' in form
+    data = {"name": project.name, "slug": project.slug, "rubric": "r", "use_strength": "on",
+            "require_strength": "on", "allow_tie": "on", "overlap": 3, "lease_minutes": 30,
+            "gold_rate": 0}  # fmt: skip
+    assert client.post(f"/projects/{project.slug}/edit/", data).status_code == 302
+    project.refresh_from_db()
+    assert project.use_strength and project.require_strength
