@@ -32,7 +32,7 @@ class ProjectForm(forms.ModelForm):
         model = Project
         fields = [
             "name", "slug", "description", "rubric", "allow_tie", "allow_both_bad", "use_strength",
-            "overlap", "lease_minutes", "gold_rate",
+            "require_strength", "overlap", "lease_minutes", "gold_rate",
         ]  # fmt: skip
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
@@ -187,6 +187,7 @@ class MappingForm(forms.Form):
 
 POSITION_LABELS = {"left": "A is better", "right": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 _KEYS = {"left": "1", "right": "2", "tie": "3", "both_bad": "4"}
+POSITION_NAMES = {"left": "A", "right": "B", "tie": "Tie", "both_bad": "Both bad"}
 _STRENGTHS = [("slightly", "Slightly"), ("clearly", "Clearly")]
 _CRITERION_CHOICES = [("left", "A"), ("right", "B"), ("tie", "Tie")]
 
@@ -224,6 +225,16 @@ class JudgmentForm(forms.Form):
     def criterion_fields(self) -> list[forms.BoundField]:
         return [self[f"criterion_{i}"] for i in range(len(self.project.criteria))]
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if (
+            strength_required(self.project)
+            and data.get("choice") in ("left", "right")
+            and not data.get("strength")
+        ):
+            self.add_error("strength", "Say how much better: slightly or clearly.")
+        return data
+
     def criteria_answers(self) -> dict[str, str]:
         return {
             c["name"]: self.cleaned_data[f"criterion_{i}"]
@@ -256,6 +267,8 @@ class VerdictControls:
     strength: list[Option]
     criteria: list[CriterionControl]
     rationale: str = ""
+    strength_required: bool = False
+    missing_choice: str = ""  # said when Enter is pressed with no choice
     errors: list[str] = field(default_factory=list)
     rationale_errors: list[str] = field(default_factory=list)
 
@@ -275,6 +288,7 @@ def verdict_controls(project: Project, form: JudgmentForm | None = None) -> Verd
         return [Option(v, label, current == v, (keys or {}).get(v, "")) for v, label in pairs]
 
     errors = [*form.non_field_errors(), *form.errors.get("choice", [])] if form is not None else []
+    errors += form.errors.get("strength", []) if form is not None else []
     return VerdictControls(
         choices=options("choice", [(p, POSITION_LABELS[p]) for p in allowed_positions(project)], _KEYS),
         strength=options("strength", _STRENGTHS) if project.use_strength else [],
@@ -285,9 +299,18 @@ def verdict_controls(project: Project, form: JudgmentForm | None = None) -> Verd
             for i, c in enumerate(project.criteria)
         ],
         rationale=value("rationale") or "",
+        strength_required=strength_required(project),
+        missing_choice="Pick which response is better first: press "
+        + ", ".join(f"{_KEYS[p]} for {POSITION_NAMES[p]}" for p in allowed_positions(project))
+        + ".",
         errors=errors,
         rationale_errors=list(form.errors.get("rationale", [])) if form is not None else [],
     )
+
+
+def strength_required(project: Project) -> bool:
+    """Whether an A or B choice must say how much better (the project asks for strength, and requires it)."""
+    return project.use_strength and project.require_strength
 
 
 def allowed_positions(project: Project) -> list[str]:

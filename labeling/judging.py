@@ -36,6 +36,24 @@ class JudgmentRefused(Exception):
     """The judgment cannot be stored (the lease went to someone else, or the pair was skipped)."""
 
 
+class JudgmentConflict(JudgmentRefused):
+    """The annotator had already judged this pair with another choice (in another tab, or on a page the
+    browser kept): nothing was stored, and `judgment` is the one that stands."""
+
+    def __init__(self, judgment: Judgment) -> None:
+        super().__init__("You had already judged this pair otherwise.")
+        self.judgment = judgment
+
+
+class PairSkipped(JudgmentRefused):
+    """The annotator had skipped this pair: nothing was stored. `submit_judgment(after_skip=True)`
+    judges it after all."""
+
+    def __init__(self, assignment: Assignment) -> None:
+        super().__init__("You skipped this pair.")
+        self.assignment = assignment
+
+
 def to_pair_choice(position: str, a_on_left: bool) -> str:
     """'left' / 'right' as shown -> 'a' / 'b' of the pair; 'tie' and 'both_bad' pass through."""
     if position not in SIDES:
@@ -70,11 +88,22 @@ class Verdict:
 
 
 def _store(
-    *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict, counted: Tally, now: datetime
+    *,
+    assignment_id: int,
+    annotator: Any,
+    project: Project,
+    verdict: Verdict,
+    counted: Tally,
+    now: datetime,
+    after_skip: bool = False,
 ) -> tuple[Judgment, bool, bool]:
     """Store the judgment for the annotator's assignment, mark the assignment done and count it on
     `counted` (their locked tally); (judgment, created, whether the assignment was their live lease).
-    Refusals raise before anything is written."""
+
+    The same choice again (a double click, a retry) returns the stored judgment; another choice raises
+    JudgmentConflict. A skipped pair raises PairSkipped unless `after_skip`; then, like a lease that
+    ran out, it takes a slot again if the pair still has one free. Refusals raise before anything is
+    written."""
     elsewhere = Judgment.objects.filter(pair=OuterRef("pair"), annotator=annotator)
     locked = (
         Assignment.objects.select_for_update(no_key=True)
@@ -82,13 +111,19 @@ def _store(
         .get(pk=assignment_id, annotator=annotator, project=project)
     )
     if locked.state == Assignment.State.DONE:
-        return Judgment.objects.get(pair_id=locked.pair_id, annotator=annotator), False, False
-    if locked.state == Assignment.State.SKIPPED:
-        raise JudgmentRefused("You skipped this pair.")
-    # A lease that ran out gave its slot back to the pool: take it again if still free.
-    if locked.state == Assignment.State.EXPIRED and not locked.is_gold:
+        stored = Judgment.objects.get(pair_id=locked.pair_id, annotator=annotator)
+        if stored.choice != to_pair_choice(verdict.choice, locked.a_on_left):
+            raise JudgmentConflict(stored)
+        return stored, False, False
+    was_skipped = locked.state == Assignment.State.SKIPPED
+    if was_skipped and not after_skip:
+        raise PairSkipped(locked)
+    # A lease that ran out, or a skip, gave its slot back to the pool: take it again if still free.
+    if locked.state in (Assignment.State.EXPIRED, Assignment.State.SKIPPED) and not locked.is_gold:
         free = Q(pk=locked.pair_id, taken__lt=project.overlap + F("extra_wanted"))
         if not Pair.objects.filter(free).update(taken=F("taken") + 1):
+            if was_skipped:
+                raise JudgmentRefused("This pair has all the judgments it needs now; nothing was stored.")
             raise JudgmentRefused("Your lease on this pair expired and it went to someone else.")
     if locked.judged_elsewhere:  # written around the workbench (admin, an import): that one stands
         judgment, created = Judgment.objects.get(pair_id=locked.pair_id, annotator=annotator), False
@@ -105,18 +140,22 @@ def _store(
             **verdict.for_pair(locked.a_on_left),
         )
         created = True
-    Assignment.objects.filter(pk=locked.pk).update(state=Assignment.State.DONE, finished_at=now)
-    tally.record(counted, judged=1, now=now)
+    Assignment.objects.filter(pk=locked.pk).update(
+        state=Assignment.State.DONE, finished_at=now, skip_reason=""
+    )
+    tally.record(counted, judged=1, skipped=-int(was_skipped), now=now)
     live = locked.state == Assignment.State.LEASED and locked.expires_at > now
     return judgment, created, live
 
 
 def submit_judgment(
-    *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict
+    *, assignment_id: int, annotator: Any, project: Project, verdict: Verdict, after_skip: bool = False
 ) -> tuple[Judgment, bool]:
     """Store the annotator's judgment for their assignment; (judgment, created).
 
-    Idempotent: a double click, a retried POST or a second tab returns the stored judgment.
+    Idempotent: a double click, a retried POST or a second tab with the same choice returns the stored
+    judgment; another choice raises JudgmentConflict. A skipped pair raises PairSkipped, unless
+    `after_skip` (the annotator judges it after all, while it still needs judgments).
     Raises Assignment.DoesNotExist when the assignment is not this annotator's in this project.
     """
     now = timezone.now()
@@ -124,7 +163,7 @@ def submit_judgment(
         counted = lock_annotator(project, annotator, now=now)
         judgment, created, _ = _store(
             assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict,
-            counted=counted, now=now,
+            counted=counted, now=now, after_skip=after_skip,
         )  # fmt: skip
     return judgment, created
 
@@ -223,3 +262,41 @@ def recent_judgments(project: Project, user: Any, *, limit: int = 20) -> list[Ju
         .select_related("pair")
         .order_by("-created_at")[:limit]
     )
+
+
+def open_after_skip(skipped: Assignment, project: Project) -> bool:
+    """Whether the annotator may still judge a pair they skipped: gold pairs always, others while the
+    pair has fewer than its k (plus any extra a lead asked for) judgments and leases."""
+    return skipped.is_gold or skipped.pair.taken < project.overlap + skipped.pair.extra_wanted
+
+
+@dataclass(frozen=True)
+class RecentItem:
+    """A line of "My recent judgments": a judgment, or a skip with whether it can be judged after all."""
+
+    when: datetime
+    pair: Pair
+    judgment: Judgment | None = None
+    skip: Assignment | None = None
+    still_open: bool = False
+
+    @property
+    def position(self) -> str:
+        """The judgment's choice where the annotator saw it ('left', 'right', 'tie', 'both_bad')."""
+        return to_position(self.judgment.choice, self.judgment.a_on_left) if self.judgment else ""
+
+
+def recent_work(project: Project, user: Any, *, limit: int = 20) -> list[RecentItem]:
+    """The user's last `limit` judgments and skips in this project, newest first."""
+    skips = (
+        Assignment.objects.filter(project=project, annotator=user, state=Assignment.State.SKIPPED)
+        .select_related("pair")
+        .order_by("-finished_at")[:limit]
+    )
+    items = [
+        RecentItem(j.created_at, j.pair, judgment=j) for j in recent_judgments(project, user, limit=limit)
+    ]
+    items += [
+        RecentItem(a.finished_at, a.pair, skip=a, still_open=open_after_skip(a, project)) for a in skips
+    ]
+    return sorted(items, key=lambda item: item.when, reverse=True)[:limit]

@@ -30,6 +30,11 @@ class Project(models.Model):
     allow_tie = models.BooleanField(default=True)
     allow_both_bad = models.BooleanField(default=True)
     use_strength = models.BooleanField(default=False, help_text="Ask how much better: slightly or clearly.")
+    require_strength = models.BooleanField(
+        default=False,
+        verbose_name="Strength required",
+        help_text="With “use strength” on, an A or B choice must say how much better.",
+    )
     overlap = models.PositiveSmallIntegerField(
         default=3,
         validators=[MinValueValidator(1), MaxValueValidator(25)],

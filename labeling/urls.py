@@ -19,6 +19,11 @@ urlpatterns = [
     path("projects/<slug:slug>/label/<int:assignment_id>/skip/", workbench.skip, name="pair-skip"),
     path("projects/<slug:slug>/recent/", workbench.recent, name="recent"),
     path(
+        "projects/<slug:slug>/skipped/<int:assignment_id>/judge/",
+        workbench.skipped_judge,
+        name="skipped-judge",
+    ),
+    path(
         "projects/<slug:slug>/judgments/<int:judgment_id>/edit/",
         workbench.judgment_edit,
         name="judgment-edit",

@@ -10,6 +10,11 @@
 
   function form() { return document.getElementById("judgment-form"); }
 
+  // A page restored from the back-forward cache shows what was true when it was left: ask again.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { window.location.reload(); }
+  });
+
   function typing(target) {
     return target && (target.tagName === "TEXTAREA" || target.tagName === "SELECT" ||
       (target.tagName === "INPUT" && target.type !== "radio" && target.type !== "checkbox"));
@@ -49,7 +54,39 @@
     if (event.target.id === "workbench" || event.detail.target.id === "workbench") {
       active = 0; lastTick = Date.now();
       window.scrollTo({ top: 0 });
+      // Focus left on the pressed button would look like a choice already made on the new pair.
+      var heading = document.getElementById("pair-heading");
+      if (heading) { heading.focus({ preventScroll: true }); }
     }
+  });
+
+  // What the verdict still lacks, in words (fieldsets say what they need in data-missing); "" if none.
+  function missing(f) {
+    var choice = f.querySelector("input[name=choice]:checked");
+    var sets = f.querySelectorAll("fieldset[data-required], fieldset[data-required-for]");
+    for (var i = 0; i < sets.length; i++) {
+      var needed = sets[i].hasAttribute("data-required") ||
+        (choice && sets[i].getAttribute("data-required-for").split(" ").indexOf(choice.value) >= 0);
+      if (needed && !sets[i].querySelector("input:checked")) { return sets[i]; }
+    }
+    return null;
+  }
+
+  function say(id, text) {
+    var status = document.getElementById(id);
+    if (status) { status.textContent = text; }
+  }
+
+  function submitVerdict(f) {
+    var lacking = missing(f);
+    if (!lacking) { say("verdict-status", ""); f.requestSubmit(); return; }
+    lacking.classList.add("needs-choice");
+    say("verdict-status", lacking.getAttribute("data-missing"));
+  }
+
+  document.addEventListener("change", function (event) {
+    var set = event.target.closest && event.target.closest("fieldset.needs-choice");
+    if (set) { set.classList.remove("needs-choice"); say("verdict-status", ""); }
   });
 
   function toggleShortcuts() {
@@ -66,30 +103,43 @@
     var f = form();
     if (event.key === "?") { event.preventDefault(); toggleShortcuts(); return; }
     if (!f) { return; }
-    var skipForm = event.target.closest && event.target.closest("#skip form");
+    var skip = document.getElementById("skip");
+    var skipForm = skip && skip.open && skip.querySelector("form");
     if (skipForm) {
-      // Inside the skip reasons: arrows and space pick a reason, Enter skips, Escape goes back.
-      if (event.key === "Enter" && skipForm.querySelector("input[name=reason]:checked")) {
-        event.preventDefault(); skipForm.requestSubmit();
+      // The skip reasons are open: number keys pick a reason, Enter skips, Escape goes back.
+      var reasons = skipForm.querySelectorAll("input[name=reason]");
+      var reason = reasons[parseInt(event.key, 10) - 1];
+      if (reason) {
+        event.preventDefault(); reason.checked = true; reason.focus(); say("skip-status", "");
+      } else if (event.key === "Enter") {
+        event.preventDefault();
+        if (skipForm.querySelector("input[name=reason]:checked")) { skipForm.requestSubmit(); }
+        else { say("skip-status", "Pick a reason first: press 1 to " + reasons.length + "."); }
       } else if (event.key === "Escape") {
-        document.getElementById("skip").open = false;
+        event.preventDefault(); skip.open = false; say("skip-status", "");
+        skip.querySelector("summary").focus();
       }
       return;
     }
     var position = KEYS[event.key];
     if (position) {
       var radio = f.querySelector("input[name=choice][value=" + position + "]");
-      if (radio) { event.preventDefault(); radio.checked = true; radio.focus(); }
+      if (radio) {
+        event.preventDefault(); radio.checked = true; radio.focus();
+        radio.dispatchEvent(new Event("change", { bubbles: true }));
+      }
       return;
     }
     if (event.key === "Enter") {
+      var control = event.target.closest && event.target.closest("a, button, summary");
+      if (control && (control.tagName !== "BUTTON" || !f.contains(control))) {
+        return; // a link, or a button of another form (the conflict's, the skip's), does its own thing
+      }
       event.preventDefault();
-      if (f.querySelector("input[name=choice]:checked")) { f.requestSubmit(); }
-      else { f.querySelector(".choices").classList.add("needs-choice"); }
+      submitVerdict(f);
       return;
     }
     if (event.key === "s" || event.key === "S") {
-      var skip = document.getElementById("skip");
       if (skip) {
         event.preventDefault();
         skip.open = true;

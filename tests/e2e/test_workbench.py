@@ -12,6 +12,7 @@ import pytest
 from labeling.batches import import_stream
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
 from tests.conftest import PASSWORD
+from tests.e2e.conftest import SCREENSHOTS
 from tests.labeling.xss import PAYLOADS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -180,3 +181,195 @@ def test_math_right_to_left_text_and_tool_calls_are_shown_as_written(
     assert calls == ['{\n  "people": 2,\n  "time": "19:00"\n}', '{\n  "people": 4,\n  "time": "17:00"\n}']
     assert all(caption.is_visible() for caption in captions.all())
     screenshot("workbench-tool-call")
+
+
+def assignment_shown(page) -> str:
+    return page.locator("#judgment-form").get_attribute("data-assignment")
+
+
+def test_back_and_forward_never_show_a_pair_already_judged(page, live_server, login, make_user):
+    project = setup_project(make_user, [(f"Question {i}", f"Yes {i}", f"No {i}") for i in range(3)])
+    login("kim", PASSWORD)
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/")
+    first = assignment_shown(page)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[1].textContent.trim() === '1'")
+    second = assignment_shown(page)
+    page.get_by_role("link", name="My recent judgments").click()
+    page.wait_for_url("**/recent/")
+    page.go_back()
+    page.wait_for_selector("#judgment-form")
+    assert assignment_shown(page) == second != first and progress(page)[1] == "1"
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[1].textContent.trim() === '2'")
+    page.go_forward()
+    page.wait_for_url("**/recent/")
+    assert page.locator("table.list tbody tr").count() == 2  # the list as it is now, not as it was
+    page.go_back()
+    page.wait_for_selector("#judgment-form")
+    assert assignment_shown(page) not in (first, second) and progress(page)[1] == "2"
+
+
+def test_two_tabs_judging_one_pair_differently_are_asked_and_change_in_one_step(
+    page, live_server, login, make_user
+):
+    project = setup_project(make_user, [(f"Question {i}", f"Yes {i}", f"No {i}") for i in range(3)])
+    login("kim", PASSWORD)
+    workbench = f"{live_server.url}/projects/{project.slug}/label/"
+    page.goto(workbench)
+    other_tab = page.context.new_page()
+    other_tab.goto(workbench)
+    assert assignment_shown(other_tab) == assignment_shown(page)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[1].textContent.trim() === '1'")
+
+    other_tab.keyboard.press("2")
+    other_tab.keyboard.press("Enter")
+    conflict = other_tab.locator("#conflict")
+    conflict.wait_for()
+    assert "You had already judged this pair as A in another tab" in conflict.inner_text()
+    judgment = Judgment.objects.get()
+    shown_left = judgment.choice if judgment.a_on_left else {"a": "b", "b": "a"}[judgment.choice]
+    assert shown_left == "a"  # tab 1's choice stands until the annotator says otherwise
+    other_tab.set_viewport_size({"width": 1366, "height": 900})
+    screenshot_of(other_tab, "workbench-conflict")
+    other_tab.get_by_role("button", name="Change to B").click()
+    other_tab.wait_for_selector("text=Judgment changed.")
+    judgment.refresh_from_db()
+    assert judgment.choice == ("b" if judgment.a_on_left else "a") and Judgment.objects.count() == 1
+    assert other_tab.locator("#progress dd").all_inner_texts()[1] == "1"
+
+
+def screenshot_of(page, name: str, *, full_page: bool = True) -> None:
+    """The `screenshot` fixture's, for another tab than `page` or the viewport alone."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+def three_pairs(make_user, long: bool = False) -> Project:
+    answer = (
+        "\n\n".join(f"Paragraph {n} of a long answer, long enough to wrap." for n in range(40))
+        if long
+        else ""
+    )
+    return setup_project(
+        make_user, [(f"Question {i}", f"Yes {i}. {answer}", f"No {i}. {answer}") for i in range(3)]
+    )
+
+
+def open_workbench(page, live_server, login, project: Project) -> None:
+    login("kim", PASSWORD)
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/")
+    page.wait_for_selector("#judgment-form")
+
+
+def wait_for_total(page, total: int) -> None:
+    page.wait_for_function(
+        "n => document.querySelectorAll('#progress dd')[1].textContent.trim() === String(n)", arg=total
+    )
+
+
+def test_enter_without_a_choice_says_what_is_missing(page, live_server, login, make_user):
+    open_workbench(page, live_server, login, three_pairs(make_user))
+    page.keyboard.press("Enter")
+    status = page.locator("#verdict-status")
+    assert status.get_attribute("aria-live") == "polite"
+    assert (
+        status.inner_text()
+        == "Pick which response is better first: press 1 for A, 2 for B, 3 for Tie, 4 for Both bad."
+    )
+    page.keyboard.press("2")
+    assert status.inner_text() == ""
+    page.keyboard.press("Enter")
+    wait_for_total(page, 1)
+
+
+def test_focus_moves_to_the_new_pairs_heading_after_a_swap(page, live_server, login, make_user):
+    open_workbench(page, live_server, login, three_pairs(make_user))
+    page.locator("label.choice", has_text="A is better").click()
+    page.get_by_role("button", name="Submit").click()
+    wait_for_total(page, 1)
+    assert page.evaluate("document.activeElement.id") == "pair-heading"
+    assert page.evaluate("document.querySelectorAll('input[name=choice]:checked').length") == 0
+
+
+def test_skip_by_keyboard_number_keys_pick_a_reason_enter_skips_escape_cancels(
+    page, live_server, login, make_user
+):
+    open_workbench(page, live_server, login, three_pairs(make_user))
+    skip = page.locator("#skip")
+    page.keyboard.press("s")
+    assert skip.get_attribute("open") is not None
+    page.keyboard.press("Escape")
+    assert skip.get_attribute("open") is None and not Assignment.objects.filter(state="skipped").exists()
+    page.keyboard.press("s")
+    page.keyboard.press("Enter")  # no reason yet: said, nothing sent
+    assert page.locator("#skip-status").inner_text() == "Pick a reason first: press 1 to 3."
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[2].textContent.trim() === '2'")
+    assert Assignment.objects.get(state="skipped").skip_reason == "offensive"
+    assert page.evaluate("document.activeElement.id") == "pair-heading"
+
+
+def test_keys_work_on_the_change_page(page, live_server, login, make_user):
+    open_workbench(page, live_server, login, three_pairs(make_user))
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    wait_for_total(page, 1)
+    judgment = Judgment.objects.get()
+    page.goto(f"{live_server.url}/projects/kb/judgments/{judgment.pk}/edit/")
+    page.keyboard.press("Enter")  # the stored choice is checked: Enter saves it as it is
+    page.wait_for_selector("text=Judgment changed.")
+    page.goto(f"{live_server.url}/projects/kb/judgments/{judgment.pk}/edit/")
+    page.keyboard.press("4")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Judgment changed.")
+    judgment.refresh_from_db()
+    assert judgment.choice == "both_bad"
+
+
+@pytest.mark.parametrize("size", [(1366, 900), (800, 1100)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_the_verdict_bar_stays_in_view_while_the_responses_scroll(
+    page, live_server, login, make_user, screenshot, size
+):
+    width, height = size
+    page.set_viewport_size({"width": width, "height": height})
+    open_workbench(page, live_server, login, three_pairs(make_user, long=True))
+    submit = page.get_by_role("button", name="Submit")
+
+    def in_view() -> bool:
+        box = submit.bounding_box()
+        return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+    assert in_view()
+    screenshot_of(page, f"workbench-{width}x{height}", full_page=False)  # what the annotator sees
+    page.locator(".wb-response").first.hover()
+    page.mouse.wheel(0, 800)  # the response scrolls within its box
+    page.wait_for_function("() => document.querySelector('.wb-response').scrollTop > 0")
+    assert in_view()
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight / 3)")  # and the page itself
+    assert in_view()
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    wait_for_total(page, 1)
+
+
+def test_strength_is_required_for_a_or_b_when_the_project_asks(page, live_server, login, make_user):
+    project = three_pairs(make_user)
+    Project.objects.filter(pk=project.pk).update(use_strength=True, require_strength=True)
+    open_workbench(page, live_server, login, project)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    assert page.locator("#verdict-status").inner_text().startswith("Say how much better")
+    assert not Judgment.objects.exists()
+    page.get_by_label("Clearly").check()
+    page.keyboard.press("Enter")
+    wait_for_total(page, 1)
+    page.keyboard.press("3")  # a tie needs no strength
+    page.keyboard.press("Enter")
+    wait_for_total(page, 2)
+    assert sorted(Judgment.objects.values_list("strength", flat=True)) == ["", "clearly"]

@@ -14,7 +14,13 @@ from django.utils import timezone
 import labeling.assignment as assigning
 from labeling import judging
 from labeling.assignment import claim_next_pair, expire_leases, skip_pair
-from labeling.judging import JudgmentRefused, Verdict, submit_and_claim_next, submit_judgment
+from labeling.judging import (
+    JudgmentConflict,
+    JudgmentRefused,
+    Verdict,
+    submit_and_claim_next,
+    submit_judgment,
+)
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
 
 LIVE = Q(state__in=[Assignment.State.LEASED, Assignment.State.DONE])
@@ -228,9 +234,12 @@ class TestNextAssignment:
         (user,) = annotators(make_user, project, 1)
         assignment = claim_next_pair(project, user)
         first, created = submit(assignment, Verdict(choice="left"))
-        again, created_again = submit(assignment, Verdict(choice="right"))
+        again, created_again = submit(assignment, Verdict(choice="left"))
         assert created and not created_again and first == again
         assert Judgment.objects.count() == 1 and Judgment.objects.get().seconds_spent >= 0
+        with pytest.raises(JudgmentConflict) as conflict:  # another choice is not dropped quietly
+            submit(assignment, Verdict(choice="right"))
+        assert conflict.value.judgment == first and Judgment.objects.get().choice == first.choice
 
     def test_submit_and_next_stores_the_judgment_and_leases_the_next_pair(self, project, make_user):
         make_pairs(project, 2)
@@ -272,7 +281,7 @@ class TestNextAssignment:
         progress = judging.progress(project, user, has_lease=True)
         assert (progress.total, progress.today) == (1, 1)
         again, _, _ = submit_and_claim_next(  # a retried POST: the stored judgment, nothing more
-            assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="right")
+            assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="left")
         )
         assert again == judgment and Judgment.objects.count() == 1
 

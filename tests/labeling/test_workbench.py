@@ -11,6 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from labeling import assignment as assigning
+from labeling import tally
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair
 from tests.labeling.test_assignment import make_pairs
 from tests.labeling.xss import PAYLOADS, unsafe_markup
@@ -92,12 +93,14 @@ def test_htmx_refusal_says_why_in_the_swapped_area(labeled, project, annotator):
     labeled.post(
         f"/projects/{project.slug}/label/{skipped.pk}/skip/", {"reason": "broken"}, HTTP_HX_REQUEST="true"
     )
+    Pair.objects.filter(pk=skipped.pair_id).update(taken=project.overlap)  # others took every slot since
     response = labeled.post(judge_url(project, skipped), {"choice": "left"}, HTTP_HX_REQUEST="true")
     body = response.content.decode()
-    assert response.status_code == 200 and '<li class="msg warning">You skipped this pair.</li>' in body
+    said = "You had skipped this pair, and it has all the judgments it needs now."
+    assert response.status_code == 200 and f'<li class="msg warning">{said}</li>' in body
     assert f'action="{judge_url(project, lease_of(annotator))}"' in body and not Judgment.objects.exists()
     # shown once: the next page has no message left
-    assert "You skipped this pair." not in labeled.get(f"/projects/{project.slug}/label/").content.decode()
+    assert said not in labeled.get(f"/projects/{project.slug}/label/").content.decode()
 
 
 def test_change_page_shows_the_pair_and_the_judgment_as_stored(labeled, project, annotator):
@@ -320,3 +323,150 @@ def test_an_unchanged_rubric_is_not_rendered_again_on_every_page(labeled, projec
     project.rubric = "Prefer **short** answers."
     project.save()
     assert "<strong>short</strong>" in labeled.get(f"/projects/{project.slug}/label/").content.decode()
+
+
+def test_workbench_pages_are_never_stored_by_the_browser(labeled, project, annotator):
+    pages = [
+        labeled.get(f"/projects/{project.slug}/label/"),
+        labeled.get(f"/projects/{project.slug}/recent/"),
+    ]
+    pages.append(
+        labeled.post(judge_url(project, lease_of(annotator)), {"choice": "left"}, HTTP_HX_REQUEST="true")
+    )
+    pages.append(labeled.get(f"/projects/{project.slug}/judgments/{Judgment.objects.get().pk}/edit/"))
+    assert all("no-store" in response["Cache-Control"] for response in pages)
+
+
+def conflict_form(body: str) -> tuple[str, dict[str, str]]:
+    """The conflict's one-step change: where it posts, and what."""
+    box = body[body.index('id="conflict"') :]
+    box = box[: box.index("</form>")]
+    action = re.search(r'<form method="post" action="([^"]+)">', box).group(1)
+    return action, dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', box))
+
+
+def test_another_choice_from_a_stale_page_is_asked_about_and_changed_in_one_step(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    first = lease_of(annotator)
+    url = judge_url(project, first)
+    labeled.post(url, {"choice": "left"}, HTTP_HX_REQUEST="true")  # tab 1
+    body = labeled.post(
+        url, {"choice": "right", "rationale": "B is right"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    question = (
+        "You had already judged this pair as A in another tab or on an earlier page; keep A or change to B?"
+    )
+    assert question in body and "Keep A" in body and "Change to B" in body
+    assert (
+        f'action="{judge_url(project, lease_of(annotator))}"' in body
+    )  # the current pair below the question
+    judgment = Judgment.objects.get()
+    assert judgment.choice == ("a" if first.a_on_left else "b")  # nothing changed without asking
+    assert tally.read(project.pk, annotator.pk).judged == 1
+
+    action, fields = conflict_form(body)
+    assert fields.pop("csrfmiddlewaretoken")
+    assert fields == {"choice": "right", "rationale": "B is right", "then": "workbench"}
+    response = labeled.post(action, fields)
+    assert response.status_code == 302 and response["Location"] == f"/projects/{project.slug}/label/"
+    judgment.refresh_from_db()
+    assert judgment.choice == ("b" if first.a_on_left else "a") and judgment.rationale == "B is right"
+    assert Judgment.objects.count() == 1 and tally.read(project.pk, annotator.pk).judged == 1
+
+    # the same choice again (a double click, a retry) stays silent
+    body = labeled.post(url, {"choice": "right"}, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="conflict"' not in body and "You had" not in body
+
+
+def test_a_skipped_pair_judged_from_a_stale_page_can_be_judged_after_all(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    skipped = lease_of(annotator)
+    labeled.post(
+        f"/projects/{project.slug}/label/{skipped.pk}/skip/", {"reason": "broken"}, HTTP_HX_REQUEST="true"
+    )
+    body = labeled.post(
+        judge_url(project, skipped), {"choice": "right"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert (
+        "You had skipped this pair (Broken or empty)" in body and "leave it skipped or judge it as B?" in body
+    )
+    assert not Judgment.objects.exists()
+
+    action, fields = conflict_form(body)
+    assert action == f"/projects/{project.slug}/skipped/{skipped.pk}/judge/"
+    assert labeled.post(action, fields)["Location"] == f"/projects/{project.slug}/label/"
+    skipped.refresh_from_db()
+    assert skipped.state == "done" and skipped.skip_reason == ""
+    assert Judgment.objects.get().choice == ("b" if skipped.a_on_left else "a")
+    counted = tally.read(project.pk, annotator.pk)
+    assert (counted.judged, counted.skipped) == (1, 0)
+    assert Pair.objects.get(pk=skipped.pair_id).taken == 1  # its slot, taken back
+
+
+def test_skips_are_listed_with_their_reason_and_judged_after_all_only_while_open(labeled, project, annotator):
+    labeled.get(f"/projects/{project.slug}/label/")
+    skipped = lease_of(annotator)
+    labeled.post(f"/projects/{project.slug}/label/{skipped.pk}/skip/", {"reason": "offensive"})
+    labeled.get(f"/projects/{project.slug}/label/")
+    labeled.post(judge_url(project, lease_of(annotator)), {"choice": "tie"})
+    after_all = f"/projects/{project.slug}/skipped/{skipped.pk}/judge/"
+    page = labeled.get(f"/projects/{project.slug}/recent/").content.decode()
+    assert "Skipped: Offensive content" in page and f'href="{after_all}">Judge it after all' in page
+    assert page.index("Tie") < page.index("Skipped:")  # newest first
+    assert "Judge a skipped pair" in labeled.get(after_all).content.decode()
+
+    Pair.objects.filter(pk=skipped.pair_id).update(taken=project.overlap)  # k others took it since
+    page = labeled.get(f"/projects/{project.slug}/recent/").content.decode()
+    assert "Judge it after all" not in page and "Has all its judgments" in page
+    assert labeled.get(after_all)["Location"] == f"/projects/{project.slug}/recent/"
+    labeled.post(after_all, {"choice": "left"})
+    assert Judgment.objects.count() == 1 and Pair.objects.get(pk=skipped.pair_id).taken == project.overlap
+
+    Pair.objects.filter(pk=skipped.pair_id).update(taken=project.overlap - 1)
+    assert labeled.post(after_all, {"choice": "left"})["Location"] == f"/projects/{project.slug}/recent/"
+    assert Judgment.objects.count() == 2 and Pair.objects.get(pk=skipped.pair_id).taken == project.overlap
+
+
+def test_someone_elses_skip_cannot_be_judged(labeled, project, annotator, make_user):
+    labeled.get(f"/projects/{project.slug}/label/")
+    skipped = lease_of(annotator)
+    labeled.post(f"/projects/{project.slug}/label/{skipped.pk}/skip/", {"reason": "broken"})
+    intruder = make_user("mallory", "annotator")
+    Membership.objects.create(project=project, user=intruder)
+    client = Client()
+    client.force_login(intruder)
+    after_all = f"/projects/{project.slug}/skipped/{skipped.pk}/judge/"
+    assert client.get(after_all).status_code == 404
+    assert client.post(after_all, {"choice": "left"}).status_code == 404 and not Judgment.objects.exists()
+
+
+def test_strength_is_required_for_a_or_b_when_the_project_says_so(labeled, project, annotator):
+    project.use_strength = project.require_strength = True
+    project.save()
+    labeled.get(f"/projects/{project.slug}/label/")
+    url = judge_url(project, lease_of(annotator))
+    body = labeled.post(url, {"choice": "left"}, HTTP_HX_REQUEST="true").content.decode()
+    assert "Say how much better: slightly or clearly." in body and not Judgment.objects.exists()
+    assert "(required for A or B)" in body
+    labeled.post(url, {"choice": "left", "strength": "slightly"}, HTTP_HX_REQUEST="true")
+    assert Judgment.objects.get().strength == "slightly"
+    labeled.post(judge_url(project, lease_of(annotator)), {"choice": "tie"}, HTTP_HX_REQUEST="true")
+    assert Judgment.objects.count() == 2  # a tie has no strength to give
+
+    project.require_strength = False  # optional again
+    project.save()
+    labeled.post(judge_url(project, lease_of(annotator)), {"choice": "right"}, HTTP_HX_REQUEST="true")
+    assert Judgment.objects.count() == 3
+
+
+def test_the_project_form_sets_whether_strength_is_required(project, admin_user):
+    client = Client()
+    client.force_login(admin_user)
+    form = client.get(f"/projects/{project.slug}/edit/").content.decode()
+    assert 'name="require_strength"' in form
+    data = {"name": project.name, "slug": project.slug, "rubric": "r", "use_strength": "on",
+            "require_strength": "on", "allow_tie": "on", "overlap": 3, "lease_minutes": 30,
+            "gold_rate": 0}  # fmt: skip
+    assert client.post(f"/projects/{project.slug}/edit/", data).status_code == 302
+    project.refresh_from_db()
+    assert project.use_strength and project.require_strength
