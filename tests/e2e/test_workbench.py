@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from playwright.sync_api import expect
 
 from labeling.batches import import_stream
 from labeling.models import Assignment, ImportBatch, Judgment, Membership, Pair, Project
@@ -70,7 +71,7 @@ def test_keyboard_only_judging_skip_change_and_all_done(page, live_server, login
         )
 
     page.keyboard.press("Enter")  # no choice yet: nothing is sent
-    assert page.locator(".choices.needs-choice").count() == 1
+    expect(page.locator(".choices.needs-choice")).to_have_count(1)
     submit_with("1", "1")
     submit_with("ArrowRight", "2")
 

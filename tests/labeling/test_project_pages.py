@@ -185,7 +185,11 @@ def test_with_invalid_records_the_whole_file_import_is_disabled_and_the_valid_on
     assert "disabled" not in body.split('class="confirm"')[1]
 
 
-def test_the_preview_shows_pairs_as_annotators_see_them_rendered_and_sanitized(project, admin_user):
+def test_the_preview_shows_pairs_as_annotators_see_them_rendered_and_sanitized(
+    project, admin_user, monkeypatch
+):
+    # What is shown, not how fast: on a loaded machine the first render (lexers loading) can pass 0.2 s.
+    monkeypatch.setattr("labeling.batches.PREVIEW_RENDER_SECONDS", 30.0)
     client = logged_in(admin_user)
     record = {
         "prompt": "Sort **this** list",
