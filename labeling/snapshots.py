@@ -188,17 +188,17 @@ def _decisions(
     no_votes = (0,) * len(LABELS)
     shape_of = functools.cache(_Shape)
     ids, decisions, shapes, judgments = [], [], [], 0
-    with transaction.atomic():  # one transaction: the two queries see the same data
-        votes = _raw_rows(_vote_counts(project, excluded), chunked=False)
-        row = next(votes, None)
-        for pair_id, gold, adjudication, not_flat, several, tools in _raw_rows(pairs, chunked=False):
-            while row is not None and row[0] < pair_id:
-                row = next(votes, None)
-            counts = tuple(row[1:]) if row is not None and row[0] == pair_id else no_votes
-            judgments += sum(counts)
-            ids.append(pair_id)
-            decisions.append(decide(pair_id, counts, adjudication, bool(gold)))
-            shapes.append(shape_of(not not_flat, not several, bool(tools)))
+    pair_rows, vote_rows = _both(pairs, _vote_counts(project, excluded))
+    votes = iter(vote_rows)
+    row = next(votes, None)
+    for pair_id, gold, adjudication, not_flat, several, tools in pair_rows:
+        while row is not None and row[0] < pair_id:
+            row = next(votes, None)
+        counts = tuple(row[1:]) if row is not None and row[0] == pair_id else no_votes
+        judgments += sum(counts)
+        ids.append(pair_id)
+        decisions.append(decide(pair_id, counts, adjudication, bool(gold)))
+        shapes.append(shape_of(not not_flat, not several, bool(tools)))
     return ids, decisions, shapes, judgments
 
 
@@ -377,6 +377,25 @@ def _streamed_pairs(
             row = next(votes, None)
         counts = row[1:] if row is not None and row[0] == pk else None
         yield (pk, external_id, json.loads(prompt), *texts), gold, adjudication, counts
+
+
+def _both(first: QuerySet, second: QuerySet) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of two narrow queries (`_raw_rows` in one fetch each). Outside a transaction the second
+    runs at the same time on a connection of its own, so the database works on both at once (about
+    half of the export preview's time); inside one, both run on it in turn and see the same data."""
+    if connection.in_atomic_block:
+        return list(_raw_rows(first, chunked=False)), list(_raw_rows(second, chunked=False))
+
+    def on_own_connection() -> list[tuple[Any, ...]]:
+        try:
+            return list(_raw_rows(second, chunked=False))
+        finally:
+            connection.close()  # this thread's connection
+
+    with ThreadPoolExecutor(1) as other:
+        later = other.submit(on_own_connection)
+        rows = list(_raw_rows(first, chunked=False))
+        return rows, later.result()
 
 
 def _raw_rows(rows: QuerySet, *, chunked: bool = True) -> Iterator[tuple[Any, ...]]:

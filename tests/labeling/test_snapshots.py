@@ -123,6 +123,20 @@ def test_the_preview_counts_pairs_by_reason(board):
     assert preview.disagreement.non_unanimous == pytest.approx(2 / 4)  # pairs 1 and 6 of 0, 1, 6, 7
     assert [row["id"] for row in preview.samples] == ["p0", "p1", "p6"]
 
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_preview_reads_its_two_queries_at_once_and_counts_the_same(board):
+    """A request runs the preview outside a transaction: the vote counts come over a second connection
+    (labeling.snapshots._both) while the pairs come over this one, with the same result."""
+    from django.db import connection
+
+    assert not connection.in_atomic_block
+    rules = rules_for(board.project)
+    preview = export_preview(board.project, rules=rules, shape="standard")
+    assert (preview.pairs, preview.kept, preview.judgments) == (11, 3, 28)
+    assert preview.dropped == {"split": 2, "tie": 1, "both_bad": 1, "too_few_votes": 3, "chat_prompt": 1}
+    assert [row["id"] for row in preview.samples] == ["p0", "p1", "p6"]
+
     conversational = export_preview(board.project, rules=rules, shape="conversational")
     assert conversational.kept == 4 and "chat_prompt" not in conversational.dropped
     assert conversational.samples[-1]["prompt"] == LAYOUT[7][0]
