@@ -97,6 +97,14 @@
   document.addEventListener("click", function (event) {
     if (event.target.closest("[data-shortcuts-toggle]")) { toggleShortcuts(); }
   });
+  // A closed dialog (Escape, or its button) must not leave the focus on its now hidden button, where
+  // Enter would belong to it: the focus goes back to the pair. ("close" does not bubble: capture it.)
+  document.addEventListener("close", function (event) {
+    var dialog = event.target;
+    if (dialog.id !== "shortcuts" || !dialog.contains(document.activeElement)) { return; }
+    var heading = document.getElementById("pair-heading");
+    if (heading) { heading.focus(); } else { document.activeElement.blur(); }
+  }, true);
 
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) { return; }
@@ -132,6 +140,9 @@
     }
     if (event.key === "Enter") {
       var control = event.target.closest && event.target.closest("a, button, summary");
+      if (control && control.closest("dialog") && !control.closest("dialog[open]")) {
+        control = null; // left focused by a dialog that has closed: not what the person is on
+      }
       if (control && (control.tagName !== "BUTTON" || !f.contains(control))) {
         return; // a link, or a button of another form (the conflict's, the skip's), does its own thing
       }

@@ -61,6 +61,8 @@ def test_keyboard_only_judging_skip_change_and_all_done(page, live_server, login
     assert page.locator("#shortcuts").is_visible()
     page.keyboard.press("Escape")
     assert not page.locator("#shortcuts").is_visible()
+    # The closed dialog leaves the focus on the pair, not on its hidden button (where Enter would go).
+    page.wait_for_function("() => !document.activeElement.closest('dialog')")
 
     def submit_with(key: str, expected_total: str) -> None:
         page.keyboard.press(key)
