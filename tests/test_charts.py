@@ -24,3 +24,15 @@ def test_a_heatmap_has_room_for_its_slanted_column_labels():
 def test_a_heatmap_refuses_a_matrix_that_does_not_match_its_labels():
     with pytest.raises(ValueError, match="2x2"):
         charts.heatmap(["a", "b"], [[1.0]])
+
+
+@pytest.mark.parametrize("ys", [[0.6931, 0.6841, 0.6906], [0.02, -0.01, 0.013], [3.0, 3.0], [-5.5, 120.2]])
+def test_every_point_of_a_line_chart_lies_inside_its_plot(ys):
+    """A loss starting at 0.6931 was drawn above the top tick (0.69), outside the plot: the axis must
+    reach the first tick at or above the largest value."""
+    chart = charts.line_chart([("train", list(enumerate(ys)))])
+    top, bottom = chart.top, chart.top + chart.plot_height
+    for line in chart.lines:
+        for point in line.points.split():
+            y = float(point.split(",")[1])
+            assert top - 1e-6 <= y <= bottom + 1e-6, (point, top, bottom)
