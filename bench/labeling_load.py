@@ -6,7 +6,9 @@ after a warm-up: `max` (closed loop, no think time: capacity; there latency ~ N 
 `paced` (together the annotators offer --rate judgments/s on fixed schedules; `p99sch` is measured from
 the scheduled send time, so time spent behind schedule counts). Reports judgments/s, p50/p95/p99/max ms,
 errors (non-200, no new pair, socket errors), CPU cores of gunicorn / PostgreSQL / this client / the rest
-of the machine, CPU ms per judgment (all three together), the machine's speed just before the phase
+of the machine, CPU ms per judgment (all three together; `all/j`: the whole machine's busy time, which
+also holds what PostgreSQL backends used before they exited within the phase: gunicorn reconnects after
+CONN_MAX_AGE, and an exited process's time cannot be read), the machine's speed just before the phase
 (`python_loop_ms`, a fixed pure-Python loop: these shared machines vary by half from hour to hour), DB
 checks (judgments added == successful POSTs, no duplicate (pair, annotator), no pair over k live
 annotators, every done assignment judged, `taken` exact, one lease per annotator), and a profile of one
@@ -304,6 +306,8 @@ async def run_phase(clients: list[Client], server: psutil.Process, args, rate: f
         "ok_posts_total": sum(s[3] for s in rec["samples"]), "posts_200_total": rec["posts_200"],
         "drain_s": round(time.perf_counter() - stop, 2),
         "cpu_ms_per_judgment": round(1000 * busy * args.seconds / len(ok), 2) if ok else None,
+        "machine_cpu_ms_per_judgment": round(1000 * sum(cores.values()) * args.seconds / len(ok), 2)
+        if ok and cores else None,
         "cpu_cores": cores,
     }  # fmt: skip
 
@@ -487,12 +491,13 @@ def report(args, sizes: list[int], phases: list[dict], profiled: dict, pg: str) 
     print(f"\nlabeling_load: {os.cpu_count()} CPUs, gunicorn {g['workers']} x {g['worker_class']} "
           f"(threads {g['threads']}), PostgreSQL {pg.split()[0]}, {args.pairs:,} pairs, k={K}")  # fmt: skip
     head = f"{'N':>4}  {'phase':<10}{'j/s':>7}{'p50':>7}{'p95':>7}{'p99':>7}{'max':>7}{'p99sch':>8}{'err':>5}"
-    print(head + "  cores gunicorn/pg/client/other  cpu/j  loop  db\n" + "-" * (len(head) + 49))
+    print(head + "  cores gunicorn/pg/client/other  cpu/j  all/j  loop  db\n" + "-" * (len(head) + 56))
     for p in phases:
         name = p["mode"] + (f"@{p['offered_rate']:g}" if p["offered_rate"] else "")
         cols = "".join(f"{p[k]:>7}" for k in ("judgments_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms"))
         cores = "/".join(str(v) for v in p["cpu_cores"].values())
-        speed = f"{p['cpu_ms_per_judgment']:>6}{p['python_loop_ms']:>6}"
+        every = p["machine_cpu_ms_per_judgment"] or 0
+        speed = f"{p['cpu_ms_per_judgment']:>6}{every:>7}{p['python_loop_ms']:>6}"
         print(f"{p['annotators']:>4}  {name:<10}{cols}{p['p99_from_schedule_ms']:>8}{p['errors']:>5}  "
               f"{cores:<30}{speed}  {'ok' if p['db_ok'] else 'FAIL'}")  # fmt: skip
     print(f"profile: judge request {profiled['median_request_ms']} ms in-process, {profiled['queries']} "

@@ -47,7 +47,9 @@ def project_for(
     if not (include_archived and is_admin(user)):
         lookup["archived"] = False
     if not is_admin(user):  # one membership per (project, user): the join finds one row
-        lookup.update(memberships__user=user, memberships__active=True, memberships__role__in=roles)
+        lookup.update(memberships__user=user, memberships__active=True)
+        if set(Membership.Role.values) - set(roles):  # the default, every role, needs no test
+            lookup["memberships__role__in"] = roles
     try:
         return Project.objects.get(**lookup)
     except Project.DoesNotExist:

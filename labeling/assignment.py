@@ -5,7 +5,8 @@ annotators at once because every claim raises the pair's `taken` in the statemen
 it picks with `FOR NO KEY UPDATE SKIP LOCKED`: hundreds of annotators asking at once never wait on each
 other and never take the same slot. One annotator's requests take turns on their tally row
 (`lock_annotator`), so two tabs never lease two pairs. Everything here is the ORM but `CLAIM`, the one
-statement the ORM cannot write (row locks that skip, inside a choice between subqueries).
+statement the ORM cannot write (row locks that skip, inside a choice between subqueries). On
+PostgreSQL the same statement also writes the lease, so a claim is one round trip.
 """
 
 from __future__ import annotations
@@ -88,29 +89,48 @@ _ANY = (
     "(SELECT p.id FROM labeling_pair p WHERE p.project_id = %(project)s AND p.gold = '' "
     "AND p.taken < %(k)s + p.extra_wanted AND {unseen} ORDER BY p.taken DESC, p.id LIMIT 1{lock})"
 )
+_TAKE = "UPDATE labeling_pair SET taken = taken + 1 WHERE id = COALESCE({choices}, NULL) RETURNING {shown}"
+# On PostgreSQL the claim writes the lease too (one round trip instead of two): the claimed pair's
+# row goes into a new leased assignment, and the statement returns the pair's shown fields with the
+# lease's id. Further parameters: a_on_left, now, expires. Every column of labeling_assignment is
+# written out (test_claim_writes_the_lease_as_the_orm_would compares the row with an ORM-made one).
 CLAIM = (
-    "UPDATE labeling_pair SET taken = taken + 1 WHERE id = COALESCE({choices}, NULL) "
-    "RETURNING id, project_id, prompt, response_a, response_b, gold, rendered"
+    "WITH claimed AS (" + _TAKE + "), leased AS ("
+    "INSERT INTO labeling_assignment (project_id, pair_id, annotator_id, state, a_on_left, is_gold, "
+    "leased_at, expires_at, finished_at, skip_reason) SELECT project_id, id, %(user)s, 'leased', "
+    "%(a_on_left)s, false, %(now)s, %(expires)s, NULL, '' FROM claimed RETURNING id, pair_id) "
+    "SELECT claimed.*, leased.id AS lease_id FROM claimed JOIN leased ON leased.pair_id = claimed.id"
 )
 
 
 @cache
-def _claim_sql(overlap: int, window: int, locks: bool) -> str:
-    """CLAIM for a project with overlap k (its text differs only in the counts it walks)."""
-    parts = {"unseen": _UNSEEN, "lock": " FOR NO KEY UPDATE OF p SKIP LOCKED" if locks else ""}
+def _claim_sql(overlap: int, window: int, postgresql: bool) -> str:
+    """CLAIM for a project with overlap k (its text differs only in the counts it walks). Elsewhere
+    (SQLite: no row locks, no writes inside WITH) only the pair is taken; the caller writes the lease."""
+    parts = {"unseen": _UNSEEN, "lock": " FOR NO KEY UPDATE OF p SKIP LOCKED" if postgresql else ""}
     near = [_NEAR.format(taken=taken, window=window, **parts) for taken in range(overlap - 1, 0, -1)]
     choices = [_SENT_BACK.format(**parts), *near, _FRESH.format(**parts), _ANY.format(**parts)]
-    return CLAIM.format(choices=", ".join(choices))
+    return (CLAIM if postgresql else _TAKE).format(choices=", ".join(choices), shown=", ".join(PAIR_SHOWN))
 
 
-def _claim(project: Project, user: Any) -> Pair | None:
-    """Claim the best open pair for this user (CLAIM); None when none is open to them."""
-    locks = connection.features.has_select_for_update_skip_locked
-    statement = _claim_sql(project.overlap, CLAIM_WINDOW, locks)
+def _claim(project: Project, user: Any, *, a_on_left: bool, now: datetime) -> Assignment | None:
+    """Claim the best open pair for this user and lease it to them (CLAIM); None when none is open to them."""
+    postgresql = connection.vendor == "postgresql"
+    statement = _claim_sql(project.overlap, CLAIM_WINDOW, postgresql)
+    expires = now + timedelta(minutes=project.lease_minutes)
     params = {"project": project.pk, "k": project.overlap, "user": user.pk}
+    if postgresql:
+        params.update(a_on_left=a_on_left, now=now, expires=expires)
     for attempt in range(CLAIM_ATTEMPTS):
         if claimed := list(Pair.objects.raw(statement, params)):
-            return claimed[0]
+            pair = claimed[0]
+            lease = Assignment(project=project, pair=pair, annotator=user, a_on_left=a_on_left, leased_at=now,
+                               expires_at=expires)  # fmt: skip
+            if not postgresql:
+                lease.save(force_insert=True)
+                return lease
+            lease.pk, lease._state.adding, lease._state.db = pair.lease_id, False, connection.alias
+            return lease
         if not Pair.objects.filter(_open(project, user)).exists():
             return None
         # Open pairs exist but other claims hold them all for a moment.
@@ -187,21 +207,19 @@ def lease_next_pair(
     rng = rng or random
     a_on_left = rng.random() < 0.5
     gold_turn = bool(project.gold_rate) and rng.random() < project.gold_rate
-    pair = _gold_pair(project, user) if gold_turn else None
-    is_gold = pair is not None
-    if pair is None:
-        pair = _claim(project, user)
-    if pair is None and project.gold_rate and not gold_turn:
-        pair = _gold_pair(project, user)
-        is_gold = pair is not None
-    if pair is None:
+    gold = _gold_pair(project, user) if gold_turn else None
+    if gold is None and (lease := _claim(project, user, a_on_left=a_on_left, now=now)):
+        return lease
+    if gold is None and project.gold_rate and not gold_turn:
+        gold = _gold_pair(project, user)
+    if gold is None:
         return None
     return Assignment.objects.create(
         project=project,
-        pair=pair,
+        pair=gold,
         annotator=user,
         a_on_left=a_on_left,
-        is_gold=is_gold,
+        is_gold=True,
         leased_at=now,
         expires_at=now + timedelta(minutes=project.lease_minutes),
     )

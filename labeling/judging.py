@@ -9,12 +9,13 @@ the pair's A and B, so the stored choice is about the responses, whatever side t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -30,6 +31,7 @@ from labeling.assignment import (
 from labeling.models import Assignment, Choice, Judgment, Pair, Project, Tally
 
 SIDES = ("left", "right")
+T = TypeVar("T")
 
 
 class JudgmentRefused(Exception):
@@ -96,6 +98,7 @@ def _store(
     counted: Tally,
     now: datetime,
     after_skip: bool = False,
+    look_elsewhere: bool = False,
 ) -> tuple[Judgment, bool, bool]:
     """Store the judgment for the annotator's assignment, mark the assignment done and count it on
     `counted` (their locked tally); (judgment, created, whether the assignment was their live lease).
@@ -103,13 +106,14 @@ def _store(
     The same choice again (a double click, a retry) returns the stored judgment; another choice raises
     JudgmentConflict. A skipped pair raises PairSkipped unless `after_skip`; then, like a lease that
     ran out, it takes a slot again if the pair still has one free. Refusals raise before anything is
-    written."""
-    elsewhere = Judgment.objects.filter(pair=OuterRef("pair"), annotator=annotator)
-    locked = (
-        Assignment.objects.select_for_update(no_key=True)
-        .annotate(judged_elsewhere=Exists(elsewhere))
-        .get(pk=assignment_id, annotator=annotator, project=project)
-    )
+    written. A judgment of the pair by the annotator written around the workbench (admin, an import)
+    stands when `look_elsewhere`; otherwise the insert meets it and raises IntegrityError (see
+    `_atomic`)."""
+    assignments = Assignment.objects.select_for_update(no_key=True)
+    if look_elsewhere:
+        elsewhere = Judgment.objects.filter(pair=OuterRef("pair"), annotator=annotator)
+        assignments = assignments.annotate(judged_elsewhere=Exists(elsewhere))
+    locked = assignments.get(pk=assignment_id, annotator=annotator, project=project)
     if locked.state == Assignment.State.DONE:
         stored = Judgment.objects.get(pair_id=locked.pair_id, annotator=annotator)
         if stored.choice != to_pair_choice(verdict.choice, locked.a_on_left):
@@ -125,7 +129,7 @@ def _store(
             if was_skipped:
                 raise JudgmentRefused("This pair has all the judgments it needs now; nothing was stored.")
             raise JudgmentRefused("Your lease on this pair expired and it went to someone else.")
-    if locked.judged_elsewhere:  # written around the workbench (admin, an import): that one stands
+    if look_elsewhere and locked.judged_elsewhere:  # written around the workbench: that one stands
         judgment, created = Judgment.objects.get(pair_id=locked.pair_id, annotator=annotator), False
     else:
         # Under the assignment's lock nobody else judges this (pair, annotator) through the workbench.
@@ -159,13 +163,32 @@ def submit_judgment(
     Raises Assignment.DoesNotExist when the assignment is not this annotator's in this project.
     """
     now = timezone.now()
-    with transaction.atomic():
+
+    def store(look_elsewhere: bool) -> tuple[Judgment, bool]:
         counted = lock_annotator(project, annotator, now=now)
         judgment, created, _ = _store(
             assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict,
-            counted=counted, now=now, after_skip=after_skip,
+            counted=counted, now=now, after_skip=after_skip, look_elsewhere=look_elsewhere,
         )  # fmt: skip
-    return judgment, created
+        return judgment, created
+
+    return _atomic(store)
+
+
+def _atomic(work: Callable[[bool], T]) -> T:
+    """`work(look_elsewhere=False)` in a transaction; when it meets a judgment written around the workbench
+    (IntegrityError: the transaction rolled back, nothing stored), `work(look_elsewhere=True)` in another.
+
+    Such judgments are rare (admin, imports): looking for one on every submit would cost each judge
+    request a subquery, so the unique (pair, annotator) constraint finds them instead, as Django's own
+    get_or_create does.
+    """
+    try:
+        with transaction.atomic():
+            return work(False)
+    except IntegrityError:
+        with transaction.atomic():
+            return work(True)
 
 
 class Turn(NamedTuple):
@@ -182,19 +205,22 @@ def submit_and_claim_next(*, assignment_id: int, annotator: Any, project: Projec
     workbench's judge request commits once. Raises as `submit_judgment` does, storing nothing."""
     sweep_now_and_then(project)
     now = timezone.now()
-    with transaction.atomic():
+
+    def store_and_claim(look_elsewhere: bool) -> Turn:
         counted = lock_annotator(project, annotator, now=now)
         judgment, _, was_live = _store(
             assignment_id=assignment_id, annotator=annotator, project=project, verdict=verdict,
-            counted=counted, now=now,
+            counted=counted, now=now, look_elsewhere=look_elsewhere,
         )  # fmt: skip
         # Leases are only made under the annotator's lock when they have no live one: if this was it,
         # they now have none, and the lookup can be skipped.
         upcoming = None if was_live else current_lease(project, annotator, now=now)
-        upcoming = upcoming or lease_next_pair(project, annotator, now=now)
-    if upcoming is None and expire_leases(project):  # stale leases may hold the last slots
-        upcoming = claim_next_pair(project, annotator)
-    return Turn(judgment, upcoming, counted)
+        return Turn(judgment, upcoming or lease_next_pair(project, annotator, now=now), counted)
+
+    turn = _atomic(store_and_claim)
+    if turn.upcoming is None and expire_leases(project):  # stale leases may hold the last slots
+        turn = turn._replace(upcoming=claim_next_pair(project, annotator))
+    return turn
 
 
 def judgment_change(*, judgment: Judgment, verdict: Verdict) -> Judgment:

@@ -9,7 +9,9 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
+from django.core.cache import caches
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
@@ -92,17 +94,66 @@ def user_can(user: Any, permission: str) -> bool:
     return any(permission in GROUP_PERMISSIONS[role] for role in roles_of(user)) or user.has_perm(permission)
 
 
+# Every request checks the user's roles: their group names are kept in the cache every process shares
+# (Redis), and dropped when a change to the user's groups commits (`forget_roles`), so the next request
+# reads them again. A request that read the old groups just before a change commits may put them back
+# after it: ROLES_SECONDS bounds how long that can last, as it bounds changes made without signals
+# (bulk writes to the groups' through table). Membership of a project and `is_active` are read on
+# every request.
+ROLES_CACHE = "sessions"
+ROLES_SECONDS = 60
+
+
+def _roles_key(user_id: int, joined: Any) -> str:
+    # With the account's creation time, an id a test database hands out again is another key.
+    return f"roles:{user_id}:{joined.timestamp():.6f}"
+
+
 def roles_of(user: Any) -> list[Role]:
     """The global roles a user holds, from their groups (superusers count as admins)."""
     if not user.is_authenticated:
         return []
     if not hasattr(user, "_prefstudio_roles"):  # once per request: the user object lives that long
-        names = set(user.groups.values_list("name", flat=True))
+        cache, key = caches[ROLES_CACHE], _roles_key(user.pk, user.date_joined)
+        names = cache.get(key)
+        if names is None:
+            names = sorted(user.groups.values_list("name", flat=True))
+            cache.set(key, names, ROLES_SECONDS)
         roles = [r for r in Role if r.value in names]
         if user.is_superuser and Role.ADMIN not in roles:
             roles.append(Role.ADMIN)
         user._prefstudio_roles = roles
     return user._prefstudio_roles
+
+
+def forget_roles(user_ids: Any) -> None:
+    """Drop the cached roles of these users now and again once the transaction commits (a request may
+    have read the groups before the change and cached them in between)."""
+    from django.contrib.auth import get_user_model
+
+    ids = list(user_ids)
+    if ids:
+        users = get_user_model()._default_manager.filter(pk__in=ids).values_list("pk", "date_joined")
+        keys = [_roles_key(pk, joined) for pk, joined in users]
+        caches[ROLES_CACHE].delete_many(keys)
+        transaction.on_commit(lambda: caches[ROLES_CACHE].delete_many(keys))
+
+
+def groups_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any
+) -> None:
+    """m2m_changed of User.groups (either side): the users whose groups change forget their roles."""
+    if action in ("post_add", "post_remove", "pre_clear"):
+        if not reverse:  # user.groups.add(...): one user
+            forget_roles([instance.pk])
+        else:  # group.user_set.add(...): those users, or every member on clear
+            forget_roles(pk_set if action != "pre_clear" else instance.user_set.values_list("pk", flat=True))
+
+
+def group_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A group renamed or deleted: its members forget their roles."""
+    if instance.pk is not None:
+        forget_roles(instance.user_set.values_list("pk", flat=True))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,16 @@ def test_database_engine_and_templates_are_djangos_own():
 # Where SQL text may appear (module-level names or functions, by file), and why.
 SQL_ALLOWED = {
     # The claim: a choice between subqueries whose row locks skip (FOR NO KEY UPDATE SKIP LOCKED).
-    "labeling/assignment.py": {"_UNSEEN", "_SENT_BACK", "_NEAR", "_FRESH", "_ANY", "CLAIM", "_claim"},
+    "labeling/assignment.py": {
+        "_UNSEEN",
+        "_SENT_BACK",
+        "_NEAR",
+        "_FRESH",
+        "_ANY",
+        "_TAKE",
+        "CLAIM",
+        "_claim",
+    },  # fmt: skip
     # The bulk import: COPY into a staging table, INSERT ... ON CONFLICT from it, ANALYZE after.
     "labeling/batches.py": {"_STAGE", "_EMPTY_STAGE", "_COPY", "_INSERT_STAGED", "_analyze_pairs", "_copy"},
 }

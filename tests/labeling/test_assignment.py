@@ -80,6 +80,24 @@ class TestNextAssignment:
         assert claim_next_pair(project, user) == first
         assert Assignment.objects.count() == 1
 
+    def test_claim_writes_the_lease_as_the_orm_would(self, project, make_user):
+        """On PostgreSQL CLAIM writes the lease itself, every column written out: the row and the object
+        handed back equal what Assignment.objects.create makes (a column added later fails here)."""
+        p1, p2 = make_pairs(project, 2)
+        (user,) = annotators(make_user, project, 1)
+        now = timezone.now()
+        claimed = assigning._claim(project, user, a_on_left=False, now=now)
+        made = Assignment.objects.create(project=project, pair=p2, annotator=user, a_on_left=False,
+                                         leased_at=now, expires_at=claimed.expires_at)  # fmt: skip
+        assert claimed.pair_id == p1.pk
+        assert claimed.expires_at == now + timedelta(minutes=project.lease_minutes)
+        columns = [f.attname for f in Assignment._meta.concrete_fields if f.attname not in ("id", "pair_id")]
+        stored = Assignment.objects.filter(pk__in=[claimed.pk, made.pk]).order_by("pk").values(*columns)
+        assert stored[0] == stored[1] == {c: getattr(made, c) for c in columns}
+        assert {c: getattr(claimed, c) for c in columns} == stored[0]
+        assert not claimed._state.adding and claimed.pair.prompt == "Q0"
+        assert Pair.objects.get(pk=p1.pk).taken == 1
+
     def test_prefers_pairs_closest_to_complete_then_oldest(self, project, make_user):
         p1, p2, p3 = make_pairs(project, 3)
         u1, u2, u3 = annotators(make_user, project, 3)
@@ -284,6 +302,27 @@ class TestNextAssignment:
             assignment_id=first.pk, annotator=user, project=project, verdict=Verdict(choice="left")
         )
         assert again == judgment and Judgment.objects.count() == 1
+
+    @pytest.mark.parametrize("and_next", [False, True], ids=["submit", "submit and next"])
+    def test_a_judgment_written_around_the_workbench_stands(self, project, make_user, and_next):
+        """An admin or an import judged the pair for the annotator while their lease was live: submitting
+        keeps that judgment, marks the lease done and counts it once; nothing else is written."""
+        make_pairs(project, 2)
+        (user,) = annotators(make_user, project, 1)
+        lease = claim_next_pair(project, user)
+        written = Judgment.objects.create(pair=lease.pair, annotator=user, choice="tie")
+        if and_next:
+            judgment, upcoming, counted = submit_and_claim_next(
+                assignment_id=lease.pk, annotator=user, project=project, verdict=Verdict(choice="left")
+            )
+            assert upcoming.pair != lease.pair and counted.judged == 1
+        else:
+            judgment, created = submit(lease, Verdict(choice="left"))
+            assert not created
+        assert judgment == written and Judgment.objects.get().choice == "tie"
+        assert Assignment.objects.get(pk=lease.pk).state == "done"
+        assert judging.progress(project, user, has_lease=and_next).total == 1
+        assert Assignment.objects.filter(state="leased").count() == int(and_next)
 
     def test_submit_and_next_refused_stores_nothing(self, project, make_user):
         make_pairs(project, 2)
