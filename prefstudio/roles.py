@@ -11,10 +11,11 @@ from typing import Any
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
+
+from prefstudio import shared_cache
 
 
 class Role(StrEnum):
@@ -94,19 +95,13 @@ def user_can(user: Any, permission: str) -> bool:
     return any(permission in GROUP_PERMISSIONS[role] for role in roles_of(user)) or user.has_perm(permission)
 
 
-# Every request checks the user's roles: their group names are kept in the cache every process shares
-# (Redis), and dropped when a change to the user's groups commits (`forget_roles`), so the next request
-# reads them again. A request that read the old groups just before a change commits may put them back
-# after it: ROLES_SECONDS bounds how long that can last, as it bounds changes made without signals
-# (bulk writes to the groups' through table). Membership of a project and `is_active` are read on
-# every request.
-ROLES_CACHE = "sessions"
-ROLES_SECONDS = 60
+# Every request checks the user's roles: their group names come from the shared cache
+# (prefstudio.shared_cache), dropped whenever the user's groups change. `is_active` and membership of a
+# project are not cached here.
 
 
-def _roles_key(user_id: int, joined: Any) -> str:
-    # With the account's creation time, an id a test database hands out again is another key.
-    return f"roles:{user_id}:{joined.timestamp():.6f}"
+def _roles_key(user_id: int) -> str:
+    return f"roles:{user_id}"
 
 
 def roles_of(user: Any) -> list[Role]:
@@ -114,11 +109,11 @@ def roles_of(user: Any) -> list[Role]:
     if not user.is_authenticated:
         return []
     if not hasattr(user, "_prefstudio_roles"):  # once per request: the user object lives that long
-        cache, key = caches[ROLES_CACHE], _roles_key(user.pk, user.date_joined)
+        cache, key = caches[shared_cache.ALIAS], _roles_key(user.pk)
         names = cache.get(key)
         if names is None:
             names = sorted(user.groups.values_list("name", flat=True))
-            cache.set(key, names, ROLES_SECONDS)
+            cache.set(key, names, shared_cache.SECONDS)
         roles = [r for r in Role if r.value in names]
         if user.is_superuser and Role.ADMIN not in roles:
             roles.append(Role.ADMIN)
@@ -127,16 +122,8 @@ def roles_of(user: Any) -> list[Role]:
 
 
 def forget_roles(user_ids: Any) -> None:
-    """Drop the cached roles of these users now and again once the transaction commits (a request may
-    have read the groups before the change and cached them in between)."""
-    from django.contrib.auth import get_user_model
-
-    ids = list(user_ids)
-    if ids:
-        users = get_user_model()._default_manager.filter(pk__in=ids).values_list("pk", "date_joined")
-        keys = [_roles_key(pk, joined) for pk, joined in users]
-        caches[ROLES_CACHE].delete_many(keys)
-        transaction.on_commit(lambda: caches[ROLES_CACHE].delete_many(keys))
+    """The cached roles of these users are dropped (prefstudio.shared_cache.forget)."""
+    shared_cache.forget(_roles_key(pk) for pk in user_ids)
 
 
 def groups_changed(

@@ -122,7 +122,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # Django's own sessions, kept in the database and read from Redis (no query per request while the cache
 # holds them; a flushed Redis only costs a database read).
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-SESSION_CACHE_ALIAS = "sessions"
+SESSION_CACHE_ALIAS = "shared"
 # django-axes first: it refuses a locked-out account or address before any password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
@@ -152,9 +152,12 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     # Per process: short-lived counts (pairs left per annotator) and rendered rubrics.
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    # Shared by every process: the sessions' cache (SESSION_CACHE_ALIAS), beside the job queues.
-    "sessions": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    # Shared by every process, beside the job queues: sessions (SESSION_CACHE_ALIAS), users' roles
+    # (prefstudio.roles) and who may open which project (labeling.access), each read on every request.
+    # django-redis keeps one client per process (Django's own backend builds one per call, twice the
+    # CPU of a read) and can delete keys by pattern (the tests start each test without them).
+    "shared": {
+        "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "prefstudio",
     },

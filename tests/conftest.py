@@ -9,7 +9,7 @@ import django_rq
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.core.files.base import ContentFile
 
 from labeling.models import ImportBatch, Membership, Pair, Project
@@ -32,8 +32,10 @@ def _private_files(settings, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Counts cached per user (pairs left) must not leak from one test's database into the next."""
+    """Counts cached per user (pairs left), and roles, projects and sessions in the shared cache, must not
+    leak from one test's database into the next (the job queues in the same Redis stay)."""
     cache.clear()
+    caches["shared"].delete_pattern("*")
 
 
 @pytest.fixture

@@ -272,12 +272,12 @@ def test_an_htmx_judgment_runs_a_bounded_number_of_statements(labeled, project, 
     assert response.status_code == 200 and Judgment.objects.count() == 1
     # Transaction control aside (the test's own transaction turns BEGIN into a SAVEPOINT)
     statements = [q["sql"] for q in queries if q["sql"].split()[0] in ("SELECT", "INSERT", "UPDATE", "WITH")]
-    # The user (the session and their roles come from the cache), the project; the annotator's tally
-    # (their lock, and the progress shown), the assignment, the judgment, the assignment done, the
-    # tally counted; the claim, which on PostgreSQL also writes the lease; the next pair's HTML kept
-    # (once per pair: a worker renders imported pairs ahead). Django's own session and auth, the ORM
-    # for all but the claim.
-    bound = 9 if connection.vendor == "postgresql" else 10  # SQLite: the lease is a statement of its own
+    # The user (the session, their roles and their access to the project come from the shared cache);
+    # the annotator's tally (their lock, and the progress shown), the assignment, the judgment, the
+    # assignment done, the tally counted; the claim, which on PostgreSQL also writes the lease; the next
+    # pair's HTML kept (once per pair: a worker renders imported pairs ahead). Django's own session and
+    # auth, the ORM for all but the claim.
+    bound = 8 if connection.vendor == "postgresql" else 9  # SQLite: the lease is a statement of its own
     assert len(statements) <= bound, "\n".join(s[:70] for s in statements)
 
 
