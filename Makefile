@@ -42,6 +42,7 @@ migrate: venv .env
 
 seed: migrate
 	@echo "==> Seeding the demo project and its users (seconds)"
+	$(PY) manage.py ensure_redis
 	$(PY) manage.py seed_demo
 
 # The demo base model (SmolLM2-135M-Instruct from PyPI, converted once into var/models/).

@@ -9,18 +9,36 @@ made around the signals (bulk updates, SQL by hand).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from django.core.cache import caches
 from django.db import transaction
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 
 ALIAS = "shared"
 SECONDS = 60
 
 
 def forget(keys: Iterable[str]) -> None:
-    """Drop `keys` now and once more when the transaction commits (at once outside one)."""
+    """Drop `keys` now and once more when the transaction commits (at once outside one).
+
+    A Redis that does not answer serves nothing either: the change is saved, with a warning, and an
+    entry it kept expires within SECONDS once it answers again.
+    """
     keys = list(keys)
     if keys:
+        _delete(keys)
+        transaction.on_commit(lambda: _delete(keys))
+
+
+def _delete(keys: list[str]) -> None:
+    try:
         caches[ALIAS].delete_many(keys)
-        transaction.on_commit(lambda: caches[ALIAS].delete_many(keys))
+    except (ConnectionInterrupted, RedisError) as exc:
+        log.warning(
+            "shared cache: could not drop %d keys (%s); they expire within %d s", len(keys), exc, SECONDS
+        )

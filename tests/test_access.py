@@ -264,3 +264,12 @@ def test_access_is_read_from_the_database_once(project, annotator, client):
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/projects/alpha/label/").status_code == 200
     assert not [q for q in queries if '"labeling_project"' in q["sql"] or '"labeling_membership"' in q["sql"]]
+
+
+def test_a_change_is_saved_when_the_shared_cache_does_not_answer(project, settings, caplog):
+    shared = {**settings.CACHES["shared"], "LOCATION": "redis://127.0.0.1:1/0"}  # nothing listens there
+    settings.CACHES = {**settings.CACHES, "shared": shared}
+    project.name = "Renamed"
+    project.save()
+    assert Project.objects.get(pk=project.pk).name == "Renamed"
+    assert "shared cache: could not drop" in caplog.text
