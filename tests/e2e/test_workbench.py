@@ -239,7 +239,12 @@ def test_two_tabs_judging_one_pair_differently_are_asked_and_change_in_one_step(
     assert shown_left == "a"  # tab 1's choice stands until the annotator says otherwise
     other_tab.set_viewport_size({"width": 1366, "height": 900})
     screenshot_of(other_tab, "workbench-conflict")
-    other_tab.get_by_role("button", name="Change to B").click()
+    keep, change = (
+        conflict.get_by_role("link", name="Keep A"),
+        conflict.get_by_role("button", name="Change to B"),
+    )
+    assert abs(keep.bounding_box()["y"] - change.bounding_box()["y"]) < 2  # side by side on one line
+    change.click()
     other_tab.wait_for_selector("text=Judgment changed.")
     judgment.refresh_from_db()
     assert judgment.choice == ("b" if judgment.a_on_left else "a") and Judgment.objects.count() == 1
