@@ -329,16 +329,16 @@ def batch_enqueue(batch: ImportBatch) -> None:
     )
 
 
+_RUNNING = (ImportBatch.State.QUEUED, ImportBatch.State.RUNNING)
+
+
 def batch_progress(batch: ImportBatch) -> int | None:
     """Percent done of a background import, from its job; marks the batch failed if its job, worker
     or request is gone (`batch_check_lost`)."""
-    if batch_check_lost(batch) or not batch.job_id or batch.state not in (
-        ImportBatch.State.QUEUED, ImportBatch.State.RUNNING
-    ):  # fmt: skip
+    if batch.state not in _RUNNING:
         return None
-    try:
-        job = Job.fetch(batch.job_id, connection=django_rq.get_connection("default"))
-    except NoSuchJobError:
+    job = _fetch_job(batch.job_id) if batch.job_id else None  # one read of Redis for both
+    if _check_lost(batch, job) or job is None:
         return None
     done, total = job.meta.get("progress", (0, batch.size_bytes))
     return min(99, int(100 * done / total)) if total else 0
@@ -351,8 +351,21 @@ def batch_check_lost(batch: ImportBatch) -> bool:
     for PREFSTUDIO_IMPORT_LOST_SECONDS (a killed worker). Inside a request: it started more than
     PREFSTUDIO_IMPORT_LOST_SECONDS ago, longer than any request may run.
     """
-    if batch.state not in (ImportBatch.State.QUEUED, ImportBatch.State.RUNNING):
+    if batch.state not in _RUNNING:
         return False
+    return _check_lost(batch, _fetch_job(batch.job_id) if batch.job_id else None)
+
+
+def _fetch_job(job_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=django_rq.get_connection("default"))
+    except NoSuchJobError:
+        return None
+
+
+def _check_lost(batch: ImportBatch, job: Job | None) -> bool:
+    """`batch_check_lost` for a queued or running batch whose job (None: gone, or run by a request)
+    the caller has read."""
     lost_seconds = settings.PREFSTUDIO_IMPORT_LOST_SECONDS
     before = timezone.now() - timedelta(seconds=lost_seconds)
     if not batch.job_id:
@@ -363,7 +376,7 @@ def batch_check_lost(batch: ImportBatch) -> bool:
             f"server process was restarted). Import the file again. [no progress for {lost_seconds} s]"
         )
     else:
-        reason = _job_lost(batch.job_id, before)
+        reason = _job_lost(job, before)
         if reason is None:
             return False
     batch.refresh_from_db()
@@ -373,11 +386,10 @@ def batch_check_lost(batch: ImportBatch) -> bool:
     return True
 
 
-def _job_lost(job_id: str, before: Any) -> str | None:
-    """Why a batch's job is no longer working on it, or None while it is (or waits its turn)."""
-    try:
-        job = Job.fetch(job_id, connection=django_rq.get_connection("default"))
-    except NoSuchJobError:
+def _job_lost(job: Job | None, before: Any) -> str | None:
+    """Why a batch's job (None: gone from Redis) is no longer working on it, or None while it is (or
+    waits its turn)."""
+    if job is None:
         return "The import job disappeared from the queue (Redis was flushed?). Upload the file again."
     status = job.get_status()
     if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):

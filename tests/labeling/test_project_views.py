@@ -9,6 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rq import SimpleWorker
+from rq.job import Job
 
 from labeling.models import ImportBatch, Judgment, Membership, Pair, Project
 from tests.conftest import worker_for
@@ -162,8 +163,9 @@ def test_upload_limits(admin_client, project, settings):
 
 
 def test_large_upload_runs_as_a_job_with_progress(
-    admin_client, project, settings, django_capture_on_commit_callbacks
+    admin_client, project, settings, django_capture_on_commit_callbacks, monkeypatch
 ):
+    fetch = Job.fetch
     settings.PREFSTUDIO_IMPORT_SYNC_MAX_BYTES = 10
     upload(admin_client, project, rows(2500))
     batch = ImportBatch.objects.get()
@@ -171,8 +173,11 @@ def test_large_upload_runs_as_a_job_with_progress(
         admin_client.post(f"/projects/{project.slug}/batches/{batch.uuid}/import/")
     batch.refresh_from_db()
     assert batch.state == "queued" and batch.job_id
+    fetches = []
+    monkeypatch.setattr(Job, "fetch", lambda *a, **kw: fetches.append(a) or fetch(*a, **kw))
     poll = admin_client.get(batch.get_absolute_url(), HTTP_HX_REQUEST="true")
     assert poll.status_code == 200 and 'hx-trigger="every 1s"' in poll.content.decode()
+    assert len(fetches) == 1  # the job is read once per poll, for its progress and whether it is lost
     # In-process worker: the job must see this test's uncommitted rows (SQLite and PostgreSQL alike).
     worker_for("default", worker_class=SimpleWorker).work(burst=True)
     batch.refresh_from_db()
