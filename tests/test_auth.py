@@ -112,29 +112,26 @@ def test_a_tampered_session_key_is_anonymous(annotator, settings):
     assert client.get("/").status_code == 302
 
 
-@pytest.mark.django_db
-def test_a_deactivated_user_is_signed_out(annotator):
-    client = Client()
-    client.force_login(annotator)
-    annotator.is_active = False
-    annotator.save()
-    assert client.get("/").status_code == 302
+def _deactivate(user) -> None:
+    user.is_active = False
+    user.save()
+
+
+def _change_password(user) -> None:
+    user.set_password("another-long-password-1")
+    user.save()
 
 
 @pytest.mark.django_db
-def test_a_password_change_ends_other_sessions(annotator):
+@pytest.mark.parametrize(
+    "change",
+    [_deactivate, _change_password, lambda user: user.delete()],
+    ids=["deactivated", "password", "deleted"],
+)
+def test_a_change_to_the_user_ends_their_other_sessions(annotator, change):
     client = Client()
     client.force_login(annotator)
-    annotator.set_password("another-long-password-1")
-    annotator.save()
-    assert client.get("/").status_code == 302
-
-
-@pytest.mark.django_db
-def test_deleting_a_user_ends_their_sessions(annotator):
-    client = Client()
-    client.force_login(annotator)
-    annotator.delete()
+    change(annotator)
     assert client.get("/").status_code == 302
 
 
