@@ -90,7 +90,7 @@ def _project_and_membership(slug: str, user: Any) -> tuple[Project | None, dict 
 
 def project_changed(sender: Any, instance: Project, **kwargs: Any) -> None:
     """A project saved or deleted (its slug perhaps changed): it and its memberships are read again."""
-    slugs = {instance.slug, getattr(instance, "_slug_before", instance.slug)}
+    slugs = {instance.slug, getattr(instance, "_slug_before", None) or instance.slug}
     keys = [_project_key(slug) for slug in slugs]
     users = Membership.objects.filter(project_id=instance.pk).values_list("user_id", flat=True)
     shared_cache.forget(keys + [_member_key(slug, user_id) for slug in slugs for user_id in users])
