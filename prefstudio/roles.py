@@ -137,9 +137,9 @@ def groups_changed(
             forget_roles(pk_set if action != "pre_clear" else instance.user_set.values_list("pk", flat=True))
 
 
-def group_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """A group renamed or deleted: its members forget their roles."""
-    if instance.pk is not None:
+def group_changed(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
+    """A group renamed or deleted: its members forget their roles (a new group has none)."""
+    if instance.pk is not None and not created:
         forget_roles(instance.user_set.values_list("pk", flat=True))
 
 

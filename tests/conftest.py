@@ -18,6 +18,12 @@ from tests.tiny_model import build_tiny_model
 PASSWORD = "correct-horse-battery-staple"
 
 
+def label_status(client, user, slug: str = "alpha") -> int:
+    """The status of `user` opening the workbench of project `slug` (signed in on `client`)."""
+    client.force_login(user)
+    return client.get(f"/projects/{slug}/label/").status_code
+
+
 def worker_for(*queue_names: str, **kwargs):
     """An RQ worker on `queue_names` that reads jobs with the serializer our queues write."""
     return django_rq.get_worker(*queue_names, serializer=settings.RQ_JOB_SERIALIZER, **kwargs)

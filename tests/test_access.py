@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from labeling.invitations import invitation_create, invitation_token
 from labeling.models import Assignment, ExportSnapshot, Invitation, Judgment, Membership, Project
+from tests.conftest import label_status
 from training.models import TrainingRun
 from training.services import artifact_dir
 
@@ -212,11 +213,6 @@ def test_project_lists_count_pairs_and_annotators(project, batch, annotator, lea
     assert (row.pair_count, row.annotator_count) == (1, 1)
 
 
-def _label_status(client, user, slug: str = "alpha") -> int:
-    client.force_login(user)
-    return client.get(f"/projects/{slug}/label/").status_code
-
-
 @pytest.mark.parametrize(
     "change",
     [
@@ -234,33 +230,33 @@ def test_access_to_a_project_is_read_again_when_it_or_the_membership_changes(
 ):
     """Who may open which project comes from the shared cache on every request, and a change to either
     side applies at the next request."""
-    assert _label_status(client, annotator) == 200
+    assert label_status(client, annotator) == 200
     member = Membership.objects.get(project=project, user=annotator)
     change(project, member)
     expected = 200 if member.role == "lead" and member.active and not project.archived else 404
-    assert _label_status(client, annotator) == expected
+    assert label_status(client, annotator) == expected
 
 
 def test_a_renamed_project_is_found_by_its_new_slug_only(project, annotator, client):
-    assert _label_status(client, annotator) == 200
+    assert label_status(client, annotator) == 200
     project.slug = "renamed"
     project.save()
-    assert _label_status(client, annotator, "alpha") == 404
-    assert _label_status(client, annotator, "renamed") == 200
+    assert label_status(client, annotator, "alpha") == 404
+    assert label_status(client, annotator, "renamed") == 200
 
 
 def test_a_slug_taken_by_a_new_project_does_not_carry_the_old_memberships(project, annotator, client):
-    assert _label_status(client, annotator) == 200
+    assert label_status(client, annotator) == 200
     project.delete()
     Project.objects.create(slug="alpha", name="Another alpha")
-    assert _label_status(client, annotator) == 404
+    assert label_status(client, annotator) == 404
 
 
 def test_access_is_read_from_the_database_once(project, annotator, client):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    assert _label_status(client, annotator) == 200
+    assert label_status(client, annotator) == 200
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/projects/alpha/label/").status_code == 200
     assert not [q for q in queries if '"labeling_project"' in q["sql"] or '"labeling_membership"' in q["sql"]]

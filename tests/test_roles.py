@@ -6,6 +6,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 
+from tests.conftest import label_status
+
 EXPECTED = {
     "annotator": {"label_pairs"},
     "lead": {"label_pairs", "review_project", "export_data"},
@@ -31,11 +33,6 @@ def test_groups_survive_a_flush():
     assert codenames("lead") == EXPECTED["lead"]
 
 
-def _can_label(client, user) -> int:
-    client.force_login(user)
-    return client.get("/projects/alpha/label/").status_code
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "revoke",
@@ -57,9 +54,9 @@ def _can_label(client, user) -> int:
 def test_a_revoked_role_applies_at_the_next_request(client, annotator, revoke):
     """Roles are cached between requests (one query less on every request), and forgotten when the
     user's groups change from either side."""
-    assert _can_label(client, annotator) == 200
+    assert label_status(client, annotator) == 200
     revoke(annotator, Group.objects.get(name="annotator"))
-    assert _can_label(client, annotator) == 403
+    assert label_status(client, annotator) == 403
 
 
 @pytest.mark.django_db
@@ -71,9 +68,9 @@ def test_a_given_role_applies_at_the_next_request_and_roles_are_read_once(client
 
     user = make_user("newcomer")
     Membership.objects.create(project=project, user=user)
-    assert _can_label(client, user) == 403
+    assert label_status(client, user) == 403
     Group.objects.get(name="annotator").user_set.add(user)
-    assert _can_label(client, user) == 200
+    assert label_status(client, user) == 200
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/projects/alpha/label/").status_code == 200
     assert not [q for q in queries if 'SELECT "auth_group"."name"' in q["sql"]]  # from the cache
