@@ -112,3 +112,46 @@ def preference_rows(n: int, *, seed: int, conversational: bool = True) -> list[d
             row = {"prompt": question + "\nAnswer:", "chosen": " " + chosen, "rejected": " " + rejected}
         rows.append({"id": f"s{seed}-{i}", **row})
     return rows
+
+
+# Chat templates of other model families, written in the tiny tokenizer's ChatML tokens.
+# A reasoning model's template (DeepSeek-R1-Distill style): assistant turns lose everything up to `</think>`;
+# `think_prompt` also opens the reasoning in the generation prompt, as the newer R1 templates do.
+def think_template(*, think_prompt: bool = False) -> str:
+    opening = "<think>\n" if think_prompt else ""
+    return (
+        "{% for message in messages %}{% set content = message['content'] %}"
+        "{% if message['role'] == 'assistant' and '</think>' in content %}"
+        "{% set content = content.split('</think>')[-1] | trim %}{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n{{ content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n" + opening + "{% endif %}"
+    )
+
+
+# A template that refuses system turns (Gemma style).
+NO_SYSTEM_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] | trim }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tokenizer_variant(
+    model_dir: Path, path: Path, *, chat_template: str | None = None, add_bos: bool = False
+):
+    """The tiny tokenizer with another chat template, or adding `<|bos|>` to every text it encodes (as Llama
+    3's does), saved to `path` and loaded back through `AutoTokenizer`."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    if add_bos:
+        bos = tokenizer.bos_token_id
+        tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single="<|bos|> $A", pair="<|bos|> $A <|bos|> $B", special_tokens=[("<|bos|>", bos)]
+        )
+    tokenizer.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)

@@ -12,6 +12,7 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "simpo")
 # Loss types whose formula has a label-smoothing term; the others would silently ignore it.
 SMOOTHED_LOSS_TYPES = ("sigmoid", "robust", "simpo")
 REFERENCE_FREE_LOSS_TYPES = ("simpo",)
+SYSTEM_TURNS = ("keep", "merge")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class TrainConfig:
     beta: float = 0.1
     label_smoothing: float = 0.0  # sigmoid, robust and simpo only
     simpo_gamma: float = 0.5  # SimPO's target margin γ
+    sft_weight: float = 0.0  # weight of the chosen completions' NLL added to the loss (RPO; TRL's "sft" loss)
     learning_rate: float = 5e-5
     weight_decay: float = 0.0
     num_epochs: int = 1
@@ -48,6 +50,9 @@ class TrainConfig:
     save_steps: int = 50  # 0: checkpoint only on a stop
     save_total_limit: int = 2  # checkpoints kept
     gradient_checkpointing: bool = False
+    # A system turn the chat template refuses: "keep" stops the run naming the row; "merge" folds it into the
+    # first user turn (training.data).
+    system_turn: str = "keep"
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_target_modules, list):
@@ -76,8 +81,10 @@ class TrainConfig:
             problems.append("max_prompt_length must be below max_length")
         if not (0 <= self.warmup_ratio < 1 and 0 <= self.lora_dropout < 1):
             problems.append("warmup_ratio and lora_dropout must be in [0, 1)")
-        if min(self.eval_steps, self.save_steps, self.weight_decay) < 0:
-            problems.append("eval_steps, save_steps and weight_decay must be >= 0")
+        if self.system_turn not in SYSTEM_TURNS:
+            problems.append(f"system_turn must be one of {', '.join(SYSTEM_TURNS)}")
+        if min(self.eval_steps, self.save_steps, self.weight_decay, self.sft_weight) < 0:
+            problems.append("eval_steps, save_steps, weight_decay and sft_weight must be >= 0")
         if problems:
             raise ValueError("Invalid TrainConfig: " + "; ".join(problems) + ".")
 

@@ -29,6 +29,10 @@ A run:
   and cached in `output_dir/reference_logps.safetensors`, which a resumed run reuses. A step is one
   forward and one backward: chosen and rejected share one forward and the LM head runs on completion
   positions only (`training.dpo`).
+- With `sft_weight` > 0 the loss adds that weight times the mean negative log-likelihood of the chosen
+  completions' tokens (TRL's `loss_type=[..., "sft"]` with `loss_weights=[1, sft_weight]`; RPO, Pang et al.
+  2024, arXiv:2404.19733), so the model also learns to write the chosen answers instead of only pushing the
+  rejected ones down; it is logged as `nll_loss` (`loss` stays the preference loss).
 - AdamW, linear warmup then cosine decay, gradient accumulation, clipping; bf16 autocast on CUDA, fp32 on
   CPU; optional gradient checkpointing. On CPU, a seed gives the same losses every time.
 - Evaluation at step 0, every `eval_steps` and at the end: TRL's `loss`, `rewards/chosen`,
@@ -48,6 +52,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -67,8 +72,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from training.compare import share_change
 from training.config import REFERENCE_FREE_LOSS_TYPES, TrainConfig
-from training.data import DataReport, TokenizedPair, batch_plan, eval_plan, load_pairs
+from training.data import (
+    DATA_REPORT,
+    REASON_TEXT,
+    REPORT_IDS,
+    DataReport,
+    TokenizedPair,
+    batch_plan,
+    check_files,
+    eval_plan,
+    format_check,
+    load_pairs,
+)
 from training.dpo import pack_pairs, pair_logps, preference_loss, preference_metrics
 
 logger = logging.getLogger(__name__)
@@ -98,6 +115,7 @@ class Callbacks:
     on_eval: Callable[[int, dict[str, float]], None] | None = None
     on_log: Callable[[str], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    on_data: Callable[[dict[str, dict[str, Any]]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +125,14 @@ class TrainResult:
     total_steps: int
     metrics: dict[str, float] | None  # final evaluation; None when stopped
     initial_metrics: dict[str, float]  # evaluation at step 0
-    data: dict[str, dict[str, Any]]  # DataReport.to_dict() of "train" (and "eval"): dropped pairs with ids
+    # DataReport.to_dict() of "train" (and "eval"): kept, dropped and changed pairs by reason, the first ids
+    data: dict[str, dict[str, Any]]
     artifact_dir: Path
     device: str  # "cpu", "cuda:0", ...
     # This process's run: reference_seconds, train_seconds (the step loop), tokens, tokens_per_second.
     timings: dict[str, float]
+    # training.compare.ShareChange.to_dict(): held-out share at step 0 and at the end; None when stopped
+    share_change: dict[str, Any] | None = None
 
 
 class _Dist:
@@ -290,10 +311,15 @@ class _Split:
 
 def _load_split(path: Path, tokenizer: Any, config: TrainConfig) -> _Split:
     pairs, report = load_pairs(
-        path, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
+        path,
+        tokenizer,
+        max_length=config.max_length,
+        max_prompt_length=config.max_prompt_length,
+        system_turn=config.system_turn,
     )
     if not pairs:
-        raise ValueError(f"{path}: no usable preference pair ({report.to_dict()['dropped_counts']} dropped).")
+        dropped = ", ".join(f"{len(ids)} {why}" for why, ids in report.dropped.items()) or "the file is empty"
+        raise ValueError(f"{path.name}: no pair can be trained on ({dropped}).")
     # pack_pairs scores every completion token after a non-empty prompt, all but the first otherwise.
     lengths = tuple(
         torch.tensor([len(getattr(p, side)) - (not p.prompt) for p in pairs], dtype=torch.float32)
@@ -314,6 +340,9 @@ class _Run:
         self.started = time.time()
         self.history: list[dict[str, float]] = []
         self.eval_history: list[dict[str, float]] = []
+        self.preferred: dict[
+            int, list[bool]
+        ] = {}  # eval step -> per eval pair: chosen has the higher mean logp
         self.log(
             f"DPO ({config.loss_type}) on {config.base_model}, device {dist.device}, {dist.world} process(es)"
         )
@@ -328,10 +357,14 @@ class _Run:
             {"train": self.train_split, "eval": self.eval_split} if eval_file else {"train": self.train_split}
         )
         for name, split in self.splits.items():
-            dropped = (
-                ", ".join(f"{len(ids)} {why}" for why, ids in split.report.dropped.items()) or "none dropped"
-            )
-            self.log(f"{name}: {split.report.kept} of {split.report.total} pairs kept ({dropped})")
+            for line in split.report.lines(name):
+                self.log(line)
+        if dist.main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            full = {name: split.report.to_dict() for name, split in self.splits.items()}
+            (output_dir / DATA_REPORT).write_text(json.dumps(full, indent=1) + "\n")
+            if callbacks.on_data:
+                callbacks.on_data(self.data_report())
         if len(self.train_split.pairs) < dist.world:
             raise ValueError(
                 f"{len(self.train_split.pairs)} training pairs cannot be shared by {dist.world} processes."
@@ -429,6 +462,10 @@ class _Run:
             rejected_lengths=split.lengths[1],
             **loss_options(self.config),
         )
+        if self.config.sft_weight:
+            metrics["nll_loss"] = (-policy[0].sum() / split.lengths[0].sum().clamp(min=1)).item()
+        means = [logps / lengths.clamp(min=1) for logps, lengths in zip(policy, split.lengths, strict=True)]
+        self.preferred[step] = (means[0] > means[1]).tolist()
         self.eval_history.append({"step": step, **metrics})
         self.log(f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if self.dist.main and self.callbacks.on_eval:
@@ -455,6 +492,8 @@ class _Run:
         micro_batches = self.epoch_plan(epoch)[index * ga : (index + 1) * ga]
         everything = [i for batch in micro_batches for i in batch]
         chosen, rejected = torch.zeros(len(everything)), torch.zeros(len(everything))
+        # The SFT term is a mean over the step's chosen tokens, as TRL's "sft" loss is over a batch's.
+        chosen_tokens = float(split.lengths[0][everything].sum().clamp(min=1))
         offset = 0
         for k, batch_indices in enumerate(micro_batches):
             mine = range(dist.rank, len(batch_indices), dist.world)
@@ -473,8 +512,11 @@ class _Run:
                     rejected_lengths=batch.rejected_lengths.float(),
                     **loss_options(self.config),
                 )
+                total = losses.sum()
+                if self.config.sft_weight:
+                    total = total - self.config.sft_weight * policy[0].sum() * len(everything) / chosen_tokens
                 # DDP averages gradients over processes; so scaled, the step's loss is its pairs' mean.
-                (losses.sum() * dist.world / len(everything)).backward()
+                (total * dist.world / len(everything)).backward()
             positions = [offset + j for j in mine]
             chosen[positions], rejected[positions] = policy[0].detach().cpu(), policy[1].detach().cpu()
             offset += len(batch_indices)
@@ -493,6 +535,8 @@ class _Run:
             **loss_options(self.config),
         )
         metrics |= {"learning_rate": learning_rate, "grad_norm": grad_norm.item()}
+        if self.config.sft_weight:
+            metrics["nll_loss"] = -both[0].sum().item() / chosen_tokens
         pairs = [split.pairs[i] for i in everything]
         return metrics, sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
 
@@ -537,9 +581,12 @@ class _Run:
             return None
         path = found[-1]
         state = json.loads((path / "state.json").read_text())
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
         saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
-        changed = sorted(
-            k for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
+        changed = sorted(  # a field added since the checkpoint was made counts as its default
+            k
+            for k, v in self.config.to_dict().items()
+            if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != v
         )
         if changed:
             raise ValueError(f"Cannot resume from {path}: it was made with different {', '.join(changed)}.")
@@ -563,6 +610,16 @@ class _Run:
         self.log(f"resumed after step {state['step']} of {self.total_steps} from {path}")
         return state
 
+    def data_report(self) -> dict[str, dict[str, Any]]:
+        """Each split's report with the first REPORT_IDS ids per reason (all ids are in DATA_REPORT)."""
+        return {name: split.report.to_dict(ids_per_reason=REPORT_IDS) for name, split in self.splits.items()}
+
+    def share_change(self, step: int) -> dict[str, Any] | None:
+        """Held-out preference share at step 0 and at `step`, with its interval (training.compare)."""
+        if 0 not in self.preferred or step not in self.preferred:
+            return None
+        return share_change(self.preferred[0], self.preferred[step], seed=self.config.seed).to_dict()
+
     def data_sha256(self) -> dict[str, str]:
         return {name: split.report.sha256 for name, split in self.splits.items()}
 
@@ -582,6 +639,7 @@ class _Run:
             "data": result.data,
             "eval_split": "eval" if "eval" in self.splits else "train (no eval file)",
             "metrics": {"step_0": result.initial_metrics, "final": result.metrics},
+            "share_change": result.share_change,
             "history": self.history,
             "eval_history": self.eval_history,
             "hardware": {
@@ -626,20 +684,41 @@ def _run_card_markdown(card: dict[str, Any]) -> str:
         f"β {card['config']['beta']}. Evaluated on the {card['eval_split']} split.",
         "",
         "## Data",
-        "| split | file | sha256 | pairs | kept | dropped | prompt truncated | completion truncated |",
-        "|---|---|---|---|---|---|---|---|",
+        "| split | file | sha256 | pairs | kept | dropped |",
+        "|---|---|---|---|---|---|",
     ]
+    reasons = []
     for name, r in card["data"].items():
-        dropped = ", ".join(f"{n} {why}" for why, n in r["dropped_counts"].items()) or "0"
-        lines.append(
-            f"| {name} | `{Path(r['file']).name}` | `{r['sha256']}` | {r['total']} | {r['kept']} | {dropped} "
-            f"| {r['prompt_truncated']} | {r['completion_truncated']} |"
-        )
-    lines += ["", "## Metrics", "| metric | step 0 | final |", "|---|---|---|"]
+        dropped = sum(r["dropped_counts"].values())
+        file = Path(r["file"]).name
+        lines.append(f"| {name} | `{file}` | `{r['sha256']}` | {r['total']} | {r['kept']} | {dropped} |")
+        for kind, key in (("dropped", "dropped"), ("changed", "changed")):
+            for reason, ids in r.get(key, {}).items():
+                count = r[f"{key}_counts"][reason]
+                listed = ", ".join(f"`{i}`" for i in ids[:10]) + (
+                    f" and {count - 10} more" if count > 10 else ""
+                )
+                meaning = REASON_TEXT.get(reason, "")
+                reasons.append(f"| {name} | {kind} | `{reason}` | {count} | {meaning} | {listed} |")
+    if reasons:
+        lines += ["", "| split | | reason | pairs | meaning | ids |", "|---|---|---|---|---|---|", *reasons]
+        lines += ["", f"Every id, by reason: `{DATA_REPORT}`."]
+    else:
+        lines += ["", "Every pair was trained on exactly as written."]
+    lines += ["", "## Before and after"]
+    if card.get("share_change"):
+        lines += [card["share_change"]["words"]]
     lines += [
-        f"| {k} | {step0[k]:.4f} | {final[k]:.4f} |" if k in final else f"| {k} | {step0[k]:.4f} | |"
-        for k in step0
+        "",
+        "| metric | step 0 | final |",
+        "|---|---|---|",
     ]
+    for k in step0:
+        # The implicit rewards are zero for every pair at step 0: not a baseline, so not shown as one.
+        before = "–" if k.startswith("rewards/") else f"{step0[k]:.4f}"
+        after = f"{final[k]:.4f}" if k in final else ""
+        lines.append(f"| {k} | {before} | {after} |")
+    lines += ["", "Rewards are β·log(policy/reference): zero for every pair at step 0 by construction."]
     hw, t = card["hardware"], card["time"]
     lines += [
         "",
@@ -690,6 +769,8 @@ def _loop(run: _Run, resume: bool) -> TrainResult:
     if state is not None:
         step, tokens_before, seconds_before = state["step"], state["tokens"], state["train_seconds"]
         initial_metrics = state["initial_metrics"]
+        if state.get("preferred_0") is not None:
+            run.preferred[0] = state["preferred_0"]
     else:
         if dist.main:  # a fresh run: older checkpoints here would be resumed or pruned in its place
             shutil.rmtree(run.output_dir / "checkpoints", ignore_errors=True)
@@ -710,6 +791,7 @@ def _loop(run: _Run, resume: bool) -> TrainResult:
             "history": run.history,
             "eval_history": run.eval_history,
             "initial_metrics": initial_metrics,
+            "preferred_0": run.preferred.get(0),
         }
         run.log(f"checkpoint after step {step}: {run.save_checkpoint(state)}")
 
@@ -752,21 +834,51 @@ def _loop(run: _Run, resume: bool) -> TrainResult:
         "tokens": tokens,
         "tokens_per_second": tokens / train_seconds if train_seconds > 0 else 0.0,
     }
-    data = {name: split.report.to_dict() for name, split in run.splits.items()}
     result = TrainResult(
-        status, step, total, final_metrics, initial_metrics, data, run.output_dir, str(dist.device), timings
+        status,
+        step,
+        total,
+        final_metrics,
+        initial_metrics,
+        run.data_report(),
+        run.output_dir,
+        str(dist.device),
+        timings,
+        share_change=run.share_change(step) if final_metrics is not None else None,
     )
     if dist.main:
         run.write_outputs(result)
     dist.barrier()
+    if result.share_change:
+        run.log(result.share_change["words"])
     run.log(f"{status} after step {step}; adapter and run card in {run.output_dir}")
     return result
 
 
+def check_data(
+    config: TrainConfig, *, train_file: Path, eval_file: Path | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    """What a run with `config` would train on, from the tokenizer alone (no weights): `training.data.
+    check_files` of the train (and eval) file, with the settings it used and the seconds it took."""
+    from transformers import AutoTokenizer
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    files = {"train": Path(train_file), **({"eval": Path(eval_file)} if eval_file else {})}
+    check = check_files(files, tokenizer, max_length=config.max_length,
+                        max_prompt_length=config.max_prompt_length, system_turn=config.system_turn,
+                        limit=limit)  # fmt: skip
+    settings = {
+        k: getattr(config, k) for k in ("base_model", "max_length", "max_prompt_length", "system_turn")
+    }
+    return {**check, "settings": settings, "seconds": round(time.perf_counter() - started, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.engine CONFIG.json [--resume]`; exit status 0 finished, 3 stopped."""
+    """`python -m training.engine CONFIG.json [--resume | --check [--json] [--limit N]]`; exit status 0
+    finished (or a usable check), 3 stopped, 4 a check that finds nothing to train on."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.engine", description="Run one DPO training job."
+        prog="python -m training.engine", description="Run one DPO training job, or check its data."
     )
     parser.add_argument(
         "config", type=Path, help="JSON: train_file, output_dir, optional eval_file, TrainConfig fields"
@@ -774,16 +886,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", action="store_true", help="continue after the latest checkpoint in output_dir"
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="load the tokenizer only and report the pairs kept, dropped and changed by reason, the token "
+        "lengths and three pairs with their token boundaries; train nothing",
+    )
+    parser.add_argument("--json", action="store_true", help="with --check: print the check as JSON")
+    parser.add_argument("--limit", type=int, help="with --check: tokenize only the first N rows of each file")
     args = parser.parse_args(argv)
     spec = json.loads(args.config.read_text())
-    if not isinstance(spec, dict) or not {"train_file", "output_dir"} <= spec.keys():
-        parser.error(f"{args.config} must be a JSON object with train_file and output_dir")
+    needed = {"train_file"} if args.check else {"train_file", "output_dir"}
+    if not isinstance(spec, dict) or not needed <= spec.keys():
+        parser.error(f"{args.config} must be a JSON object with {' and '.join(sorted(needed))}")
     paths = {key: spec.pop(key, None) for key in ("train_file", "eval_file", "output_dir")}
+    eval_file = Path(paths["eval_file"]) if paths["eval_file"] else None
+    if args.check:
+        config = TrainConfig.from_dict(spec)
+        check = check_data(
+            config, train_file=Path(paths["train_file"]), eval_file=eval_file, limit=args.limit
+        )
+        print(json.dumps(check) if args.json else format_check(check))
+        return 0 if check["usable"] else 4
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     result = train(
         TrainConfig.from_dict(spec),
         train_file=Path(paths["train_file"]),
-        eval_file=Path(paths["eval_file"]) if paths["eval_file"] else None,
+        eval_file=eval_file,
         output_dir=Path(paths["output_dir"]),
         resume=args.resume,
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_model import preference_rows
+from tests.tiny_model import CHAT_TEMPLATE, preference_rows, tokenizer_variant
 from tests.training.conftest import write_jsonl
 from training.data import DataReport, batch_plan, load_pairs, read_rows, tokenize_pairs
 
@@ -71,21 +71,17 @@ def test_truncation_keeps_the_prompt_end_and_the_completion_start(tiny_tokenizer
     assert len(cut.prompt) + max(len(cut.chosen), len(cut.rejected)) == 96
 
 
-def test_a_template_that_renders_the_prompt_differently_is_reported(tiny_tokenizer) -> None:
-    class Tokenizer:
-        """Renders the generation prompt with a marker the full conversation does not have."""
-
-        eos_token = tiny_tokenizer.eos_token
-
-        def apply_chat_template(self, messages, *, add_generation_prompt=False, **kwargs):
-            ids = tiny_tokenizer.apply_chat_template(
-                messages, add_generation_prompt=add_generation_prompt, **kwargs
-            )
-            return {"input_ids": ids["input_ids"] + ([7] if add_generation_prompt else [])}
-
-    pairs, report = _tokenize(preference_rows(2, seed=8), Tokenizer())
-    assert report.prefix_mismatch == 2 and report.prefix_mismatch_ids == ["s8-0", "s8-1"] and report.kept == 2
-    assert pairs[0].prompt[-1] != 7  # the completion starts where the renderings diverge, as in TRL
+def test_a_template_that_renders_the_prompt_differently_is_reported(tiny_model_dir, tmp_path: Path) -> None:
+    """A generation prompt that the full conversation does not have: the completion starts where they
+    diverge (as in TRL), and the pair is listed under prefix_mismatch."""
+    template = CHAT_TEMPLATE.replace(
+        "<|im_start|>assistant\n{% endif %}", "<|im_start|>assistant\nsky{% endif %}"
+    )
+    tokenizer = tokenizer_variant(tiny_model_dir, tmp_path / "tok", chat_template=template)
+    pairs, report = _tokenize(preference_rows(2, seed=8), tokenizer)
+    assert report.prefix_mismatch == 2 and report.changed["prefix_mismatch"] == ["s8-0", "s8-1"]
+    assert report.kept == 2
+    assert not tokenizer.decode(pairs[0].prompt).endswith("sky")
 
 
 def test_jsonl_and_parquet_read_the_same(tiny_tokenizer, tmp_path: Path) -> None:
@@ -109,7 +105,7 @@ def test_bad_files_raise_clear_errors(tiny_tokenizer, tmp_path: Path) -> None:
         read_rows(bad_json)
     with pytest.raises(ValueError, match=r"\.jsonl or \.parquet"):
         read_rows(tmp_path / "pairs.csv")
-    with pytest.raises(ValueError, match="row 0: needs 'prompt'"):
+    with pytest.raises(ValueError, match="row 1 \\(id row 1\\): needs 'prompt'"):
         _tokenize([{"chosen": "b", "rejected": "c"}], tiny_tokenizer)
     mixed = {"prompt": "a", "chosen": [{"role": "assistant", "content": "b"}], "rejected": "c"}
     with pytest.raises(ValueError, match="all be strings or all be lists of messages"):

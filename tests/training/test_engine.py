@@ -51,7 +51,8 @@ def _trl_trainer(config: TrainConfig, rows: list[dict], output_dir: Path, max_st
         lr_scheduler_type="cosine",
         warmup_steps=config.warmup_ratio,
         beta=config.beta,
-        loss_type=[config.loss_type],
+        loss_type=[config.loss_type, "sft"] if config.sft_weight else [config.loss_type],
+        loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
         max_length=config.max_length,
         seed=config.seed,
         gradient_checkpointing=False,
@@ -79,9 +80,12 @@ def _trl_trainer(config: TrainConfig, rows: list[dict], output_dir: Path, max_st
     )
 
 
-def test_logps_and_first_losses_equal_trl(config: TrainConfig, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sft_weight", [0.0, 0.5])
+def test_logps_and_first_losses_equal_trl(config: TrainConfig, tmp_path: Path, sft_weight: float) -> None:
+    """Also with the chosen responses' NLL added (TRL's loss_type ["sigmoid", "sft"], RPO)."""
     rows = preference_rows(4, seed=11)
-    config = replace(config, batch_size=4)  # one batch holding every pair: the same batch on both sides
+    # One batch holding every pair: the same batch on both sides.
+    config = replace(config, batch_size=4, sft_weight=sft_weight)
     trainer = _trl_trainer(config, rows, tmp_path / "trl", max_steps=3)
 
     # Log-probs of one batch: TRL's reference forward (adapter off) against the engine's packed forward.
@@ -109,10 +113,13 @@ def test_logps_and_first_losses_equal_trl(config: TrainConfig, tmp_path: Path) -
     result = train(
         replace(config, max_steps=3), train_file=tmp_path / "pairs.jsonl", output_dir=tmp_path / "ours"
     )
-    ours = [h["loss"] for h in json.loads((result.artifact_dir / "run_card.json").read_text())["history"]]
+    history = json.loads((result.artifact_dir / "run_card.json").read_text())["history"]
+    ours = [h["loss"] for h in history]  # the preference loss; TRL's loss adds the weighted NLL
     assert ours[0] == pytest.approx(0.693147, abs=1e-6)  # the adapter starts at zero: policy = reference
     assert ours[2] < ours[0] - 0.01  # and the steps moved it
-    assert ours == pytest.approx(trl_losses, rel=1e-4, abs=1e-5)
+    combined = [h["loss"] + sft_weight * h.get("nll_loss", 0.0) for h in history]
+    assert ("nll_loss" in history[0]) == bool(sft_weight)
+    assert combined == pytest.approx(trl_losses, rel=1e-4, abs=1e-5)
 
 
 def test_fresh_adapter_policy_equals_reference_and_precomputed_equals_on_the_fly(
@@ -247,7 +254,58 @@ def test_over_long_prompt_is_reported_in_the_result_and_run_card(config, tmp_pat
     assert result.data["train"]["kept"] == 5
     card = json.loads((tmp_path / "out" / "run_card.json").read_text())
     assert card["data"]["train"]["dropped_counts"] == {"prompt_too_long": 1}
-    assert "1 prompt_too_long" in (tmp_path / "out" / "run_card.md").read_text()
+    markdown = (tmp_path / "out" / "run_card.md").read_text()
+    assert (
+        f"| train | dropped | `prompt_too_long` | 1 | the prompt alone fills max_length | `{rows[4]['id']}` |"
+        in markdown
+    )
+    full = json.loads((tmp_path / "out" / "data_report.json").read_text())
+    assert full["train"]["dropped"] == {"prompt_too_long": [rows[4]["id"]]}
+
+
+def test_every_reason_reaches_the_log_card_and_callbacks(config, tmp_path: Path) -> None:
+    rows = preference_rows(6, seed=13)
+    rows[1]["rejected"] = rows[1]["chosen"]  # identical: dropped
+    rows[2]["chosen"][0]["content"] += "<|im_end|>"  # EOS already written: not twice
+    lines, reports = [], []
+    result = train(
+        replace(config, max_steps=2),
+        train_file=write_jsonl(tmp_path / "train.jsonl", rows),
+        output_dir=tmp_path / "out",
+        callbacks=Callbacks(on_log=lines.append, on_data=reports.append),
+    )
+    log = "\n".join(lines)
+    assert "train: 5 of 6 pairs kept, 1 dropped" in log
+    assert "dropped 1 identical_after_template" in log and rows[1]["id"] in log
+    assert "changed 1 already_templated" in log and rows[2]["id"] in log
+    assert reports == [result.data] and result.data["train"]["changed"] == {
+        "already_templated": [rows[2]["id"]]
+    }
+    markdown = (tmp_path / "out" / "run_card.md").read_text()
+    assert "`identical_after_template`" in markdown and "`already_templated`" in markdown
+    assert "held-out preference share" in log and result.share_change["pairs"] == 5
+    assert "## Before and after" in markdown and result.share_change["words"] in markdown
+
+
+def test_a_row_the_template_refuses_stops_the_run_before_training(config, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.tiny_model import NO_SYSTEM_TEMPLATE, tokenizer_variant
+
+    model = tmp_path / "gemma-like"
+    shutil.copytree(config.base_model, model)
+    tokenizer_variant(Path(config.base_model), model, chat_template=NO_SYSTEM_TEMPLATE)
+    train_file = write_jsonl(tmp_path / "train.jsonl", preference_rows(4, seed=14))  # with system turns
+    with pytest.raises(ValueError, match=r"train.jsonl row 1 \(id s14-0\).*System role not supported"):
+        train(
+            replace(config, base_model=str(model), max_steps=1),
+            train_file=train_file,
+            output_dir=tmp_path / "o",
+        )
+    assert not (tmp_path / "o" / "reference_logps.safetensors").exists()  # nothing was computed
+    merged = train(replace(config, base_model=str(model), max_steps=1, system_turn="merge"),
+                   train_file=train_file, output_dir=tmp_path / "m")  # fmt: skip
+    assert merged.status == "finished" and merged.data["train"]["changed_counts"] == {"system_merged": 4}
 
 
 def test_two_process_ddp_equals_one_process_with_the_combined_batch(
