@@ -1,5 +1,5 @@
-"""Geometry for the server-rendered SVG charts (a heatmap and line charts): plain data in, the shapes a
-template draws out. No JavaScript is needed to see a chart, and no chart library is shipped.
+"""Geometry for the server-rendered SVG charts (a heatmap, line charts and histograms): plain data in, the
+shapes a template draws out. No JavaScript is needed to see a chart, and no chart library is shipped.
 
 Pure Python: no Django import, so the numbers can be checked without a request.
 """
@@ -201,3 +201,85 @@ def line_chart(
         x_ticks = [(sx(v), _format(v)) for v in _nice_ticks(x_low, x_high, 6) if x_low <= v <= x_high]
     return LineChart(width, height, left, top, plot_w, plot_h, lines, y_ticks, x_ticks,
                      y_label=y_label, x_label=x_label, legend=legend)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Histogram:
+    width: float
+    height: float
+    left: float
+    top: float
+    plot_width: float
+    plot_height: float
+    bars: list[Bar]
+    y_ticks: list[tuple[float, str]]  # (y, label)
+    x_ticks: list[tuple[float, str]]  # (x, label)
+    limit_x: float  # where the last bin ("over the limit") begins
+    legend: list[tuple[str, str]]  # (name, colour)
+    x_label: str = ""
+
+    @property
+    def plot_right(self) -> float:
+        return self.left + self.plot_width
+
+    @property
+    def plot_bottom(self) -> float:
+        return self.top + self.plot_height
+
+
+def histogram(
+    edges: Sequence[float],
+    counts: dict[str, Sequence[int]],
+    *,
+    width: float = 560,
+    height: float = 220,
+    over_label: str = "over",
+    x_label: str = "",
+) -> Histogram:
+    """Grouped bars of several series over the same bins, as SVG coordinates.
+
+    `edges` are the `n + 1` bin boundaries and every series in `counts` has `n + 1` counts: one per bin and
+    a last one for values past `edges[-1]` (drawn after a dashed limit line, labelled `over_label`).
+    """
+    left, right, top, bottom = 44.0, 12.0, 10.0, 34.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+    slots = len(edges)  # n bins and the "over" bin
+    slot = plot_w / slots
+    names = list(counts)
+    top_count = max((max(c) for c in counts.values() if len(c)), default=0)
+    ticks = _nice_ticks(0, max(1, top_count), 4)
+    high = ticks[-1]
+    bars = []
+    inner = slot * 0.84 / max(1, len(names))
+    for s, name in enumerate(names):
+        colour = SERIES_COLOURS[s % len(SERIES_COLOURS)]
+        for i, n in enumerate(counts[name]):
+            if not n:
+                continue
+            h = n / high * plot_h
+            x = left + i * slot + slot * 0.08 + s * inner
+            where = (
+                f"over {_format(edges[-1])}"
+                if i == slots - 1
+                else f"{_format(edges[i])}–{_format(edges[i + 1])}"
+            )
+            bars.append(Bar(round(x, 1), round(top + plot_h - h, 1), round(inner, 1), round(h, 1), colour,
+                            f"{name}: {n} with {where} tokens"))  # fmt: skip
+    y_ticks = [(round(top + plot_h - v / high * plot_h, 1), _format(v)) for v in ticks]
+    every = max(1, math.ceil(slots / 8))
+    x_ticks = [(round(left + i * slot, 1), _format(edges[i])) for i in range(0, slots - 1, every)]
+    x_ticks.append((round(left + (slots - 1) * slot, 1), _format(edges[-1])))
+    x_ticks.append((round(left + (slots - 0.5) * slot, 1), over_label))
+    legend = [(name, SERIES_COLOURS[s % len(SERIES_COLOURS)]) for s, name in enumerate(names)]
+    return Histogram(width, height, left, top, plot_w, plot_h, bars, y_ticks, x_ticks,
+                     round(left + (slots - 1) * slot, 1), legend, x_label)  # fmt: skip

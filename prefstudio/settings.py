@@ -177,6 +177,9 @@ PREFSTUDIO_BASE_MODELS = {
     )
     if name.strip() and path.strip()
 }
+# The data check on the New run form tokenizes at most this many rows per file, within this many seconds.
+PREFSTUDIO_DATA_CHECK_MAX_ROWS = env.int("PREFSTUDIO_DATA_CHECK_MAX_ROWS", default=20_000)
+PREFSTUDIO_DATA_CHECK_SECONDS = env.int("PREFSTUDIO_DATA_CHECK_SECONDS", default=90)
 # A running run's worker writes a heartbeat this often; after TRAINING_LOST_SECONDS without one the run
 # is failed as "worker lost".
 TRAINING_HEARTBEAT_SECONDS = env.int("TRAINING_HEARTBEAT_SECONDS", default=10)

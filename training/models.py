@@ -6,6 +6,8 @@ metrics and errors are written here by the job as it goes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -37,7 +39,15 @@ class TrainingRun(models.Model):
     artifact_path = models.CharField(max_length=500, blank=True, help_text="Relative to ARTIFACT_ROOT.")
     initial_metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation at step 0.")
     final_metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation at the end.")
-    data_report = models.JSONField(default=dict, blank=True, help_text="Pairs read and dropped, per split.")
+    data_report = models.JSONField(
+        default=dict, blank=True, help_text="Pairs kept, dropped and changed by reason, per split."
+    )
+    share_change = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Held-out preference share at step 0 and at the end, with its 95% interval "
+        "(training.compare.ShareChange).",
+    )
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker started it.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -64,6 +74,13 @@ class TrainingRun(models.Model):
     @property
     def resumable(self) -> bool:
         return self.state in (self.State.FAILED, self.State.CANCELED)
+
+    @property
+    def outcome(self) -> Any:
+        """The before/after comparison as a `training.compare.ShareChange`, or None before a run ends."""
+        from training.compare import ShareChange
+
+        return ShareChange.from_dict(self.share_change) if self.share_change else None
 
     @property
     def percent(self) -> int:

@@ -78,6 +78,10 @@ class _Recorder:
     def log(self, line: str) -> None:
         self.lines.append(line)
 
+    def data(self, report: dict[str, Any]) -> None:
+        """The data report as soon as the pairs are read, so a run that fails later still shows it."""
+        TrainingRun.objects.filter(pk=self.run.pk).update(data_report=report, log_tail="\n".join(self.lines))
+
     def should_stop(self) -> bool:
         """Asked before every step: one primary-key lookup, so a cancel ends the run within a step."""
         return TrainingRun.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False).exists()
@@ -128,6 +132,7 @@ def execute(run_id: int, *, worker: str = "") -> str:
                 on_eval=recorder.evaluation,
                 on_log=recorder.log,
                 should_stop=recorder.should_stop,
+                on_data=recorder.data,
             ),
             resume=resume,
         )
@@ -144,7 +149,7 @@ def execute(run_id: int, *, worker: str = "") -> str:
         return "canceled"
     _finish(run, recorder, state=TrainingRun.State.SUCCEEDED, step=result.step, total=result.total_steps,
             initial=result.initial_metrics, final=result.metrics or {}, data=result.data,
-            device=result.device)  # fmt: skip
+            device=result.device, share_change=result.share_change or {})  # fmt: skip
     return "succeeded"
 
 
@@ -164,6 +169,7 @@ def _finish(
     final: dict | None = None,
     data: dict | None = None,
     device: str | None = None,
+    share_change: dict | None = None,
 ) -> None:
     fields: dict[str, Any] = {
         "state": state,
@@ -173,7 +179,7 @@ def _finish(
         "eta_seconds": None if error else 0,
     }
     optional = {"step": step, "total_steps": total, "initial_metrics": initial, "final_metrics": final,
-                "data_report": data, "device": device}  # fmt: skip
+                "data_report": data, "device": device, "share_change": share_change}  # fmt: skip
     fields.update({name: value for name, value in optional.items() if value is not None})
     # Only a run still marked running is finished here: a reaper may have failed it meanwhile.
     TrainingRun.objects.filter(pk=run.pk, state=TrainingRun.State.RUNNING).update(**fields)

@@ -7,7 +7,13 @@ worker may die: `runs_reap` brings every such run to a state that says what happ
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+import subprocess
+import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,7 @@ from typing import Any
 import django_rq
 import redis
 from django.conf import settings
+from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 from rq.command import send_stop_job_command
@@ -78,18 +85,94 @@ def split_files(snapshot: ExportSnapshot) -> tuple[Path, Path | None]:
     return by_split["train"], by_split.get("eval")
 
 
-def run_create(
-    *, snapshot: ExportSnapshot, user: Any, base_model: str, config: dict[str, Any]
-) -> TrainingRun:
-    """Record a run and enqueue it once the transaction commits. `config`: TrainConfig fields but
-    `base_model`, which comes from the allow-list. Raises ValueError for an unknown base model or an
-    invalid config (the message names the field)."""
+def _config(base_model: str, config: dict[str, Any]) -> TrainConfig:
     models = base_models()
     if base_model not in models:
         raise ValueError(
             f"base_model: {base_model!r} is not on the allow-list ({', '.join(models) or 'empty'})"
         )
-    checked = TrainConfig.from_dict({**config, "base_model": models[base_model]}).to_dict()
+    return TrainConfig.from_dict({**config, "base_model": models[base_model]})
+
+
+def data_check(*, snapshot: ExportSnapshot, base_model: str, config: dict[str, Any]) -> dict[str, Any]:
+    """What a run would train on: `python -m training.engine CONFIG --check --json` on the snapshot's
+    files, in a child process, so the web process loads neither torch nor a tokenizer.
+
+    The tokenizer alone is loaded (no weights); at most PREFSTUDIO_DATA_CHECK_MAX_ROWS rows of each file are
+    tokenized (a worker checks every row before it trains). Returns `training.data.check_files`' dict plus
+    `settings` and `seconds`, or `{"error": ...}` in words when the check could not run (a tokenizer this
+    host cannot load, a timeout). Results are cached by snapshot and settings for an hour in the shared
+    cache (snapshots never change). Raises ValueError for a base model off the allow-list or an invalid
+    config."""
+    checked = _config(base_model, config)
+    limit = settings.PREFSTUDIO_DATA_CHECK_MAX_ROWS
+    fields = ("base_model", "max_length", "max_prompt_length", "system_turn")
+    key = (
+        "data-check:"
+        + hashlib.sha256(
+            json.dumps([str(snapshot.uuid), limit, *(getattr(checked, f) for f in fields)]).encode()
+        ).hexdigest()
+    )
+    cache = caches["shared"]
+    try:
+        found = cache.get(key)
+    except Exception:  # a Redis that does not answer only costs the check again
+        found = None
+    if found is not None:
+        return found
+    train_file, eval_file = split_files(snapshot)
+    spec = {"train_file": str(train_file), "eval_file": str(eval_file) if eval_file else None,
+            **{f: getattr(checked, f) for f in fields}}  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
+        json.dump(spec, handle)
+        handle.flush()
+        command = [
+            sys.executable,
+            "-m",
+            "training.engine",
+            handle.name,
+            "--check",
+            "--json",
+            "--limit",
+            str(limit),
+        ]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, cwd=settings.BASE_DIR,
+                timeout=settings.PREFSTUDIO_DATA_CHECK_SECONDS, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return {"error": f"The data check took longer than {settings.PREFSTUDIO_DATA_CHECK_SECONDS} s."}
+    if done.returncode not in (0, 4):
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        logger.warning("data check of snapshot %s failed: %s", snapshot.uuid, done.stderr[-2000:])
+        return {"error": f"The data check could not run on this host: {last}"}
+    result = json.loads(done.stdout)
+    with contextlib.suppress(Exception):
+        cache.set(key, result, 3600)
+    return result
+
+
+def run_create(
+    *,
+    snapshot: ExportSnapshot,
+    user: Any,
+    base_model: str,
+    config: dict[str, Any],
+    check_data: bool = True,
+) -> TrainingRun:
+    """Record a run and enqueue it once the transaction commits. `config`: TrainConfig fields but
+    `base_model`, which comes from the allow-list. Raises ValueError for an unknown base model, an invalid
+    config (the message names the field), or data the check finds nothing to train on (`data_check`, skipped
+    with `check_data=False`; a check that cannot run on this host does not stop the run: its worker checks
+    every pair before it trains)."""
+    checked = _config(base_model, config).to_dict()
+    if check_data:
+        check = data_check(snapshot=snapshot, base_model=base_model, config=config)
+        if check.get("usable") is False:
+            raise ValueError(
+                "Not queued: the data check finds nothing to train on. " + " ".join(check["problems"])
+            )
     with transaction.atomic():
         run = TrainingRun.objects.create(
             snapshot=snapshot, base_model=base_model, config=checked, created_by=user
@@ -161,6 +244,18 @@ def artifact_files(run: TrainingRun) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("reference_logps"))
+
+
+def full_data_report(run: TrainingRun) -> dict[str, Any]:
+    """The run's data report with every id (`data_report.json`, written by the engine before training), or
+    the stored one (the first ids of each reason) where that file is gone."""
+    from training.data import DATA_REPORT
+
+    path = artifact_dir(run) / DATA_REPORT
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(path.read_text())
+    return run.data_report or {}
 
 
 def _cancel_job(job_id: str) -> None:

@@ -13,4 +13,5 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="run-cancel"),
     path("runs/<int:run_id>/resume/", views.run_resume, name="run-resume"),
     path("runs/<int:run_id>/download/", views.run_download, name="run-download"),
+    path("runs/<int:run_id>/pairs.csv", views.run_data_ids, name="run-data-ids"),
 ]

@@ -4,6 +4,8 @@ cannot see are 404."""
 
 from __future__ import annotations
 
+import csv
+import io
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from labeling.models import Membership
 from prefstudio import charts
 from prefstudio.roles import TRAIN, requires
 from training import services
+from training.data import REASON_TEXT
 from training.forms import RunForm
 from training.models import RunMetric, TrainingRun
 from training.queues import training_queue_snapshot
@@ -57,6 +60,8 @@ def run_index(request: HttpRequest) -> HttpResponse:
 @requires(TRAIN)
 @require_http_methods(["GET", "POST"])
 def run_create(request: HttpRequest) -> HttpResponse:
+    """The New run form. Its *Check the data* button (`action=check`) shows what the run would train on
+    without queueing anything: the partial alone for htmx, the whole page otherwise."""
     projects = projects_for(request.user, roles=_LEADS, include_archived=True)
     snapshots = services.trainable_snapshots(projects).order_by("-created_at")
     initial: dict[str, Any] = {}
@@ -67,21 +72,88 @@ def run_create(request: HttpRequest) -> HttpResponse:
         if picked.suggested_label_smoothing:
             initial["label_smoothing"] = picked.suggested_label_smoothing
     form = RunForm(request.POST or None, initial=initial, snapshots=snapshots)
+    checking = request.POST.get("action") == "check"
+    check = None
     if request.method == "POST" and form.is_valid():
+        data, base_model = form.cleaned_data, form.cleaned_data["base_model"]
         try:
-            run = services.run_create(
-                snapshot=form.cleaned_data["snapshot"],
-                user=request.user,
-                base_model=form.cleaned_data["base_model"],
-                config=form.config(base_model=form.cleaned_data["base_model"]),
-            )
+            if checking:
+                check = services.data_check(
+                    snapshot=data["snapshot"],
+                    base_model=base_model,
+                    config=form.config(base_model=base_model),
+                )
+            else:
+                run = services.run_create(
+                    snapshot=data["snapshot"],
+                    user=request.user,
+                    base_model=base_model,
+                    config=form.config(base_model=base_model),
+                )
+                messages.success(request, f"Run {run.pk} is queued on '{services.queue_name()}'.")
+                return redirect(run)
         except ValueError as exc:
             form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"Run {run.pk} is queued on '{services.queue_name()}'.")
-            return redirect(run)
-    context = {"form": form, "picked": picked, "base_models": services.base_models()}
-    return render(request, "training/run_form.html", context, status=400 if form.errors else 200)
+    context = {
+        "form": form,
+        "picked": picked,
+        "base_models": services.base_models(),
+        "check": check,
+        "check_view": _check_view(check),
+        "checking": checking,
+    }
+    status = 400 if form.errors else 200
+    if checking and request.htmx:
+        return render(request, "training/run_form.html#data-check", context, status=status)
+    return render(request, "training/run_form.html", context, status=status)
+
+
+def _check_view(check: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The data check with its histograms as SVG geometry, and its reasons explained."""
+    if not check or "splits" not in check:
+        return None
+    splits = []
+    for name, split in check["splits"].items():
+        histogram = split["histogram"]
+        chart = charts.histogram(
+            histogram["edges"],
+            histogram["counts"],
+            over_label=f"> {histogram['max_length']}",
+            x_label="tokens",
+        )
+        splits.append({"name": name, "report": split, "chart": chart, "reasons": _reasons(split)})
+    examples = [
+        {**example, "segments": [_segment(segment) for segment in example["segments"]]}
+        for example in check["examples"]
+    ]
+    return {"splits": splits, "examples": examples}
+
+
+# Tokens shown per part of an example pair: the start of a prompt is skipped (its end is what the model
+# sees last), the end of a completion.
+SHOWN_TOKENS = 300
+
+
+def _segment(segment: dict[str, Any]) -> dict[str, Any]:
+    pieces = [(text.replace("\n", "↵\n"), special, cut) for text, special, cut in segment["pieces"]]
+    hidden = max(0, len(pieces) - SHOWN_TOKENS)
+    if segment["part"] == "prompt":
+        shown, before, after = pieces[hidden:], hidden, 0
+    else:
+        shown, before, after = pieces[:SHOWN_TOKENS], 0, hidden
+    return {**segment, "pieces": shown, "hidden_before": before, "hidden_after": after}
+
+
+def _reasons(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """(kind, reason, meaning, count, first ids) of a data report, dropped first."""
+    rows = []
+    for kind in ("dropped", "changed"):
+        for reason, count in report.get(f"{kind}_counts", {}).items():
+            ids = report.get(kind, {}).get(reason, [])
+            meaning = REASON_TEXT.get(reason, "")
+            rows.append({"kind": kind, "reason": reason, "meaning": meaning, "count": count,
+                         "ids": ids[:10], "more": count - len(ids[:10])})  # fmt: skip
+    return rows
 
 
 def _curves(run: TrainingRun) -> list[tuple[str, charts.LineChart]]:
@@ -100,9 +172,17 @@ def _curves(run: TrainingRun) -> list[tuple[str, charts.LineChart]]:
 
 
 def _comparison(run: TrainingRun) -> list[tuple[str, Any, Any]]:
-    """(metric, at step 0, at the end) for the before/after table."""
+    """(metric, at step 0, at the end) for the before/after table. The implicit rewards are zero for every
+    pair at step 0 by construction, so they get no step-0 value: it is not a baseline."""
     names = list(dict.fromkeys([*run.initial_metrics, *run.final_metrics]))
-    return [(name, run.initial_metrics.get(name), run.final_metrics.get(name)) for name in names]
+    return [
+        (
+            name,
+            None if name.startswith("rewards/") else run.initial_metrics.get(name),
+            run.final_metrics.get(name),
+        )
+        for name in names
+    ]
 
 
 @requires(TRAIN)
@@ -115,6 +195,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "curves": _curves(run),
         "comparison": _comparison(run),
         "files": services.artifact_files(run) if run.state == TrainingRun.State.SUCCEEDED else [],
+        "data": [(name, report, _reasons(report)) for name, report in (run.data_report or {}).items()],
     }
     if request.htmx:
         response = render(request, "training/run_detail.html#run-status", context)
@@ -197,4 +278,25 @@ def run_download(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     name = f"prefstudio-run-{run.pk}"
     response = StreamingHttpResponse(_zip_stream(files, name), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
+    return response
+
+
+@requires(TRAIN)
+@require_GET
+def run_data_ids(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Every dropped and changed pair of a run as CSV (split, kind, reason, id), from the report the engine
+    wrote before training (all ids), or the run's stored report (the first ids of each reason)."""
+    run = _run(request, run_id)
+    report = services.full_data_report(run)
+    if not report:
+        raise Http404("This run has no data report yet.")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["split", "kind", "reason", "id"])
+    for split, data in report.items():
+        for kind in ("dropped", "changed"):
+            for reason, ids in data.get(kind, {}).items():
+                writer.writerows([split, kind, reason, pair_id] for pair_id in ids)
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="prefstudio-run-{run.pk}-pairs.csv"'
     return response

@@ -32,6 +32,15 @@ def test_admin_launches_a_run_watches_it_learn_and_downloads_the_adapter(
     page.fill("#id_max_steps", "12")
     page.fill("#id_max_length", "256")
     page.fill("#id_eval_steps", "3")
+    # Check the data first: htmx swaps the check in below the form; nothing is queued.
+    page.click("text=Check the data")
+    page.wait_for_selector("#data-check h2", timeout=60_000)
+    check = page.locator("#data-check")
+    assert "Train:" in check.inner_text() and check.locator("svg rect").count() > 3
+    assert check.locator(".token-pair").count() == 3 and check.locator(".tok-special").count() > 0
+    assert page.url.endswith("/training/runs/new/") and not TrainingRun.objects.exists()
+    check.locator(".token-pair").first.scroll_into_view_if_needed()
+    screenshot("training-data-check")
     page.click("text=Queue the run")
     page.wait_for_selector("text=Queued", timeout=10_000)
     run = TrainingRun.objects.get()

@@ -1,4 +1,4 @@
-"""Preference files for the engine tests (the tiny model fixtures are in tests/conftest.py)."""
+"""Preference files and snapshots for the training tests (tiny model fixtures: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
+from labeling.models import ExportSnapshot, Project
 from tests.tiny_model import preference_rows
 
 
@@ -22,3 +24,27 @@ def preference_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     train = write_jsonl(folder / "train.jsonl", preference_rows(64, seed=1))
     evaluation = write_jsonl(folder / "eval.jsonl", preference_rows(16, seed=2))
     return train, evaluation
+
+
+@pytest.fixture
+def tiny_base(settings, tiny_model_dir):
+    settings.PREFSTUDIO_BASE_MODELS = {"tiny": str(tiny_model_dir)}
+    return "tiny"
+
+
+def make_snapshot(project: Project, *, train: int = 32, evaluation: int = 8) -> ExportSnapshot:
+    """A finished conversational export whose files hold a learnable synthetic preference."""
+    snapshot = ExportSnapshot.objects.create(
+        project=project, rules={}, shape="conversational", format="jsonl", eval_fraction=0.2,
+        state="done", train_rows=train, eval_rows=evaluation, kept=train + evaluation,
+        files=[{"name": "train.jsonl", "split": "train", "rows": train},
+               {"name": "eval.jsonl", "split": "eval", "rows": evaluation}],
+    )  # fmt: skip
+    folder = Path(settings.MEDIA_ROOT) / snapshot.directory
+    folder.mkdir(parents=True)
+    for name, rows in (
+        ("train.jsonl", preference_rows(train, seed=1)),
+        ("eval.jsonl", preference_rows(evaluation, seed=2)),
+    ):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return snapshot

@@ -8,13 +8,11 @@ need a database that another process can open: PostgreSQL (CI); on SQLite they a
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import time
 import zipfile
 from datetime import timedelta
-from pathlib import Path
 
 import django_rq
 import psutil
@@ -28,7 +26,7 @@ from rq.job import Job
 
 from labeling.models import ExportSnapshot, Membership, Project
 from tests.conftest import worker_for
-from tests.tiny_model import preference_rows
+from tests.training.conftest import make_snapshot
 from tests.workers import needs_postgres, start_worker, stop_worker, wait_for, worker_log
 from training import runner, services
 from training.models import TrainingRun
@@ -47,33 +45,14 @@ TINY_CONFIG = {
 }
 
 
-@pytest.fixture
-def tiny_base(settings, tiny_model_dir):
-    settings.PREFSTUDIO_BASE_MODELS = {"tiny": str(tiny_model_dir)}
-    return "tiny"
-
-
-def make_snapshot(project: Project, *, train: int = 32, evaluation: int = 8) -> ExportSnapshot:
-    """A finished conversational export whose files hold a learnable synthetic preference."""
-    snapshot = ExportSnapshot.objects.create(
-        project=project, rules={}, shape="conversational", format="jsonl", eval_fraction=0.2,
-        state="done", train_rows=train, eval_rows=evaluation, kept=train + evaluation,
-        files=[{"name": "train.jsonl", "split": "train", "rows": train},
-               {"name": "eval.jsonl", "split": "eval", "rows": evaluation}],
-    )  # fmt: skip
-    folder = Path(settings.MEDIA_ROOT) / snapshot.directory
-    folder.mkdir(parents=True)
-    for name, rows in (
-        ("train.jsonl", preference_rows(train, seed=1)),
-        ("eval.jsonl", preference_rows(evaluation, seed=2)),
-    ):
-        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return snapshot
-
-
-def create_run(project: Project, user, base: str, **config) -> TrainingRun:
+def create_run(project: Project, user, base: str, *, check_data: bool = False, **config) -> TrainingRun:
+    """A run on a fresh snapshot; the data check (a child process) only where a test is about it."""
     return services.run_create(
-        snapshot=make_snapshot(project), user=user, base_model=base, config={**TINY_CONFIG, **config}
+        snapshot=make_snapshot(project),
+        user=user,
+        base_model=base,
+        config={**TINY_CONFIG, **config},
+        check_data=check_data,
     )
 
 
@@ -92,7 +71,7 @@ def run_state(run: TrainingRun) -> TrainingRun:
 def test_a_run_goes_queued_running_succeeded_through_a_worker_and_its_adapter_loads(
     training_queue, tiny_base, project, admin_user
 ):
-    run = create_run(project, admin_user, tiny_base, max_steps=4)
+    run = create_run(project, admin_user, tiny_base, max_steps=4, check_data=True)
     assert run_state(run).state == "queued" and run.job_id  # enqueued once the transaction committed
     job = Job.fetch(
         run.job_id, connection=django_rq.get_connection(training_queue), serializer=settings.RQ_JOB_SERIALIZER
@@ -110,6 +89,15 @@ def test_a_run_goes_queued_running_succeeded_through_a_worker_and_its_adapter_lo
     evals = list(run.metrics.filter(kind="eval").values_list("step", flat=True))
     assert evals[0] == 0 and evals[-1] == 4
     assert "rewards/accuracies" in run.final_metrics and "logps/preference_share" in run.initial_metrics
+    outcome = run.outcome
+    assert outcome.pairs == 8 and outcome.before == run.initial_metrics["logps/preference_share"]
+    assert outcome.after == pytest.approx(run.final_metrics["logps/preference_share"])
+    assert outcome.low <= outcome.change <= outcome.high
+    assert run.data_report["train"]["kept"] == 32 and run.data_report["eval"]["kept"] == 8
+    assert (
+        "train: 32 of 32 pairs kept, 0 dropped" in run.log_tail
+        and "held-out preference share" in run.log_tail
+    )
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
