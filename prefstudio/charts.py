@@ -95,13 +95,27 @@ class Line:
 
 
 @dataclass(frozen=True)
-class LineChart:
+class Plot:
+    """A chart's frame: its size and its plotting area, in px (drawn by partials/_chart_axes.html)."""
+
     width: float
     height: float
     left: float
     top: float
     plot_width: float
     plot_height: float
+
+    @property
+    def plot_right(self) -> float:
+        return self.left + self.plot_width
+
+    @property
+    def plot_bottom(self) -> float:
+        return self.top + self.plot_height
+
+
+@dataclass(frozen=True)
+class LineChart(Plot):
     lines: list[Line]
     y_ticks: list[tuple[float, str]]  # (y, label)
     x_ticks: list[tuple[float, str]]  # (x, label)
@@ -109,10 +123,6 @@ class LineChart:
     y_label: str = ""
     x_label: str = ""
     legend: list[tuple[str, str, bool]] = field(default_factory=list)  # (name, colour, dashed)
-
-    @property
-    def plot_right(self) -> float:
-        return self.left + self.plot_width
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -214,27 +224,14 @@ class Bar:
 
 
 @dataclass(frozen=True)
-class Histogram:
-    width: float
-    height: float
-    left: float
-    top: float
-    plot_width: float
-    plot_height: float
+class Histogram(Plot):
     bars: list[Bar]
     y_ticks: list[tuple[float, str]]  # (y, label)
     x_ticks: list[tuple[float, str]]  # (x, label)
     limit_x: float  # where the last bin ("over the limit") begins
     legend: list[tuple[str, str]]  # (name, colour)
     x_label: str = ""
-
-    @property
-    def plot_right(self) -> float:
-        return self.left + self.plot_width
-
-    @property
-    def plot_bottom(self) -> float:
-        return self.top + self.plot_height
+    over_label: str = ""  # written beside the limit line, over the last bin
 
 
 def histogram(
@@ -249,7 +246,7 @@ def histogram(
     """Grouped bars of several series over the same bins, as SVG coordinates.
 
     `edges` are the `n + 1` bin boundaries and every series in `counts` has `n + 1` counts: one per bin and
-    a last one for values past `edges[-1]` (drawn after a dashed limit line, labelled `over_label`).
+    a last one for values past `edges[-1]` (drawn after a dashed limit line, with `over_label` beside it).
     """
     left, right, top, bottom = 44.0, 12.0, 10.0, 34.0
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -277,9 +274,11 @@ def histogram(
                             f"{name}: {n} with {where} tokens"))  # fmt: skip
     y_ticks = [(round(top + plot_h - v / high * plot_h, 1), _format(v)) for v in ticks]
     every = max(1, math.ceil(slots / 8))
-    x_ticks = [(round(left + i * slot, 1), _format(edges[i])) for i in range(0, slots - 1, every)]
+    # Edge labels every few bins, none crowding the limit's own label.
+    x_ticks = [
+        (round(left + i * slot, 1), _format(edges[i])) for i in range(0, slots - 1 - every // 2, every)
+    ]
     x_ticks.append((round(left + (slots - 1) * slot, 1), _format(edges[-1])))
-    x_ticks.append((round(left + (slots - 0.5) * slot, 1), over_label))
     legend = [(name, SERIES_COLOURS[s % len(SERIES_COLOURS)]) for s, name in enumerate(names)]
     return Histogram(width, height, left, top, plot_w, plot_h, bars, y_ticks, x_ticks,
-                     round(left + (slots - 1) * slot, 1), legend, x_label)  # fmt: skip
+                     round(left + (slots - 1) * slot, 1), legend, x_label, over_label)  # fmt: skip

@@ -94,7 +94,12 @@ def sample_run(project, user) -> TrainingRun:
     """A finished training run with an artifact on disk."""
     run, created = TrainingRun.objects.get_or_create(
         snapshot=sample_snapshot(project, user),
-        defaults={"base_model": "tiny", "config": {}, "state": "succeeded"},
+        defaults={
+            "base_model": "tiny",
+            "config": {},
+            "state": "succeeded",
+            "data_report": {"train": {"dropped": {"prompt_too_long": ["p1"]}, "changed": {}}},
+        },  # fmt: skip
     )
     if created:
         folder = artifact_dir(run)

@@ -36,3 +36,18 @@ def test_every_point_of_a_line_chart_lies_inside_its_plot(ys):
         for point in line.points.split():
             y = float(point.split(",")[1])
             assert top - 1e-6 <= y <= bottom + 1e-6, (point, top, bottom)
+
+
+def test_histogram_draws_each_series_per_bin_and_the_limit() -> None:
+    chart = charts.histogram([0, 10, 20], {"prompt": [3, 0, 1], "chosen": [0, 6, 2]}, over_label="longer")
+    # One bar per non-zero count; the tallest reaches the top tick, which is at or above 6.
+    assert sorted(b.title for b in chart.bars) == [
+        "chosen: 2 with over 20 tokens", "chosen: 6 with 10–20 tokens",
+        "prompt: 1 with over 20 tokens", "prompt: 3 with 0–10 tokens",
+    ]  # fmt: skip
+    tallest = max(chart.bars, key=lambda b: b.height)
+    assert tallest.height <= chart.plot_height and float(chart.y_ticks[-1][1]) >= 6
+    # The limit line stands between the last bin and the bin of longer values, labelled with its edge.
+    over = [b for b in chart.bars if "over" in b.title]
+    assert all(b.x > chart.limit_x for b in over) and chart.x_ticks[-1] == (chart.limit_x, "20")
+    assert chart.over_label == "longer" and [name for name, _ in chart.legend] == ["prompt", "chosen"]

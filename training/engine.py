@@ -344,7 +344,8 @@ class _Run:
             int, list[bool]
         ] = {}  # eval step -> per eval pair: chosen has the higher mean logp
         self.log(
-            f"DPO ({config.loss_type}) on {config.base_model}, device {dist.device}, {dist.world} process(es)"
+            f"Preference tuning ({config.loss_type}) of {config.base_model}, device {dist.device}, "
+            f"{dist.world} process(es)"
         )
         if dist.device.type == "cpu":
             _reuse_freed_memory()

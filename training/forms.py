@@ -27,11 +27,22 @@ class RunForm(forms.Form):
     )
     base_model = forms.ChoiceField(help_text="From the allow-list in settings (PREFSTUDIO_BASE_MODELS).")
     loss_type = forms.ChoiceField(
-        label="Method", choices=[(t, f"{t}: {LOSS_HELP[t]}") for t in LOSS_TYPES], initial="sigmoid"
+        label="Method",
+        choices=[(t, f"{t}: {LOSS_HELP[t]}") for t in LOSS_TYPES],
+        initial="simpo",
+        help_text="The default, SimPO with an SFT weight, needs no reference pass and raises the same "
+        "length-normalised preference that the held-out share measures; DPO (sigmoid) is the classic choice, "
+        "and keeps the tuned model near its base.",
     )
     beta = forms.FloatField(
-        min_value=1e-4, max_value=10, initial=0.1,
-        help_text="The KL knob: how far the tuned model may move from the base. Lower moves further.",
+        min_value=1e-4, max_value=20, initial=2.0,
+        help_text="For SimPO, the scale of its length-normalised reward (2 to 2.5 in its paper). For DPO and "
+        "its kin, the KL knob: how far the tuned model may move from the base (0.1 is usual; lower moves "
+        "further).",
+    )  # fmt: skip
+    simpo_gamma = forms.FloatField(
+        min_value=0, max_value=10, initial=1.0, required=False, label="SimPO γ",
+        help_text="SimPO only: the target margin between the chosen and rejected rewards.",
     )  # fmt: skip
     label_smoothing = forms.FloatField(
         min_value=0, max_value=0.49, initial=0.0, required=False,
@@ -47,13 +58,13 @@ class RunForm(forms.Form):
     learning_rate = forms.FloatField(
         min_value=1e-8, max_value=1e-2, initial=2e-4,
         help_text="LoRA trains small adapters that start at zero, so it needs a larger rate than a full "
-        "fine-tune (TRL's DPO default of 1e-6 is for all weights). The defaults (2e-4, 40 steps of 4 "
+        "fine-tune (TRL's DPO default of 1e-6 is for all weights). The defaults (2e-4, 50 steps of 4 "
         "pairs) teach the demo model the demo's preference on a CPU in minutes; 5e-5 over more steps is a "
         "common start for larger models.",
     )  # fmt: skip
     num_epochs = forms.IntegerField(min_value=1, max_value=100, initial=1, label="Epochs")
     max_steps = forms.IntegerField(
-        min_value=1, required=False, initial=40, help_text="Optimizer steps; overrides epochs when set."
+        min_value=1, required=False, initial=50, help_text="Optimizer steps; overrides epochs when set."
     )
     batch_size = forms.IntegerField(min_value=1, max_value=512, initial=4, help_text="Pairs per micro-step.")
     gradient_accumulation_steps = forms.IntegerField(
@@ -85,10 +96,10 @@ class RunForm(forms.Form):
         help_text="Some chat templates (Gemma's, for one) refuse a system turn. Check the data to see.",
     )
     eval_steps = forms.IntegerField(
-        min_value=0, initial=10, help_text="Evaluate every N steps (0: start and end)."
+        min_value=0, initial=25, help_text="Evaluate every N steps (0: start and end)."
     )
     save_steps = forms.IntegerField(
-        min_value=0, initial=10, help_text="Checkpoint every N steps (for resume)."
+        min_value=0, initial=25, help_text="Checkpoint every N steps (for resume)."
     )
 
     def __init__(self, *args: Any, snapshots: Any, **kwargs: Any) -> None:
@@ -113,11 +124,12 @@ class RunForm(forms.Form):
     def config(self, *, base_model: str) -> dict[str, Any]:
         """TrainConfig fields from the cleaned data."""
         data = self.cleaned_data
-        names = ("loss_type", "beta", "sft_weight", "learning_rate", "num_epochs", "max_steps", "batch_size",
+        names = ("loss_type", "beta", "learning_rate", "num_epochs", "max_steps", "batch_size",
                  "gradient_accumulation_steps", "max_length", "max_prompt_length", "lora_r", "lora_alpha",
                  "lora_dropout", "seed", "eval_steps", "save_steps", "system_turn")  # fmt: skip
         config = {name: data[name] for name in names}
         config["sft_weight"] = data.get("sft_weight") or 0.0
+        config["simpo_gamma"] = 0.5 if data.get("simpo_gamma") is None else data["simpo_gamma"]
         smoothing = data.get("label_smoothing") or 0.0
         if data["loss_type"] not in ("sigmoid", "robust", "simpo"):
             smoothing = 0.0  # IPO and hinge have no label smoothing

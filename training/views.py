@@ -21,6 +21,7 @@ from labeling.models import Membership
 from prefstudio import charts
 from prefstudio.roles import TRAIN, requires
 from training import services
+from training.config import REFERENCE_FREE_LOSS_TYPES
 from training.data import REASON_TEXT
 from training.forms import RunForm
 from training.models import RunMetric, TrainingRun
@@ -118,7 +119,7 @@ def _check_view(check: dict[str, Any] | None) -> dict[str, Any] | None:
         chart = charts.histogram(
             histogram["edges"],
             histogram["counts"],
-            over_label=f"> {histogram['max_length']}",
+            over_label=f"longer than {histogram['max_length']} →",
             x_label="tokens",
         )
         splits.append({"name": name, "report": split, "chart": chart, "reasons": _reasons(split)})
@@ -156,14 +157,25 @@ def _reasons(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _zero_at_start(run: TrainingRun, name: str) -> bool:
+    """Whether `name` is an implicit reward, zero for every pair at step 0 by construction (every loss with a
+    reference model; SimPO's rewards are the policy's own and mean something from the start)."""
+    return name.startswith("rewards/") and run.config.get("loss_type") not in REFERENCE_FREE_LOSS_TYPES
+
+
 def _curves(run: TrainingRun) -> list[tuple[str, charts.LineChart]]:
     rows = list(run.metrics.order_by("step").values_list("kind", "step", "values"))
     curves = []
     for key, title, y_range in CURVES:
         series = []
+        hide_start = _zero_at_start(run, key)  # not a baseline: no point drawn for it
         for kind, name in ((RunMetric.Kind.TRAIN, "train"), (RunMetric.Kind.EVAL, "eval")):
             points = [
-                (float(step), float(values[key])) for k, step, values in rows if k == kind and key in values
+                (float(step), float(values[key]))
+                for k, step, values in rows
+                if k == kind
+                and key in values
+                and not (hide_start and kind == RunMetric.Kind.EVAL and step == 0)
             ]
             series.append((name, points))
         curves.append((title, charts.line_chart(series, y_range=y_range, dashed=("eval",), x_label="step",
@@ -172,13 +184,13 @@ def _curves(run: TrainingRun) -> list[tuple[str, charts.LineChart]]:
 
 
 def _comparison(run: TrainingRun) -> list[tuple[str, Any, Any]]:
-    """(metric, at step 0, at the end) for the before/after table. The implicit rewards are zero for every
-    pair at step 0 by construction, so they get no step-0 value: it is not a baseline."""
+    """(metric, at step 0, at the end) for the before/after table. Implicit rewards that are zero for every
+    pair at step 0 by construction get no step-0 value: it is not a baseline."""
     names = list(dict.fromkeys([*run.initial_metrics, *run.final_metrics]))
     return [
         (
             name,
-            None if name.startswith("rewards/") else run.initial_metrics.get(name),
+            None if _zero_at_start(run, name) else run.initial_metrics.get(name),
             run.final_metrics.get(name),
         )
         for name in names

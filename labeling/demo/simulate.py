@@ -37,7 +37,7 @@ TRUTH = {
     "demo-030": "b", "demo-031": "a", "demo-033": "tie", "demo-034": "b", "demo-035": "a", "demo-036": "b",
     "demo-037": "a", "demo-038": "b", "demo-039": "a", "demo-040": "b",
 }  # fmt: skip
-# Regular pairs left without simulated judgments, for annotator1..3 to judge.
+# Pairs left without simulated judgments, for annotator1..3 to judge: curated ones, and concise-answer ones.
 OPEN_PAIRS = 10
 SEED = 20261130
 
@@ -71,15 +71,18 @@ def simulate_judgments(project: Project) -> str:
         return "Simulated judgments: already there."
     rng = random.Random(SEED)
     pairs = list(Pair.objects.filter(project=project).order_by("id"))
-    regular = [p for p in pairs if not p.gold and p.external_id in TRUTH]
-    judged = regular[: max(0, len(regular) - OPEN_PAIRS)]
+    curated = [p for p in pairs if not p.gold and p.external_id in TRUTH]
+    # Imported chosen/rejected rows: the better answer is the side the file chose (the direct one).
+    labelled = [p for p in pairs if not p.gold and p.external_id not in TRUTH and p.original_label]
+    truth = {p.pk: TRUTH[p.external_id] for p in curated} | {p.pk: p.original_label for p in labelled}
+    judged = curated[: max(0, len(curated) - OPEN_PAIRS)] + labelled[: max(0, len(labelled) - OPEN_PAIRS)]
     now = timezone.now()
     assignments, judgments, taken = [], [], {}
     for index, pair in enumerate(judged):  # spread over the last week, for the agreement-over-time chart
         when = now - timedelta(days=6 - index * 7 // len(judged), hours=rng.random() * 8)
         for user, accuracy, bias in rng.sample(users, project.overlap):
             assignments.append(
-                _judge(rng, project, pair, user, TRUTH[pair.external_id], accuracy, bias, when, judgments)
+                _judge(rng, project, pair, user, truth[pair.pk], accuracy, bias, when, judgments)
             )
             taken[pair.pk] = taken.get(pair.pk, 0) + 1
     for pair in (p for p in pairs if p.gold):  # every simulated annotator meets every gold pair

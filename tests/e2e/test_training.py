@@ -33,7 +33,7 @@ def test_admin_launches_a_run_watches_it_learn_and_downloads_the_adapter(
     page.fill("#id_max_length", "256")
     page.fill("#id_eval_steps", "3")
     # Check the data first: htmx swaps the check in below the form; nothing is queued.
-    page.click("text=Check the data")
+    page.get_by_role("button", name="Check the data").click()
     page.wait_for_selector("#data-check h2", timeout=60_000)
     check = page.locator("#data-check")
     assert "Train:" in check.inner_text() and check.locator("svg rect").count() > 3
@@ -41,7 +41,7 @@ def test_admin_launches_a_run_watches_it_learn_and_downloads_the_adapter(
     assert page.url.endswith("/training/runs/new/") and not TrainingRun.objects.exists()
     check.locator(".token-pair").first.scroll_into_view_if_needed()
     screenshot("training-data-check")
-    page.click("text=Queue the run")
+    page.get_by_role("button", name="Queue the run").click()
     page.wait_for_selector("text=Queued", timeout=10_000)
     run = TrainingRun.objects.get()
 
@@ -55,7 +55,9 @@ def test_admin_launches_a_run_watches_it_learn_and_downloads_the_adapter(
         stop_worker(worker)
     run.refresh_from_db()
     assert run.state == "succeeded", run.error or worker_log(training_queue)
-    page.wait_for_selector("text=Evaluation before and after")
+    page.wait_for_selector("#before-after .outcome")
+    assert "held-out preference share" in page.inner_text("#before-after .outcome")
+    assert "Reward accuracy at the end" in page.inner_text("#before-after")
     screenshot("training-run")
     with page.expect_download() as download:
         page.click("text=Download adapter and run card")

@@ -18,7 +18,10 @@ from labeling.snapshots import rules_for, snapshot_start
 from prefstudio.roles import Role
 
 DEMO_PASSWORD = "prefstudio-demo"
-DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "demo_pairs.jsonl"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
+# Curated pairs of every kind, then short questions where a direct answer meets the demo model's own
+# long-winded one (scripts/build_demo_pairs.py): the preference a first training run visibly learns.
+DEMO_FILES = (DEMO_DIR / "demo_pairs.jsonl", DEMO_DIR / "concise_pairs.jsonl")
 DEMO_CRITERIA = [
     {"name": "Correctness", "question": "Which answer is more accurate?"},
     {"name": "Tone", "question": "Which answer is kinder and clearer?"},
@@ -30,11 +33,13 @@ DEMO_USERS: list[tuple[str, Role]] = [
     ("annotator2", Role.ANNOTATOR),
     ("annotator3", Role.ANNOTATOR),
 ]
-DEMO_EVAL_FRACTION = 0.25
+DEMO_EVAL_FRACTION = 0.2
 DEMO_DESCRIPTION = (
-    "Everyday questions, coding help and a few chats: which answer is better? Most pairs already carry "
-    "simulated judgments from five made-up annotators (sim-ana, sim-ben, sim-cleo, sim-dev, sim-eve; "
-    "sim-eve leans to the left-hand answer) so that Review shows real numbers; the rest wait for you."
+    "Everyday questions, coding help and a few chats: which answer is better? Two hundred of them are short "
+    "questions where a direct answer meets the demo model's own long-winded one, so a first training run "
+    "has a clear preference to learn. Most pairs already carry simulated judgments from five made-up "
+    "annotators (sim-ana, sim-ben, sim-cleo, sim-dev, sim-eve; sim-eve leans to the left-hand answer) so "
+    "that Review shows real numbers and Training has a snapshot; the rest wait for you."
 )
 DEMO_RUBRIC = """\
 Pick the response a careful expert would rather send to this user.
@@ -111,18 +116,21 @@ class Command(BaseCommand):
         return f"Demo snapshot: {snapshot.train_rows} training and {snapshot.eval_rows} eval pairs."
 
     def _load_pairs(self, project: Project) -> str:
-        """Import the demo pairs through the same importer users get; re-runs add nothing."""
-        with DEMO_FILE.open("rb") as stream:
-            batch = ImportBatch.objects.create(
-                project=project,
-                source_name=DEMO_FILE.name,
-                size_bytes=DEMO_FILE.stat().st_size,
-                format="jsonl",
-                state=ImportBatch.State.RUNNING,
-            )
-            summary = import_stream(batch=batch, stream=stream, fmt="jsonl")
-        if not summary.committed:
-            raise CommandError(f"The demo file is invalid: {summary.errors[:3]}")
-        if not summary.imported:
-            batch.delete()  # nothing new: keep the project's import list free of empty re-runs
-        return f"Demo pairs: {summary.text}"
+        """Import the demo files through the same importer users get; re-runs add nothing."""
+        lines = []
+        for path in DEMO_FILES:
+            with path.open("rb") as stream:
+                batch = ImportBatch.objects.create(
+                    project=project,
+                    source_name=path.name,
+                    size_bytes=path.stat().st_size,
+                    format="jsonl",
+                    state=ImportBatch.State.RUNNING,
+                )
+                summary = import_stream(batch=batch, stream=stream, fmt="jsonl")
+            if not summary.committed:
+                raise CommandError(f"The demo file {path.name} is invalid: {summary.errors[:3]}")
+            if not summary.imported:
+                batch.delete()  # nothing new: keep the project's import list free of empty re-runs
+            lines.append(f"Demo pairs ({path.name}): {summary.text}")
+        return "\n".join(lines)
