@@ -293,6 +293,12 @@ def run_download(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     return response
 
 
+def _cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one that would start a formula gets a leading quote (OWASP,
+    "CSV Injection"). Pair ids come from imported files."""
+    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 @requires(TRAIN)
 @require_GET
 def run_data_ids(request: HttpRequest, run_id: int) -> HttpResponse:
@@ -308,7 +314,7 @@ def run_data_ids(request: HttpRequest, run_id: int) -> HttpResponse:
     for split, data in report.items():
         for kind in ("dropped", "changed"):
             for reason, ids in data.get(kind, {}).items():
-                writer.writerows([split, kind, reason, pair_id] for pair_id in ids)
+                writer.writerows([split, kind, reason, _cell(pair_id)] for pair_id in ids)
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="prefstudio-run-{run.pk}-pairs.csv"'
     return response

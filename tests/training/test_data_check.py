@@ -147,11 +147,13 @@ def test_the_run_page_and_list_say_the_change_honestly(tiny_base, project, admin
     # The engine's own report (every id) is what the download gives, where it is on disk.
     folder = services.artifact_dir(runs[0])
     folder.mkdir(parents=True)
-    full = {"train": {**report, "dropped": {"identical_after_template": [f"p{i}" for i in range(100)]}}}
+    ids = [f"p{i}" for i in range(99)] + ['=HYPERLINK("http://evil.example")']  # ids come from imported files
+    full = {"train": {**report, "dropped": {"identical_after_template": ids}}}
     (folder / "data_report.json").write_text(json.dumps(full))
     response = admin_client.get(f"/training/runs/{runs[0].pk}/pairs.csv")
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert rows[0] == ["split", "kind", "reason", "id"] and len(rows) == 1 + 100 + 1
     assert rows[1] == ["train", "dropped", "identical_after_template", "p0"]
+    assert rows[100][3] == '\'=HYPERLINK("http://evil.example")'  # shown as text, never run as a formula
     assert admin_client.get(f"/training/runs/{runs[1].pk}/pairs.csv").status_code == 200  # the stored report
     assert settings.MEDIA_ROOT  # the snapshots above live there
