@@ -213,7 +213,7 @@ def test_new_run_form_validates_fields_and_offers_the_measured_label_smoothing(
     client = Client()
     client.force_login(admin_user)
     page = client.get("/training/runs/new/").content.decode()
-    assert 'value="0.12"' in page and "The KL knob" in page and "tiny" in page
+    assert 'value="0.12"' in page and "the KL knob" in page and "tiny" in page
     data = {"snapshot": str(snapshot.uuid), "base_model": "tiny", "loss_type": "sigmoid", "beta": "-1",
             "learning_rate": "5e-5", "num_epochs": "1", "batch_size": "2", "gradient_accumulation_steps": "1",
             "max_length": "64", "lora_r": "4", "lora_alpha": "8", "lora_dropout": "0", "seed": "1",
