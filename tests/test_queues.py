@@ -82,3 +82,45 @@ def test_the_rqworker_command_defaults_to_json():
     from django.core.management import get_commands
 
     assert get_commands()["rqworker"] == "training"
+
+
+@pytest.mark.django_db
+def test_a_worker_without_a_heartbeat_is_shown_lost_never_busy(client, admin_user, training_queue, settings):
+    """A killed worker's entry stays in Redis saying "busy" until it expires; past TRAINING_LOST_SECONDS
+    without a heartbeat the Training page calls it lost."""
+    from datetime import UTC, datetime, timedelta
+
+    from rq import Worker
+    from rq.utils import utcformat
+
+    queue = django_rq.get_queue(training_queue)
+    alive = Worker([queue], connection=queue.connection, name=f"alive-{uuid.uuid4().hex[:6]}")
+    killed = Worker([queue], connection=queue.connection, name=f"killed-{uuid.uuid4().hex[:6]}")
+    for worker in (alive, killed):
+        worker.register_birth()
+        worker.set_state("busy")
+    silent = datetime.now(UTC) - timedelta(seconds=settings.TRAINING_LOST_SECONDS + 30)
+    queue.connection.hset(killed.key, "last_heartbeat", utcformat(silent))
+    try:
+        states = {w.name: w.state for w in training_queue_snapshot().workers}
+        assert states == {alive.name: "busy", killed.name: "lost"}
+        client.force_login(admin_user)
+        page = client.get("/training/").content.decode()
+        row = page[page.index(killed.name) :].split("</tr>")[0]
+        assert "lost" in row and "busy" not in row and "no heartbeat for 1 min" in row
+    finally:
+        for worker in (alive, killed):
+            worker.register_death()
+
+
+def test_our_rqworker_heartbeats_within_the_lost_worker_limit(settings):
+    """Idle, RQ heartbeats every worker_ttl - 15 s (405 s by default); busy, every job monitoring interval."""
+    from django.core.management import load_command_class
+    from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
+
+    parser = load_command_class("training", "rqworker").create_parser("manage.py", "rqworker")
+    ttl = parser.parse_args(["gpu"]).worker_ttl
+    assert (
+        ttl - 15 < settings.TRAINING_LOST_SECONDS
+        and DEFAULT_JOB_MONITORING_INTERVAL < settings.TRAINING_LOST_SECONDS
+    )

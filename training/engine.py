@@ -93,6 +93,7 @@ logger = logging.getLogger(__name__)
 # Fields a resumed run may change: none of them alters a number the run computes.
 RESUMABLE_CHANGES = frozenset({"eval_steps", "save_steps", "save_total_limit", "eval_batch_size"})
 REFERENCE_CACHE = "reference_logps.safetensors"
+PHASES = ("loading", "reference", "training", "evaluating", "saving")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,27 @@ class Callbacks:
     on_log: Callable[[str], None] | None = None
     should_stop: Callable[[], bool] | None = None
     on_data: Callable[[dict[str, dict[str, Any]]], None] | None = None
+    # What the run is doing before and between steps, with its own progress: (phase, done, total), where
+    # phase is one of PHASES and done / total count pairs (reference, evaluating) or are 0 / 0.
+    on_phase: Callable[[str, int, int], None] | None = None
+
+
+@dataclass(frozen=True)
+class Display:
+    """How a run names things for people: the base model by its name (as the app's allow-list has it, and
+    where that list says it comes from) rather than the folder it loads from, and files relative to the
+    storage they live in (the first of `roots` that holds them)."""
+
+    model: str | None = None
+    model_source: str | None = None
+    roots: tuple[Path, ...] = ()
+
+    def path(self, path: Path | str) -> str:
+        resolved = Path(path).resolve()
+        for root in self.roots:
+            with contextlib.suppress(ValueError):
+                return str(resolved.relative_to(Path(root).resolve()))
+        return str(path)
 
 
 @dataclass(frozen=True)
@@ -244,11 +266,13 @@ def sequence_logps(
     pad_token_id: int,
     reference: bool,
     dist: _Dist | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Summed completion log-probs `(chosen, rejected)` of `pairs`, each `(len(pairs),)` float32 on CPU.
 
     No gradients; `reference=True` disables the adapter. Batches are sorted by length and shared out over
-    the processes of `dist`.
+    the processes of `dist`; `progress(done, total)` follows each batch (pairs of this process, scaled to
+    all of them).
     """
     dist = dist or _Dist()
     device = next(model.parameters()).device
@@ -260,9 +284,14 @@ def sequence_logps(
         model.disable_adapter() if reference else contextlib.nullcontext(),
         _autocast(device),
     ):
-        for indices in eval_plan([p.length for p in pairs], batch_size=batch_size)[dist.rank :: dist.world]:
+        mine = eval_plan([p.length for p in pairs], batch_size=batch_size)[dist.rank :: dist.world]
+        done = 0
+        for indices in mine:
             c, r = pair_logps(model, _pack(pairs, indices, pad_token_id).to(device))
             chosen[indices], rejected[indices] = c.float().cpu(), r.float().cpu()
+            done += len(indices)
+            if progress:
+                progress(min(len(pairs), done * dist.world), len(pairs))
     model.train(was_training)
     both = dist.sum(torch.stack([chosen, rejected]))
     return both[0], both[1]
@@ -309,7 +338,7 @@ class _Split:
     reference: tuple[Tensor, Tensor] | tuple[None, None] = (None, None)
 
 
-def _load_split(path: Path, tokenizer: Any, config: TrainConfig) -> _Split:
+def _load_split(path: Path, tokenizer: Any, config: TrainConfig, display: Display) -> _Split:
     pairs, report = load_pairs(
         path,
         tokenizer,
@@ -317,6 +346,7 @@ def _load_split(path: Path, tokenizer: Any, config: TrainConfig) -> _Split:
         max_prompt_length=config.max_prompt_length,
         system_turn=config.system_turn,
     )
+    report.file = display.path(path)
     if not pairs:
         dropped = ", ".join(f"{len(ids)} {why}" for why, ids in report.dropped.items()) or "the file is empty"
         raise ValueError(f"{path.name}: no pair can be trained on ({dropped}).")
@@ -332,11 +362,20 @@ class _Run:
     """One process's training run: model, data, optimizer, and what it has measured."""
 
     def __init__(
-        self, config: TrainConfig, train_file: Path, eval_file: Path | None, output_dir: Path, callbacks, dist
+        self,
+        config: TrainConfig,
+        train_file: Path,
+        eval_file: Path | None,
+        output_dir: Path,
+        callbacks: Callbacks,
+        dist: _Dist,
+        display: Display,
     ):
         from torch.nn.parallel import DistributedDataParallel
 
         self.config, self.output_dir, self.callbacks, self.dist = config, output_dir, callbacks, dist
+        self.display = display
+        self.phase("loading")
         self.started = time.time()
         self.history: list[dict[str, float]] = []
         self.eval_history: list[dict[str, float]] = []
@@ -344,16 +383,18 @@ class _Run:
             int, list[bool]
         ] = {}  # eval step -> per eval pair: chosen has the higher mean logp
         self.log(
-            f"Preference tuning ({config.loss_type}) of {config.base_model}, device {dist.device}, "
-            f"{dist.world} process(es)"
+            f"Preference tuning ({config.loss_type}) of {display.model or config.base_model}, "
+            f"device {dist.device}, {dist.world} process(es)"
         )
         if dist.device.type == "cpu":
             _reuse_freed_memory()
         self.model, self.tokenizer = load_model(config, dist.device)
         self.pad_token_id = self.tokenizer.pad_token_id
         self.eval_batch_size = config.eval_batch_size or 2 * config.batch_size
-        self.train_split = _load_split(train_file, self.tokenizer, config)
-        self.eval_split = _load_split(eval_file, self.tokenizer, config) if eval_file else self.train_split
+        self.train_split = _load_split(train_file, self.tokenizer, config, display)
+        self.eval_split = (
+            _load_split(eval_file, self.tokenizer, config, display) if eval_file else self.train_split
+        )
         self.splits = (
             {"train": self.train_split, "eval": self.eval_split} if eval_file else {"train": self.train_split}
         )
@@ -400,6 +441,10 @@ class _Run:
             if self.callbacks.on_log:
                 self.callbacks.on_log(line)
 
+    def phase(self, name: str, done: int = 0, total: int = 0) -> None:
+        if self.dist.main and self.callbacks.on_phase:
+            self.callbacks.on_phase(name, done, total)
+
     def attach_reference(self) -> None:
         """Reference log-probs of every pair: read from the run's cache, or computed now and cached."""
         from safetensors import safe_open
@@ -417,7 +462,7 @@ class _Run:
                 if f.metadata().get("fingerprint") == fingerprint:
                     for name, split in self.splits.items():
                         split.reference = (f.get_tensor(f"{name}_chosen"), f.get_tensor(f"{name}_rejected"))
-                    self.log(f"reference log-probs read from {path}")
+                    self.log(f"reference log-probs read from {self.display.path(path)}")
                     return
         for name, split in self.splits.items():
             started = time.perf_counter()
@@ -428,6 +473,7 @@ class _Run:
                 pad_token_id=self.pad_token_id,
                 reference=True,
                 dist=self.dist,
+                progress=lambda done, total, name=name: self.phase(f"reference:{name}", done, total),
             )
             self.log(
                 f"reference log-probs of {len(split.pairs)} {name} pairs in "
@@ -455,6 +501,7 @@ class _Run:
                 pad_token_id=self.pad_token_id,
                 reference=False,
                 dist=self.dist,
+                progress=lambda done, total: self.phase("evaluating", done, total),
             )
         metrics = preference_metrics(
             *policy,
@@ -578,7 +625,7 @@ class _Run:
             p for p in (self.output_dir / "checkpoints").glob("step-*") if (p / "state.json").exists()
         )
         if not found:
-            self.log(f"no checkpoint in {self.output_dir / 'checkpoints'}: starting from step 0")
+            self.log("no checkpoint written yet: starting from step 0")
             return None
         path = found[-1]
         state = json.loads((path / "state.json").read_text())
@@ -608,7 +655,8 @@ class _Run:
             torch.cuda.set_rng_state(rng["cuda"], device)
         self.plan_epoch, self.plan = state["plan_epoch"], state["plan"]
         self.history, self.eval_history = state["history"], state["eval_history"]
-        self.log(f"resumed after step {state['step']} of {self.total_steps} from {path}")
+        where = path.relative_to(self.output_dir)
+        self.log(f"resumed after step {state['step']} of {self.total_steps} from {where}")
         return state
 
     def data_report(self) -> dict[str, dict[str, Any]]:
@@ -631,12 +679,14 @@ class _Run:
         import peft
         import transformers
 
+        config = {**self.config.to_dict(), "base_model": self.display.model or self.config.base_model}
         card = {
             "status": result.status,
-            "base_model": self.config.base_model,
+            "base_model": self.display.model or self.config.base_model,
+            "base_model_source": self.display.model_source or self.config.base_model,
             "step": result.step,
             "total_steps": result.total_steps,
-            "config": self.config.to_dict(),
+            "config": config,
             "data": result.data,
             "eval_split": "eval" if "eval" in self.splits else "train (no eval file)",
             "metrics": {"step_0": result.initial_metrics, "final": result.metrics},
@@ -748,17 +798,20 @@ def train(
     output_dir: Path,
     callbacks: Callbacks | None = None,
     resume: bool = False,
+    display: Display | None = None,
 ) -> TrainResult:
     """Tune `config.base_model` with a LoRA adapter on `train_file`; see the module docstring.
 
     `TrainConfig` is `training.config.TrainConfig` (torch-free, so the web app validates without the
-    engine). Raises `ValueError` for a malformed preference file, a file without a usable pair, or a resume
-    whose checkpoint was made with another configuration, data or number of processes.
+    engine). `display` names the base model and roots the file paths that the log, the reports and the run
+    card show. Raises `ValueError` for a malformed preference file, a file without a usable pair, or a
+    resume whose checkpoint was made with another configuration, data or number of processes.
     """
     dist = _Dist()
     try:
         eval_path = Path(eval_file) if eval_file else None
-        run = _Run(config, Path(train_file), eval_path, Path(output_dir), callbacks or Callbacks(), dist)
+        run = _Run(config, Path(train_file), eval_path, Path(output_dir), callbacks or Callbacks(), dist,
+                   display or Display())  # fmt: skip
         return _loop(run, resume)
     finally:
         dist.close()
@@ -794,9 +847,13 @@ def _loop(run: _Run, resume: bool) -> TrainResult:
             "initial_metrics": initial_metrics,
             "preferred_0": run.preferred.get(0),
         }
-        run.log(f"checkpoint after step {step}: {run.save_checkpoint(state)}")
+        run.phase("saving")
+        saved = run.save_checkpoint(state).relative_to(run.output_dir)
+        run.log(f"checkpoint after step {step}: {saved}")
+        run.phase("training", step, total)
 
     status, final_metrics, started, tokens, steps_run = "finished", None, time.perf_counter(), 0, 0
+    run.phase("training", step, total)
     while step < total:
         if dist.agree(bool(dist.main and callbacks.should_stop and callbacks.should_stop())):
             status = "stopped"
@@ -822,6 +879,7 @@ def _loop(run: _Run, resume: bool) -> TrainResult:
             callbacks.on_progress(progress)
         if config.eval_steps and step % config.eval_steps == 0 and step < total:
             run.evaluate(step)
+            run.phase("training", step, total)
         if config.save_steps and step % config.save_steps == 0 and step < total:
             checkpoint()
     train_seconds = time.perf_counter() - started
@@ -848,11 +906,12 @@ def _loop(run: _Run, resume: bool) -> TrainResult:
         share_change=run.share_change(step) if final_metrics is not None else None,
     )
     if dist.main:
+        run.phase("saving")
         run.write_outputs(result)
     dist.barrier()
     if result.share_change:
         run.log(result.share_change["words"])
-    run.log(f"{status} after step {step}; adapter and run card in {run.output_dir}")
+    run.log(f"{status} after step {step}; adapter and run card in {run.display.path(run.output_dir)}")
     return result
 
 

@@ -19,6 +19,14 @@ LOSS_HELP = {
 }
 
 
+def snapshot_label(snapshot: ExportSnapshot) -> str:
+    """A snapshot told apart from its neighbours: project, number, when, shape, format and counts."""
+    return (
+        f"{snapshot.project.name}: snapshot #{snapshot.pk} of {snapshot.created_at:%Y-%m-%d %H:%M}, "
+        f"{snapshot.shape} {snapshot.format}, {snapshot.train_rows} train / {snapshot.eval_rows} eval pairs"
+    )
+
+
 class RunForm(forms.Form):
     snapshot = forms.ModelChoiceField(
         queryset=ExportSnapshot.objects.none(),
@@ -105,10 +113,7 @@ class RunForm(forms.Form):
     def __init__(self, *args: Any, snapshots: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["snapshot"].queryset = snapshots
-        self.fields["snapshot"].label_from_instance = lambda s: (
-            f"{s.project.name}: {s.created_at:%Y-%m-%d %H:%M}, {s.shape}, "
-            f"{s.train_rows} train / {s.eval_rows} eval"
-        )
+        self.fields["snapshot"].label_from_instance = snapshot_label
         self.fields["base_model"].choices = [(name, name) for name in base_models()]
 
     def clean(self) -> dict[str, Any]:

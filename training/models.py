@@ -29,6 +29,14 @@ class TrainingRun(models.Model):
     worker = models.CharField(max_length=200, blank=True, help_text="The RQ worker running it.")
     worker_host = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=64, blank=True, help_text='e.g. "cuda:0" or "cpu".')
+    phase = models.CharField(
+        max_length=32, blank=True,
+        help_text="What a running run is doing: loading, reference:<split>, training, evaluating, saving.",
+    )  # fmt: skip
+    phase_done = models.PositiveIntegerField(
+        default=0, help_text="Pairs done in the phase (reference, eval)."
+    )
+    phase_total = models.PositiveIntegerField(default=0)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     tokens_per_second = models.FloatField(null=True, blank=True)
@@ -81,6 +89,19 @@ class TrainingRun(models.Model):
         from training.compare import ShareChange
 
         return ShareChange.from_dict(self.share_change) if self.share_change else None
+
+    @property
+    def phase_text(self) -> str:
+        """The phase in words, with its progress: "reference log-probs: 12 / 29 train pairs"."""
+        name, _, split = self.phase.partition(":")
+        count = f": {self.phase_done} / {self.phase_total}" if self.phase_total else ""
+        return {
+            "loading": "loading the model and tokenizing the pairs",
+            "reference": f"reference log-probs{count} {split} pairs",
+            "evaluating": f"evaluating{count} eval pairs",
+            "saving": "saving a checkpoint or the adapter",
+            "training": "training",
+        }.get(name, name)
 
     @property
     def percent(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import django_rq
 import redis
@@ -19,10 +19,11 @@ DEVICES_KEY = "prefstudio:worker-devices"
 class WorkerInfo:
     name: str
     hostname: str
-    state: str
+    state: str  # RQ's ("idle", "busy", ...), or "lost" when its heartbeat is older than TRAINING_LOST_SECONDS
     last_heartbeat: datetime | None
     job_id: str = ""
     device: str = ""
+    silent_seconds: int | None = None  # since its last heartbeat
 
 
 @dataclass(frozen=True)
@@ -36,22 +37,31 @@ class QueueSnapshot:
 
 
 def training_queue_snapshot() -> QueueSnapshot:
-    """Counts and workers of the training queue; an `error` instead when Redis does not answer."""
+    """Counts and workers of the training queue; an `error` instead when Redis does not answer.
+
+    A worker whose last heartbeat is older than TRAINING_LOST_SECONDS is "lost", whatever state it last
+    wrote: a killed worker's entry says "busy" until Redis expires it. Our `rqworker` heartbeats at least
+    every 30 s, idle (its worker TTL) or busy (RQ's job monitoring interval)."""
     name = settings.PREFSTUDIO_TRAINING_QUEUE
     try:
         queue = django_rq.get_queue(name)
         devices = {k.decode(): v.decode() for k, v in queue.connection.hgetall(DEVICES_KEY).items()}
-        workers = [
-            WorkerInfo(
-                w.name,
-                w.hostname or "",
-                w.get_state(),
-                w.last_heartbeat,
-                w.get_current_job_id() or "",
-                devices.get(w.hostname or "", ""),
+        now = datetime.now(UTC)
+        workers = []
+        for w in Worker.all(queue=queue):
+            silent = int((now - w.last_heartbeat).total_seconds()) if w.last_heartbeat else None
+            lost = silent is not None and silent > settings.TRAINING_LOST_SECONDS
+            workers.append(
+                WorkerInfo(
+                    w.name,
+                    w.hostname or "",
+                    "lost" if lost else w.get_state(),
+                    w.last_heartbeat,
+                    w.get_current_job_id() or "",
+                    devices.get(w.hostname or "", ""),
+                    silent,
+                )
             )
-            for w in Worker.all(queue=queue)
-        ]
         return QueueSnapshot(
             name=name,
             queued=queue.count,

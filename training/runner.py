@@ -10,6 +10,7 @@ import socket
 import threading
 import traceback
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -55,7 +56,8 @@ class _Recorder:
     def __init__(self, run: TrainingRun) -> None:
         self.run = run
         self.lines: deque[str] = deque(run.log_tail.splitlines()[-LOG_TAIL_LINES:], maxlen=LOG_TAIL_LINES)
-        self.last_write = 0.0
+        self.last_write = self.last_phase_write = 0.0
+        self.phase_name = ""
 
     def progress(self, progress: Any) -> None:
         record_metric(self.run.pk, RunMetric.Kind.TRAIN, progress.step, progress.metrics)
@@ -77,6 +79,14 @@ class _Recorder:
 
     def log(self, line: str) -> None:
         self.lines.append(line)
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        """A new phase is written at once, its progress at most every PROGRESS_EVERY seconds."""
+        now = timezone.now().timestamp()
+        if name == self.phase_name and done < total and now - self.last_phase_write < PROGRESS_EVERY:
+            return
+        self.phase_name, self.last_phase_write = name, now
+        TrainingRun.objects.filter(pk=self.run.pk).update(phase=name, phase_done=done, phase_total=total)
 
     def data(self, report: dict[str, Any]) -> None:
         """The data report as soon as the pairs are read, so a run that fails later still shows it."""
@@ -107,7 +117,7 @@ def execute(run_id: int, *, worker: str = "") -> str:
     """Run the run with this id to its end; a word on how it ended. Never raises for a failed run: the
     error is written to the row (and re-raised for RQ only by the task, see training/tasks.py)."""
     from training.config import TrainConfig
-    from training.engine import Callbacks, train
+    from training.engine import Callbacks, Display, train
 
     close_old_connections()
     run = _start(run_id, worker)
@@ -133,8 +143,14 @@ def execute(run_id: int, *, worker: str = "") -> str:
                 on_log=recorder.log,
                 should_stop=recorder.should_stop,
                 on_data=recorder.data,
+                on_phase=recorder.phase,
             ),
             resume=resume,
+            display=Display(
+                model=run.base_model,
+                model_source=settings.PREFSTUDIO_BASE_MODELS.get(run.base_model),
+                roots=(Path(settings.MEDIA_ROOT), Path(settings.ARTIFACT_ROOT)),
+            ),
         )
     except Exception as exc:
         recorder.log("".join(traceback.format_exception_only(exc)).strip())
@@ -177,6 +193,7 @@ def _finish(
         "error": error,
         "log_tail": "\n".join(recorder.lines),
         "eta_seconds": None if error else 0,
+        "phase": "",
     }
     optional = {"step": step, "total_steps": total, "initial_metrics": initial, "final_metrics": final,
                 "data_report": data, "device": device, "share_change": share_change}  # fmt: skip

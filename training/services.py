@@ -246,6 +246,18 @@ def artifact_files(run: TrainingRun) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("reference_logps"))
 
 
+def checkpoint_step(run: TrainingRun) -> int:
+    """The step a resumed run continues after: its latest complete checkpoint's, 0 when there is none (it
+    starts over). The engine resumes from the same folder (training.engine.restore_checkpoint)."""
+    root = artifact_dir(run) / "checkpoints"
+    found = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
+    if not found:
+        return 0
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return int(json.loads((found[-1] / "state.json").read_text())["step"])
+    return 0
+
+
 def full_data_report(run: TrainingRun) -> dict[str, Any]:
     """The run's data report with every id (`data_report.json`, written by the engine before training), or
     the stored one (the first ids of each reason) where that file is gone."""

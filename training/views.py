@@ -91,8 +91,7 @@ def run_create(request: HttpRequest) -> HttpResponse:
                     base_model=base_model,
                     config=form.config(base_model=base_model),
                 )
-                messages.success(request, f"Run {run.pk} is queued on '{services.queue_name()}'.")
-                return redirect(run)
+                return redirect(run)  # the run page says it is queued, until a worker starts it
         except ValueError as exc:
             form.add_error(None, str(exc))
     context = {
@@ -208,6 +207,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "comparison": _comparison(run),
         "files": services.artifact_files(run) if run.state == TrainingRun.State.SUCCEEDED else [],
         "data": [(name, report, _reasons(report)) for name, report in (run.data_report or {}).items()],
+        "queue_name": services.queue_name(),
+        "resume_from": services.checkpoint_step(run) if run.resumable or run.attempts else None,
     }
     if request.htmx:
         response = render(request, "training/run_detail.html#run-status", context)
@@ -243,7 +244,11 @@ def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
     except ValueError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, "Queued again: it continues from its last checkpoint.")
+        step = services.checkpoint_step(run)
+        where = (
+            f"after step {step}, its last checkpoint" if step else "from the start: no checkpoint was written"
+        )
+        messages.success(request, f"Queued again: it continues {where}.")
     return redirect(run)
 
 

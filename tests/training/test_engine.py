@@ -228,7 +228,7 @@ def test_stop_and_resume_reproduce_the_uninterrupted_run(config, preference_file
     callbacks = Callbacks(on_log=lines.append)
     fresh = train(config, **files, output_dir=tmp_path / "new", resume=True, callbacks=callbacks)
     assert fresh.step == 6 and fresh.initial_metrics == full.initial_metrics
-    assert any(line.startswith("no checkpoint in") for line in lines)
+    assert "no checkpoint written yet: starting from step 0" in lines
 
 
 @pytest.mark.parametrize(("loss_type", "label_smoothing"), [("ipo", 0.0), ("simpo", 0.1), ("robust", 0.2)])
@@ -358,3 +358,41 @@ def test_engine_modules_do_not_import_django() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_phases_say_what_the_run_does_between_steps(config, preference_files, tmp_path: Path) -> None:
+    phases: list[tuple[str, int, int]] = []
+    result = train(
+        replace(config, max_steps=2, eval_batch_size=8),
+        train_file=preference_files[0],
+        eval_file=preference_files[1],
+        output_dir=tmp_path,
+        callbacks=Callbacks(on_phase=lambda *p: phases.append(p)),
+    )
+    names = [name for name, _, _ in phases]
+    assert names[0] == "loading" and "saving" in names and result.status == "finished"
+    reference = [(done, total) for name, done, total in phases if name == "reference:train"]
+    assert reference == [(8 * k, 64) for k in range(1, 9)]  # its own progress, batch by batch
+    assert [(d, t) for n, d, t in phases if n == "reference:eval"][-1] == (16, 16)
+    assert names.index("reference:eval") < names.index("training") < names.index("evaluating")
+
+
+def test_the_run_card_names_the_model_and_roots_its_paths(config, preference_files, tmp_path: Path) -> None:
+    from training.engine import Display
+
+    storage = preference_files[0].parent.parent  # the folder the preference files live under
+    lines: list[str] = []
+    train(
+        replace(config, max_steps=1),
+        train_file=preference_files[0],
+        output_dir=tmp_path / "runs" / "7",
+        callbacks=Callbacks(on_log=lines.append),
+        display=Display(model="tiny", model_source="var/models/tiny", roots=(tmp_path, storage)),
+    )
+    card = json.loads((tmp_path / "runs" / "7" / "run_card.json").read_text())
+    assert card["base_model"] == card["config"]["base_model"] == "tiny"
+    assert card["base_model_source"] == "var/models/tiny"
+    assert card["data"]["train"]["file"] == f"{preference_files[0].parent.name}/train.jsonl"
+    text = "\n".join(lines) + (tmp_path / "runs" / "7" / "run_card.md").read_text()
+    assert str(tmp_path) not in text and str(storage) not in text and config.base_model not in text
+    assert "adapter and run card in runs/7" in text and "Preference tuning (sigmoid) of tiny" in text

@@ -8,6 +8,7 @@ need a database that another process can open: PostgreSQL (CI); on SQLite they a
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import time
@@ -298,3 +299,59 @@ def test_train_command_runs_one_run_in_the_foreground(training_queue, tiny_base,
         call_command("train", str(run.pk), "--resume")
     with pytest.raises(CommandError, match="No training run"):
         call_command("train", "999999")
+
+
+@pytest.mark.django_db
+def test_the_run_page_says_queued_then_what_the_worker_does(tiny_base, project, admin_user, training_queue):
+    client = Client()
+    client.force_login(admin_user)
+    snapshot = make_snapshot(project)
+    data = {"snapshot": str(snapshot.uuid), "base_model": "tiny", "loss_type": "sigmoid", "beta": "0.1",
+            "learning_rate": "5e-3", "num_epochs": "1", "max_steps": "2", "batch_size": "4",
+            "gradient_accumulation_steps": "1", "max_length": "96", "lora_r": "4", "lora_alpha": "8",
+            "lora_dropout": "0", "seed": "0", "eval_steps": "0", "save_steps": "0", "system_turn": "keep",
+            "action": "queue"}  # fmt: skip
+    page = client.post("/training/runs/new/", data, follow=True).content.decode()
+    run = TrainingRun.objects.get()
+    assert f"Queued on <code>{training_queue}</code>: waiting for a worker" in page
+    assert "is queued on" not in page  # no flash message that would outlive the queued state
+    TrainingRun.objects.filter(pk=run.pk).update(
+        state="running", phase="reference:train", phase_done=12, phase_total=29
+    )
+    status = client.get(run.get_absolute_url(), headers={"HX-Request": "true"}).content.decode()
+    assert "Now: reference log-probs: 12 / 29 train pairs" in status and "Queued on" not in status
+    assert '<progress max="29" value="12"' in status
+    TrainingRun.objects.filter(pk=run.pk).update(phase="training", step=1, total_steps=2)
+    status = client.get(run.get_absolute_url(), headers={"HX-Request": "true"}).content.decode()
+    assert "Now:" not in status and "1 / 2" in status
+
+
+@pytest.mark.django_db
+def test_resume_says_from_which_step_it_continues(tiny_base, project, admin_user, training_queue):
+    client = Client()
+    client.force_login(admin_user)
+    run = TrainingRun.objects.create(snapshot=make_snapshot(project), base_model="tiny", config={},
+                                     state="canceled", attempts=1)  # fmt: skip
+    assert "Resume from the start" in client.get(run.get_absolute_url()).content.decode()
+    page = client.post(f"/training/runs/{run.pk}/resume/", follow=True).content.decode()
+    assert "it continues from the start: no checkpoint was written" in page
+    assert "continue from the start (no checkpoint was written)" in page  # the queued notice says it too
+    checkpoint = services.artifact_dir(run) / "checkpoints" / "step-000003"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text(json.dumps({"step": 3}))
+    (services.artifact_dir(run) / "checkpoints" / ".step-000004.partial").mkdir()  # an interrupted save
+    TrainingRun.objects.filter(pk=run.pk).update(state="failed")
+    assert "Resume after step 3" in client.get(run.get_absolute_url()).content.decode()
+    page = client.post(f"/training/runs/{run.pk}/resume/", follow=True).content.decode()
+    assert "it continues after step 3, its last checkpoint" in page
+
+
+@pytest.mark.django_db
+def test_snapshots_in_the_run_form_are_told_apart(tiny_base, project, admin_user):
+    first, second = make_snapshot(project), make_snapshot(project, train=40, evaluation=10)
+    ExportSnapshot.objects.filter(pk=second.pk).update(format="parquet", shape="standard")
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get("/training/runs/new/").content.decode()
+    assert f"snapshot #{first.pk} of" in page and "conversational jsonl, 32 train / 8 eval pairs" in page
+    assert f"snapshot #{second.pk} of" in page and "standard parquet, 40 train / 10 eval pairs" in page
