@@ -9,8 +9,14 @@ item twice is an error (`ValueError`), as in a reliability matrix.
 Numbers that are undefined (no item with two ratings, one category in use so chance agreement is 1)
 come back as `None`, as scikit-learn's `cohen_kappa_score` returns `nan` for them.
 
+Statistics that read an order (ordinal and interval alpha, weighted kappa) take the categories in
+their order as `values=` and raise ValueError without it: labels are never sorted for them, since an
+alphabetical order is seldom the scale's ("a_clearly" < "a_slightly" < "b_clearly" < "b_slightly" <
+"tie" is not A-clearly < ... < B-clearly). Functions on value counts read the columns' order.
+
 Sources: Cohen (1960) and Cohen (1968) for weighted kappa; Fleiss (1971); Krippendorff (2011),
-"Computing Krippendorff's Alpha-Reliability"; Dawid & Skene (1979); Bradley & Terry (1952), and
+"Computing Krippendorff's Alpha-Reliability"; Efron (1979) for the percentile bootstrap over items;
+Dawid & Skene (1979); Bradley & Terry (1952), and
 Chiang et al. (2024), "Chatbot Arena", for the leaderboard's scale and bootstrap. The dashboard's
 aggregate over judgments is in `labeling/review_stats.py`.
 """
@@ -200,6 +206,25 @@ def alpha_from_counts(counts: np.ndarray, *, level: Level = "nominal", values: S
     return _none_if_nan(alpha_from_coincidences(coincidences(counts), level=level, values=values).item())
 
 
+def _pattern_resamples(counts: np.ndarray, *, n: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The items rated twice or more as distinct rows of counts ("patterns", shape (P, V)) and `n`
+    bootstrap resamples of those items as pattern counts, shape (n, P); `None` when no item has two
+    ratings.
+
+    Resampling the N items with replacement is the same as drawing how often each pattern is taken from
+    a multinomial with the patterns' frequencies: few patterns when V and the raters per item are small,
+    so every statistic below costs O(n P V^2) instead of O(n N). The same `seed` gives the same
+    resamples to every `bootstrap_*` function, so their intervals describe the same resampled data."""
+    c = np.asarray(counts, dtype=np.int64)
+    if c.ndim != 2:
+        return None
+    c = c[c.sum(1) >= 2]
+    if len(c) == 0:
+        return None
+    patterns, freq = _distinct_rows(c)
+    return patterns, np.random.default_rng(seed).multinomial(len(c), freq / len(c), size=n)
+
+
 def bootstrap_alpha(
     counts: np.ndarray,
     *,
@@ -209,26 +234,69 @@ def bootstrap_alpha(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of Krippendorff's alpha, resampling items, vectorized.
+    """Percentile bootstrap interval (Efron 1979) of Krippendorff's alpha, resampling items, vectorized.
 
-    counts: value counts (N, V). Items rated fewer than twice carry no information about agreement and
-    are left out first. Resampling N items with replacement is the same as drawing how often each
-    distinct row of counts (a "pattern": few when V and the raters per item are small) is taken, from a
-    multinomial with the patterns' frequencies; alpha is linear in the items' coincidences, so each of the
-    `n` resamples costs O(P V^2) instead of O(N). Resamples where alpha is undefined are dropped; `None`
-    when none is left. `measure` is the level of measurement (`values`: the numbers behind the columns,
-    for the interval level); `level` the interval's coverage."""
+    counts: value counts (N, V), columns in the scale's order for the ordinal level. Items rated fewer
+    than twice carry no information about agreement and are left out first; the resamples are those of
+    `_pattern_resamples`. Alpha is linear in the items' coincidences, so a resample's coincidence matrix
+    is its pattern counts times the patterns' (Krippendorff 2011). Resamples where alpha is undefined are
+    dropped; `None` when none is left. `measure` is the level of measurement (`values`: the numbers
+    behind the columns, for the interval level); `level` the interval's coverage. Raises ValueError for
+    a level outside (0, 1)."""
     _check_level(level)
-    c = np.asarray(counts, dtype=np.int64)
-    c = c[c.sum(1) >= 2]
-    if len(c) == 0 or c.shape[1] < 2:
+    resamples = _pattern_resamples(counts, n=n, seed=seed)
+    if resamples is None or resamples[0].shape[1] < 2:
         return None
-    patterns, freq = _distinct_rows(c)
-    per_item = item_coincidences(patterns)
-    weights = np.random.default_rng(seed).multinomial(len(c), freq / len(c), size=n)
-    o = np.einsum("bp,pvw->bvw", weights, per_item)
-    alphas = alpha_from_coincidences(o, level=measure, values=values)
-    return _percentile(alphas, level)
+    patterns, weights = resamples
+    o = np.einsum("bp,pvw->bvw", weights, item_coincidences(patterns))
+    return _percentile(alpha_from_coincidences(o, level=measure, values=values), level)
+
+
+def _pair_shares(patterns: np.ndarray) -> np.ndarray:
+    """Each row's share of agreeing rater pairs, sum_v n_v (n_v - 1) / (m (m - 1)), shape (P,)."""
+    c = patterns.astype(np.float64)
+    m = c.sum(1)
+    return (c * (c - 1)).sum(1) / (m * (m - 1))
+
+
+def bootstrap_percent_agreement(
+    counts: np.ndarray, *, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of percent agreement (Fleiss 1971's P-bar, see `percent_agreement`),
+    resampling items as `bootstrap_alpha` does (the same resamples for the same `seed`).
+
+    counts: value counts (N, V). A resample's P-bar is its pattern counts times the patterns' shares of
+    agreeing pairs, over the N items. `None` when no item has two ratings. Raises ValueError for a
+    level outside (0, 1)."""
+    _check_level(level)
+    resamples = _pattern_resamples(counts, n=n, seed=seed)
+    if resamples is None:
+        return None
+    patterns, weights = resamples
+    return _percentile(weights @ _pair_shares(patterns) / weights.sum(1), level)
+
+
+def bootstrap_fleiss_kappa(
+    counts: np.ndarray, *, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of Fleiss' kappa (see `fleiss_kappa`), resampling items as
+    `bootstrap_alpha` does (the same resamples for the same `seed`).
+
+    counts: value counts (N, V). Per resample, P-bar as in `bootstrap_percent_agreement` and
+    P_e = sum_j p_j^2 from its pattern counts times the patterns' counts (Fleiss 1971). Resamples with
+    one category in use (P_e = 1: kappa undefined) are dropped; `None` when none is left. Raises
+    ValueError for a level outside (0, 1)."""
+    _check_level(level)
+    resamples = _pattern_resamples(counts, n=n, seed=seed)
+    if resamples is None:
+        return None
+    patterns, weights = resamples
+    p_bar = weights @ _pair_shares(patterns) / weights.sum(1)
+    totals = (weights @ patterns).astype(np.float64)
+    p_e = ((totals / totals.sum(1, keepdims=True)) ** 2).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappas = np.where(p_e < 1, (p_bar - p_e) / (1 - p_e), np.nan)
+    return _percentile(kappas, level)
 
 
 def _distinct_rows(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,35 +346,58 @@ def fleiss_kappa(ratings: Ratings | Iterable[tuple]) -> float | None:
     return fleiss_kappa_from_counts(as_ratings(ratings).counts())
 
 
+def _order(statistic: str, values: Sequence | None) -> tuple:
+    """`values` as a tuple; ValueError naming `statistic` when there are none, or a category repeats."""
+    if values is None:
+        raise ValueError(
+            f"{statistic} needs values=: the categories in their order, e.g. values=['low', 'medium', "
+            "'high']. Labels are never sorted for you: their alphabetical order is seldom the scale's."
+        )
+    domain = tuple(values)
+    if len(set(domain)) != len(domain):
+        raise ValueError("values name a category twice")
+    return domain
+
+
+def _positions(r: Ratings, domain: tuple) -> np.ndarray:
+    """Position in `domain` of each of r's labels (by label code), shape (V,); ValueError for a label
+    that `domain` lacks."""
+    position = {v: i for i, v in enumerate(domain)}
+    missing = [label for label in r.labels if label not in position]
+    if missing:
+        raise ValueError(f"labels missing from values: {missing[:5]!r}")
+    return np.array([position[label] for label in r.labels], dtype=np.int64)
+
+
 def krippendorff_alpha(
     ratings: Ratings | Iterable[tuple], *, level: Level = "nominal", values: Sequence | None = None
 ) -> float | None:
     """Krippendorff's alpha (Krippendorff 2011) at a level of measurement, missing ratings allowed.
 
-    Equal to `krippendorff.alpha(reliability_data, level_of_measurement=level)` on the raters x items
-    matrix with nan for missing ratings. `values`: the ordered value domain (ordinal: the order of the
-    labels, e.g. ["A-clearly", ..., "B-clearly"]; interval: numeric labels); by default the labels in
-    their sort order. O(J log J) to code triples, O(J) from a `Ratings`. `None` when undefined: no item
-    with two ratings, or one value among the pairable ratings (D_e = 0). Raises ValueError for an
-    unknown level, a label missing from `values`, or non-numeric labels at the interval level."""
+    `values`: the value domain in its order: required at the ordinal level (the order of the labels,
+    e.g. ["a_clearly", "a_slightly", "tie", "b_slightly", "b_clearly"]) and the interval level (numeric
+    labels: the numbers), optional at the nominal level (where order does not matter). Equal to
+    `krippendorff.alpha(reliability_data, level_of_measurement=level, value_domain=values)` on the
+    raters x items matrix with nan for missing ratings. O(J log J) to code triples, O(J) from a
+    `Ratings`. `None` when undefined: no item with two ratings, or one value among the pairable ratings
+    (D_e = 0). Raises ValueError for an unknown level, no `values` at the ordinal or interval level
+    (labels are not sorted for you), a label missing from `values`, a category named twice, or
+    non-numeric values at the interval level."""
     r = as_ratings(ratings)
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
     counts = r.counts()
-    domain = r.labels if values is None else tuple(values)
-    if values is not None:
-        position = {v: i for i, v in enumerate(domain)}
-        if any(label not in position for label in r.labels):
-            raise ValueError("a label is missing from values")
-        remap = np.zeros((len(r.labels), len(domain)), dtype=np.int64)
-        remap[np.arange(len(r.labels)), [position[label] for label in r.labels]] = 1
-        counts = counts @ remap
+    if level == "nominal" and values is None:
+        return alpha_from_counts(counts, level=level)
+    domain = _order(f"{level} alpha", values)
+    remap = np.zeros((len(r.labels), len(domain)), dtype=np.int64)
+    remap[np.arange(len(r.labels)), _positions(r, domain)] = 1
     if level == "interval":
         try:
             domain = tuple(float(v) for v in domain)
         except (TypeError, ValueError) as error:
-            raise ValueError("the interval level needs numeric labels") from error
-    return alpha_from_counts(counts, level=level, values=domain)
+            raise ValueError("the interval level needs numeric values") from error
+    return alpha_from_counts(counts @ remap, level=level, values=domain)
 
 
 def cohen_kappa(
@@ -315,16 +406,24 @@ def cohen_kappa(
     rater_b: Hashable,
     *,
     weights: Literal["linear", "quadratic"] | None = None,
+    values: Sequence | None = None,
 ) -> float | None:
     """Cohen's kappa (Cohen 1960; weighted: Cohen 1968) of two raters on the items both rated.
 
-    Equal to scikit-learn's `cohen_kappa_score(y1, y2, weights=weights)` on those items: weights count
-    steps between labels by their rank among the labels the two raters used there (sorted), as
-    scikit-learn does. `None` where scikit-learn gives nan (no shared item, or chance agreement is 1) and
-    when either rater has no ratings."""
+    `values`: the categories in their order; required with `weights` (a weight counts the steps between
+    two labels' positions in `values`), optional without. Equal to scikit-learn's
+    `cohen_kappa_score(y1, y2, labels=values, weights=weights)` on those items (without `values`: on the
+    labels the two raters used). `None` where scikit-learn gives nan (no shared item, or chance agreement
+    is 1: both raters gave one and the same label throughout) and when either rater has no ratings.
+    Raises ValueError for unknown weights, weights without `values`, a label missing from `values` or a
+    category named twice."""
     if weights not in (None, "linear", "quadratic"):
         raise ValueError(f"weights must be None, 'linear' or 'quadratic', not {weights!r}")
     r = as_ratings(ratings)
+    domain = order = None
+    if weights is not None or values is not None:
+        domain = _order(f"{weights} weighted kappa" if weights else "kappa", values)
+        order = _positions(r, domain)
     if rater_a not in r.raters or rater_b not in r.raters:
         return None
     given = []
@@ -337,14 +436,20 @@ def cohen_kappa(
     y1, y2 = given[0][both], given[1][both]
     if len(y1) == 0:
         return None
-    present = np.unique(np.concatenate([y1, y2]))
-    k = len(present)
-    cm = np.bincount(np.searchsorted(present, y1) * k + np.searchsorted(present, y2), minlength=k * k)
-    return _none_if_nan(kappa_from_confusion(cm.reshape(k, k), weights=weights).item())
+    if order is None:
+        present = np.unique(np.concatenate([y1, y2]))
+        y1, y2 = np.searchsorted(present, y1), np.searchsorted(present, y2)
+        k = len(present)
+    else:
+        y1, y2, k = order[y1], order[y2], len(domain)
+    cm = np.bincount(y1 * k + y2, minlength=k * k).reshape(k, k)
+    return _none_if_nan(kappa_from_confusion(cm, weights=weights).item())
 
 
 def kappa_from_confusion(cm: np.ndarray, *, weights: str | None = None) -> np.ndarray:
-    """Cohen's kappa from confusion matrices of shape (..., k, k) (rows: rater a); nan where undefined.
+    """Cohen's kappa from confusion matrices of shape (..., k, k) (rows: rater a; rows and columns in
+    the categories' order, which the weights read); nan where undefined (no rating, or chance agreement
+    1: both raters gave one and the same category throughout).
 
     kappa = 1 - sum(w * observed) / sum(w * expected), expected = outer(row sums, column sums) / n,
     w = 1 - I, or |i - j| (linear), or (i - j)^2 (quadratic) (Cohen 1968; as scikit-learn)."""

@@ -36,10 +36,11 @@ from labeling.importing import (
     PairRecord,
     RecordError,
     detect_format,
-    field_names,
+    field_values,
     iter_records,
 )
 from labeling.models import Assignment, ImportBatch, Judgment, Pair, Project
+from labeling.records import NOTE_UNAUDITED
 from labeling.rendering import RenderLimits, render_pair
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ INSERT_BATCH = 2000
 PROGRESS_EVERY = 1000
 ANALYZE_AFTER = 5000
 PREVIEW_RENDER_SECONDS = 0.2
+FIELD_RECORDS = 200  # records read for the field mapping's names and the label's values
 Progress = Callable[[int, int], None]
 
 
@@ -97,9 +99,11 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def import_options() -> ImportOptions:
-    """The importer's limits, from the settings."""
+def import_options(*, form: bool = True) -> ImportOptions:
+    """The importer's limits, from the settings; problems point at the import page's Field mapping
+    form (`form`), or at the command line's --map."""
     return ImportOptions(
+        form=form,
         max_record_bytes=settings.PREFSTUDIO_MAX_RECORD_BYTES,
         max_pairs_per_record=settings.PREFSTUDIO_MAX_PAIRS_PER_RECORD,
         max_unpacked_bytes=settings.PREFSTUDIO_MAX_UNPACKED_BYTES,
@@ -137,7 +141,9 @@ class Preview:
     """What an upload holds before anything is saved: `items` (the first pairs and errors) and, over
     the first `records` records (all of them when `complete`), the layouts recognised, the fields kept
     as metadata, the notes, the empty responses, the pairs the cap left out, the records no layout
-    fits, the valid and invalid records, and what importing the valid ones would do: pairs already in
+    fits, the valid and invalid records, the dataset's own labels of the valid pairs (`labels`: "a",
+    "b" or "t" -> pairs), the records with a field that looks like the dataset's preference but is
+    not read as its label (`unaudited`), and what importing the valid ones would do: pairs already in
     the project, pairs repeated within the file, and the pairs it would create."""
 
     items: list[PairRecord | RecordError] = field(default_factory=list)
@@ -152,6 +158,8 @@ class Preview:
     pairs: int = 0
     existing: int = 0
     repeated: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    unaudited: int = 0
     complete: bool = False
     hashes: Counter[str] = field(default_factory=Counter, repr=False)
 
@@ -175,6 +183,17 @@ class Preview:
     def note_counts(self) -> list[tuple[str, int]]:
         return self.notes.most_common()
 
+    @property
+    def labelled(self) -> int:
+        """Valid pairs that carry the dataset's own label."""
+        return self.labels.total()
+
+    @property
+    def label_counts(self) -> list[tuple[str, int]]:
+        """("A better" | "B better" | "tie", pairs), for the labels present."""
+        names = {"a": "A better", "b": "B better", "t": "tie"}
+        return [(names[label], self.labels[label]) for label in names if self.labels[label]]
+
     def add(self, items: list[PairRecord | RecordError]) -> None:
         """Count one record's items."""
         self.records += 1
@@ -184,11 +203,13 @@ class Preview:
             self.layouts[pair.layout] += 1
             self.kept.update(pair.kept)
             self.notes.update(pair.notes)
+            self.unaudited += any(note.startswith(NOTE_UNAUDITED) for note in pair.notes)
         self.empty += sum(pair.empty_sides for pair in pairs)
         if len(pairs) < len(items):  # an invalid record imports none of its pairs
             self.invalid += 1
             return
         self.left_out += sum(pair.left_out for pair in pairs)
+        self.labels.update(pair.original_label for pair in pairs if pair.original_label)
         self.pairs += len(pairs)
         self.hashes.update(pair.content_hash for pair in pairs)
 
@@ -240,10 +261,11 @@ def preview_shown(item: PairRecord) -> Shown:
     return shown(pair, a_on_left=True, plain=False)
 
 
-def batch_fields(batch: ImportBatch) -> list[str]:
-    """The field names of an uploaded batch's first records, for its field mapping."""
+def batch_fields(batch: ImportBatch) -> dict[str, list[str]]:
+    """The field names of an uploaded batch's first records (with the paths into them), each with a few
+    of its values, for its field mapping and the label's values."""
     with batch.file.open("rb") as stream:
-        return field_names(stream, filename=batch.source_name, fmt=batch.format)
+        return field_values(stream, filename=batch.source_name, fmt=batch.format, records=FIELD_RECORDS)
 
 
 def batch_read_size(batch: ImportBatch, *, limit: int) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 LABELS = ("a", "b", "tie", "both_bad")
 SIDES = ("a", "b")
@@ -39,6 +40,7 @@ REASONS: dict[str, str] = {
     "chat_prompt": "Multi-turn chat prompt: use the conversational shape",
     "chat_response": "Response of several messages: use the conversational shape",
     "tool_calls": "Tool calls or results: Parquet's message columns hold role and content only; use JSONL",
+    "tool_calls_hosted": "Tool calls or results: hosted preference fine-tuning takes role and content only",
 }
 
 # The largest label smoothing suggested: at 0.5 the cDPO loss no longer depends on the label.
@@ -47,6 +49,8 @@ MAX_LABEL_SMOOTHING = 0.49
 _SHARE_TOLERANCE = 1e-9
 # Expectation-maximisation rounds at most for the one-coin noise model (measure_disagreement).
 _EM_ROUNDS = 10_000
+# A share written as a fraction keeps to denominators people type (2/3, 3/4, 4/5, 7/10).
+_SHARE_DENOMINATORS = 12
 
 
 def _is_number(value: object) -> bool:
@@ -247,14 +251,18 @@ def decide_all(
 class Disagreement:
     """How noisy the kept pairs that prefer a side are.
 
-    `pairs`: kept pairs with a chosen side. `non_unanimous`: the share of them whose counted votes
-    were not all the same label. `vote_error`: the estimated chance that one annotator picks the
-    worse side of an A/B pair. `label_noise`: the estimated chance that a kept pair's chosen side is
-    wrong (adjudicated pairs count as right). All 0.0 when `pairs` is 0.
+    `pairs`: kept pairs with a chosen side. `voted`: those of them with at least one counted vote (a
+    pair a lead settled without votes has none). `non_unanimous`: the share of the voted pairs whose
+    counted votes were not all the same label; None when no kept pair has votes (a pair settled by
+    adjudication alone shows no disagreement, nor agreement). `vote_error`: the estimated chance that
+    one annotator picks the worse side of an A/B pair. `label_noise`: the estimated chance that a kept
+    pair's chosen side is wrong (adjudicated pairs count as right). 0 and 0.0 (None for
+    `non_unanimous`) when `pairs` is 0.
     """
 
     pairs: int
-    non_unanimous: float
+    voted: int
+    non_unanimous: float | None
     vote_error: float
     label_noise: float
 
@@ -275,6 +283,7 @@ class DisagreementCounter:
         self._fit: dict[tuple[int, int], int] = {}
         self._kept: dict[tuple[int, int], int] = {}
         self._pairs = 0
+        self._voted = 0
         self._non_unanimous = 0
 
     def add(self, decision: Decision, *, times: int = 1) -> None:
@@ -282,7 +291,9 @@ class DisagreementCounter:
         is_kept = decision.kept and decision.chosen is not None
         if is_kept:
             self._pairs += times
-            self._non_unanimous += times * (not decision.unanimous)
+            if decision.total:
+                self._voted += times
+                self._non_unanimous += times * (not decision.unanimous)
         if decision.adjudicated:
             return
         a, b = decision.votes["a"], decision.votes["b"]
@@ -294,9 +305,9 @@ class DisagreementCounter:
 
     def result(self) -> Disagreement:
         """The disagreement of the decisions added so far (see `measure_disagreement`)."""
-        pairs, fit = self._pairs, self._fit
+        pairs, voted, fit = self._pairs, self._voted, self._fit
         if pairs == 0:
-            return Disagreement(pairs=0, non_unanimous=0.0, vote_error=0.0, label_noise=0.0)
+            return Disagreement(pairs=0, voted=0, non_unanimous=None, vote_error=0.0, label_noise=0.0)
         votes = sum((n + m) * count for (n, m), count in fit.items())
         # At p = 1/2 votes carry no information; the cap keeps q defined and the estimate below it.
         cap = 0.5 - 1e-9
@@ -312,7 +323,11 @@ class DisagreementCounter:
                 break
         noise = sum(_flip_chance(p, n, m) * count for (n, m), count in self._kept.items()) / pairs
         return Disagreement(
-            pairs=pairs, non_unanimous=self._non_unanimous / pairs, vote_error=p, label_noise=noise
+            pairs=pairs,
+            voted=voted,
+            non_unanimous=self._non_unanimous / voted if voted else None,
+            vote_error=p,
+            label_noise=noise,
         )
 
 
@@ -352,3 +367,40 @@ def suggest_label_smoothing(decisions: Iterable[Decision] = (), *, noise: float 
     elif not _is_number(noise) or not 0 <= noise <= 1:
         raise ValueError(f"noise must be a number from 0 to 1, got {noise!r}")
     return round(min(max(float(noise), 0.0), MAX_LABEL_SMOOTHING), 3)
+
+
+def parse_share(text: str) -> float:
+    """A share as people write it: a fraction ("2/3"), a decimal ("0.667", ".5", "1") or a percentage
+    ("67%"), from 0 to 1. "2/3" gives exactly 2/3, so that pairs won 2 to 1 meet it; "0.667" means what
+    it says (above 2/3). Raises ValueError saying what is wrong, in words for the form."""
+    written = text.strip() if isinstance(text, str) else ""
+    try:
+        if "/" in written:
+            top, _, bottom = written.partition("/")
+            value = Fraction(top.strip()) / Fraction(bottom.strip())
+        elif written.endswith("%"):
+            value = Fraction(written[:-1].strip()) / 100
+        else:
+            value = Fraction(written)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(
+            f"{written or text!r} is not a share: write a fraction such as 2/3 or a decimal such as 0.667"
+        ) from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"{written} is outside 0 to 1: write a share such as 2/3 or 0.667")
+    return float(value)
+
+
+def share_text(share: float) -> str:
+    """A share for people to read: "2/3" when it is (within the rules' tolerance) a fraction with a small
+    denominator and no finite decimal, otherwise the shortest decimal that gives it back ("0.667", "0.75",
+    "1")."""
+    near = Fraction(share).limit_denominator(_SHARE_DENOMINATORS)
+    denominator = near.denominator
+    for factor in (2, 5):
+        while denominator % factor == 0:
+            denominator //= factor
+    if denominator > 1 and abs(near - Fraction(share)) <= _SHARE_TOLERANCE:
+        return f"{near.numerator}/{near.denominator}"
+    text = repr(float(share))
+    return text.removesuffix(".0")

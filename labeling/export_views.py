@@ -34,7 +34,11 @@ def _preview(project: Project, form: ExportForm) -> snapshots.Preview | None:
         return None
     data = form.cleaned_data
     return snapshots.export_preview(
-        project, rules=ConsensusRules(**form.rules()), shape=data["shape"], fmt=data["format"]
+        project,
+        rules=ConsensusRules(**form.rules()),
+        shape=data["shape"],
+        fmt=data["format"],
+        include_metadata=data["include_metadata"],
     )
 
 
@@ -70,6 +74,8 @@ def export_create(request: HttpRequest, slug: str) -> HttpResponse:
         shape=data["shape"],
         fmt=data["format"],
         eval_fraction=data["eval_fraction"],
+        include_metadata=data["include_metadata"],
+        min_share_text=data["min_share"],
     )
     return redirect(snapshot)
 
@@ -80,7 +86,13 @@ def export_detail(request: HttpRequest, slug: str, export: str) -> HttpResponse:
     project = _project(request, slug)
     snapshot = _snapshot(project, export)
     snapshots.snapshot_check(snapshot)
-    context = {"project": project, "snapshot": snapshot, "runs": _runs(snapshot)}
+    context = {
+        "project": project,
+        "snapshot": snapshot,
+        "runs": _runs(snapshot),
+        "rules": snapshots.rules_in_words(snapshot),
+        "dropped": snapshots.dropped_in_words(snapshot.dropped),
+    }
     if request.htmx:
         response = render(request, "labeling/export_detail.html#export-status", context)
         if snapshot.finished:  # 286: htmx stops polling; the page reloads to show the files

@@ -3,7 +3,8 @@
 Pure Python: this module must not import Django, and imports pyarrow only when a Parquet file or a
 schema is asked for (the export preview needs neither).
 
-Shapes (every row also has `id`, the pair's stable id, and `meta`, see below):
+Shapes (every row of the first four begins with `id`, the pair's stable id, and ends with `meta`, see
+below; the keys of a row are in this order in the files and in the preview):
 - "standard": `prompt`, `chosen`, `rejected` strings, no chat template applied. A chat prompt of
   one user message becomes its text; a longer chat prompt cannot be a string without a template, so
   such pairs are dropped with reason "chat_prompt".
@@ -14,15 +15,26 @@ Shapes (every row also has `id`, the pair's stable id, and `meta`, see below):
   pair gives a desirable row (its chosen response) and an undesirable one; a kept both-bad pair
   gives two undesirable rows; a tie says nothing about either response being good or bad, so it
   gives none (reason "tie").
+- "openai-preference": the preference fine-tuning format of hosted services (OpenAI, Together,
+  Fireworks): `input` ({"messages": the prompt as messages}), `preferred_output` and
+  `non_preferred_output` (each a list of one assistant message), and nothing else: these services
+  refuse a line with other keys, so the rows have no `id` and no `meta`. Their messages hold role and
+  content only: a pair with tool calls or other keys is dropped ("tool_calls_hosted"), and one with a
+  response of several messages too ("chat_response").
 The preference shapes have no row for a tie or a both-bad pair, even when the rules keep them
 (reasons "tie" and "both_bad").
 
-`meta` has the same keys and types on every row of a shape, so `datasets` infers one schema:
-`pair_pk` (int), `label` (the consensus label: "a", "b" or "both_bad"), `votes` ({"a", "b", "tie",
-"both_bad"}: counted votes, in the pair's A/B order), `share` (float), `adjudicated` (bool),
-`criteria` (JSON text: criterion -> label -> votes, in A/B order), `metadata` (JSON text: the pair's
-imported metadata); preference shapes add `models` ({"chosen", "rejected"}: model names, "" when
+`meta` has the same keys on every row of a file: `pair_pk` (int), `label` (the consensus label: "a",
+"b" or "both_bad"), `votes` ({"a", "b", "tie", "both_bad"}: counted votes, in the pair's A/B order),
+`share` (float), `adjudicated` (bool), `criteria` (an object: criterion -> label -> votes, in A/B
+order), then, when the export includes pair metadata, `metadata` (the pair's imported metadata, an
+object as imported); preference shapes add `models` ({"chosen", "rejected"}: model names, "" when
 unknown); unpaired shapes add `side` ("a" or "b": which response the completion is) and `model`.
+In JSONL `criteria` and `metadata` are JSON objects, never JSON text inside a string. Parquet has no
+type for free-form objects: they are columns of Parquet's JSON type (pyarrow's `pa.json_()`), which
+`datasets` reads back as the same objects. `datasets` (5.x) loads a JSONL file whose metadata objects
+differ from row to row as its `Json` feature, giving every row's object back, but it re-encodes such
+a file's lines with 10 significant digits first: its floats (`share` too) come back rounded so.
 
 Pairs go to "train" or "eval" by a hash of their id (`split_of`), so a pair stays in its split in
 every later snapshot, and both rows of an unpaired pair go to the same split.
@@ -48,7 +60,8 @@ from typing import Any, BinaryIO
 from labeling.consensus import LABELS, Decision
 from labeling.conversations import MESSAGES_MARK, response_messages
 
-SHAPES = ("standard", "conversational", "unpaired", "unpaired-conversational")
+HOSTED = "openai-preference"
+SHAPES = ("standard", "conversational", "unpaired", "unpaired-conversational", HOSTED)
 FORMATS = ("jsonl", "parquet")
 SPLITS = ("train", "eval")
 DEFAULT_EVAL_FRACTION = 0.05
@@ -61,7 +74,6 @@ _TEXT_SHAPES = ("standard", "unpaired")
 ROW_GROUP_ROWS = 4096
 ROW_GROUP_CHARS = 8 << 20
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_META_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
 # Characters valid inside a JSON string that str.splitlines() and some JSONL readers take for a line
 # break; written as escapes so that every row is exactly one line for any reader.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
@@ -75,8 +87,8 @@ class ExportPair:
     `id`: the stable external id (see `pair_id`). `prompt`: a string or a list of `{"role",
     "content"}` messages (system / user / assistant turns). `criteria`: criterion name -> label ->
     counted votes, in A/B order (empty without criteria). `metadata`: the pair's imported metadata.
-    `criteria` and `metadata` may also be given as JSON text (e.g. `metadata::text` from
-    PostgreSQL), which is exported as it is, saving a decode and an encode per pair.
+    `criteria` and `metadata` may also be given as the JSON text of an object (e.g. `metadata::text`
+    from PostgreSQL), which JSONL files hold as it is, saving a decode and an encode per pair.
     """
 
     id: str
@@ -163,8 +175,9 @@ def drop_reason(
     """Why a pair gives no rows in `shape`, or None when it gives some: the decision's own reason,
     "tie" / "both_bad" for kept pairs the shape cannot express, "chat_prompt" for a prompt that is
     not flat (`is_flat_prompt`) and "chat_response" for a response of several messages in a text
-    shape, "tool_calls" for messages with more than role and content in a Parquet file (its message
-    struct holds those two; JSONL keeps every key). Raises ValueError for an unknown shape."""
+    shape or the hosted one, "tool_calls_hosted" for messages with more than role and content in the
+    hosted shape, "tool_calls" for such messages in a Parquet file (its message struct holds those
+    two; JSONL keeps every key). Raises ValueError for an unknown shape."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     if not decision.kept:
@@ -173,41 +186,52 @@ def drop_reason(
         return decision.label
     if shape in _TEXT_SHAPES and not flat_prompt:
         return "chat_prompt"
-    if shape in _TEXT_SHAPES and not plain_responses:
+    if shape in (*_TEXT_SHAPES, HOSTED) and not plain_responses:
         return "chat_response"
+    if shape == HOSTED and extra_keys:
+        return "tool_calls_hosted"
     if fmt == "parquet" and extra_keys:
         return "tool_calls"
     return None
 
 
-# The fields of a row, leaf by leaf, as (dotted path, kind), in column order. One list per shape is
-# the single description that the dict rows, the JSON lines, the pyarrow schema and the Parquet
-# columns are all derived from.
+# The fields of a row, leaf by leaf, as (dotted path, kind), in column order. One list per shape (and
+# with or without pair metadata) is the single description that the dict rows, the JSON lines, the
+# pyarrow schema and the Parquet columns are all derived from.
 _META_FIELDS = (
     ("meta.pair_pk", "int"),
     ("meta.label", "text"),
     *((f"meta.votes.{label}", "int") for label in LABELS),
     ("meta.share", "float"),
     ("meta.adjudicated", "bool"),
-    ("meta.criteria", "text"),
-    ("meta.metadata", "text"),
+    ("meta.criteria", "json"),
 )
 
 
-def _shape_fields(shape: str) -> tuple[tuple[str, str], ...]:
+def _shape_fields(shape: str, metadata: bool) -> tuple[tuple[str, str], ...]:
     # Kinds: "messages" holds a prompt as given (a string is one user message), "reply" a response
-    # text that is written as one assistant message; the other kinds are plain values.
+    # text that is written as one assistant message, "json" an object (or its JSON text); the other
+    # kinds are plain values.
+    if shape == HOSTED:
+        return (
+            ("input.messages", "messages"),
+            ("preferred_output", "reply"),
+            ("non_preferred_output", "reply"),
+        )
     prompt, reply = ("text", "text") if shape in _TEXT_SHAPES else ("messages", "reply")
+    meta = (*_META_FIELDS, ("meta.metadata", "json")) if metadata else _META_FIELDS
     if shape in _UNPAIRED:
-        head = (("prompt", prompt), ("completion", reply), ("label", "bool"))
+        head = (("id", "text"), ("prompt", prompt), ("completion", reply), ("label", "bool"))
         tail = (("meta.side", "text"), ("meta.model", "text"))
     else:
-        head = (("prompt", prompt), ("chosen", reply), ("rejected", reply))
+        head = (("id", "text"), ("prompt", prompt), ("chosen", reply), ("rejected", reply))
         tail = (("meta.models.chosen", "text"), ("meta.models.rejected", "text"))
-    return (*head, ("id", "text"), *_META_FIELDS, *tail)
+    return (*head, *meta, *tail)
 
 
-_FIELDS = {shape: _shape_fields(shape) for shape in SHAPES}
+_FIELDS = {
+    (shape, metadata): _shape_fields(shape, metadata) for shape in SHAPES for metadata in (True, False)
+}
 
 
 def _nest(paths: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
@@ -233,8 +257,22 @@ def _reply(text: str) -> list[dict[str, Any]]:
     return response_messages(text) or [{"role": "assistant", "content": text}]
 
 
+def _json_text(value: Mapping[str, Any] | str) -> str:
+    """An object's compact JSON text on one line; JSON text is taken as it is, unless it spans lines
+    (pretty-printed), which one JSON line cannot hold."""
+    if isinstance(value, str):
+        if "\n" in value or "\r" in value:
+            return _JSON.encode(json.loads(value))
+        return value
+    return _JSON.encode(dict(value)) if value else "{}"
+
+
+def _json_value(value: Mapping[str, Any] | str) -> Any:
+    return json.loads(_json_text(value))
+
+
 # Leaf values as the rows hold them, by kind (other kinds are held as they are).
-_VALUES = {"messages": _messages, "reply": _reply}
+_VALUES = {"messages": _messages, "reply": _reply, "json": _json_value}
 
 
 def _encode_message_list(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -280,6 +318,7 @@ _ENCODERS = {
     "int": int.__repr__,
     "float": _FloatText().__getitem__,
     "bool": {False: "false", True: "true"}.__getitem__,
+    "json": _json_text,
 }
 
 
@@ -293,20 +332,16 @@ def _line_template(fields: Sequence[tuple[str, str]]) -> str:
     return text
 
 
-def _json_text(value: Mapping[str, Any] | str) -> str:
-    if isinstance(value, str):
-        return value
-    return _META_JSON.encode(value) if value else "{}"
-
-
-def _flat_rows(pair: ExportPair, decision: Decision, shape: str) -> list[tuple[Any, ...]]:
-    """The leaf values of the rows of a pair that gives rows, in the order of _FIELDS[shape]."""
+def _flat_rows(pair: ExportPair, decision: Decision, shape: str, metadata: bool) -> list[tuple[Any, ...]]:
+    """The leaf values of the rows of a pair that gives rows, in the order of _FIELDS[shape, metadata]."""
     prompt: Any = pair.prompt
     if shape in _TEXT_SHAPES and not isinstance(prompt, str):
         prompt = prompt[0]["content"]
     first, second, first_model, second_model = pair.response_a, pair.response_b, pair.model_a, pair.model_b
     if decision.chosen == "b":
         first, second, first_model, second_model = second, first, second_model, first_model
+    if shape == HOSTED:
+        return [(prompt, first, second)]
     votes = decision.votes
     # Spelled out rather than derived from LABELS: this runs once per exported pair.
     meta = (
@@ -318,51 +353,76 @@ def _flat_rows(pair: ExportPair, decision: Decision, shape: str) -> list[tuple[A
         votes["both_bad"],
         decision.share,
         decision.adjudicated,
-        _json_text(pair.criteria),
-        _json_text(pair.metadata),
+        pair.criteria,
     )
+    if metadata:
+        meta = (*meta, pair.metadata)
     if shape not in _UNPAIRED:
-        return [(prompt, first, second, pair.id, *meta, first_model, second_model)]
+        return [(pair.id, prompt, first, second, *meta, first_model, second_model)]
     # Unpaired: the chosen response first (A for a both-bad pair), both undesirable when none is.
     chosen = decision.chosen is not None
     first_side, second_side = ("b", "a") if decision.chosen == "b" else ("a", "b")
     return [
-        (prompt, first, chosen, pair.id, *meta, first_side, first_model),
-        (prompt, second, False, pair.id, *meta, second_side, second_model),
+        (pair.id, prompt, first, chosen, *meta, first_side, first_model),
+        (pair.id, prompt, second, False, *meta, second_side, second_model),
     ]
 
 
-def build_rows(pair: ExportPair, decision: Decision, *, shape: str) -> list[dict[str, Any]]:
-    """The rows `pair` gives in `shape` (see the module docstring), as the files hold them: one for
-    the preference shapes, two for the unpaired ones. Raises ValueError when `drop_reason` names
-    a reason."""
+def _checked_rows(
+    pair: ExportPair, decision: Decision, shape: str, include_metadata: bool
+) -> list[tuple[Any, ...]]:
     reason = drop_reason(
         decision,
         shape=shape,
         flat_prompt=is_flat_prompt(pair.prompt),
         plain_responses=has_plain_responses(pair),
+        extra_keys=shape == HOSTED and has_extra_keys(pair),
     )
     if reason is not None:
         raise ValueError(f"pair {pair.id!r} gives no rows in the {shape} shape: {reason}")
-    fields = _FIELDS[shape]
+    return _flat_rows(pair, decision, shape, include_metadata)
+
+
+def build_rows(
+    pair: ExportPair, decision: Decision, *, shape: str, include_metadata: bool = True
+) -> list[dict[str, Any]]:
+    """The rows `pair` gives in `shape` (see the module docstring), as the files hold them, keys in file
+    order: one for the preference shapes, two for the unpaired ones. `include_metadata`: whether `meta`
+    holds the pair's metadata. Raises ValueError when `drop_reason` names a reason."""
+    fields = _FIELDS[shape, include_metadata]
     paths = [path for path, _ in fields]
     convert = [_VALUES.get(kind) for _, kind in fields]
     return [
         _nest(paths, [value if to is None else to(value) for to, value in zip(convert, values, strict=True)])
-        for values in _flat_rows(pair, decision, shape)
+        for values in _checked_rows(pair, decision, shape, include_metadata)
     ]
+
+
+def encode_rows(
+    pair: ExportPair, decision: Decision, *, shape: str, include_metadata: bool = True
+) -> list[str]:
+    """The lines `pair` gives in a JSONL file of `shape`, without their line breaks (`build_rows` for the
+    same rows as dicts). Raises ValueError when `drop_reason` names a reason."""
+    encoder = _LineEncoder(_FIELDS[shape, include_metadata])
+    return [encoder.line(values) for values in _checked_rows(pair, decision, shape, include_metadata)]
+
+
+def row_text(row: Mapping[str, Any]) -> str:
+    """A row for people to read, as the preview shows it: JSON, one key of the row a line in file order,
+    each value compact (an 8 KB list of token ids stays one line)."""
+    items = [f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}" for key, value in row.items()]
+    return "{\n" + ",\n".join(items) + "\n}"
 
 
 def columns(shape: str) -> tuple[str, ...]:
     """The columns of a row in `shape`, in order."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
-    return tuple(dict.fromkeys(path.split(".")[0] for path, _ in _FIELDS[shape]))
+    return tuple(dict.fromkeys(path.split(".")[0] for path, _ in _FIELDS[shape, True]))
 
 
-def _tree(shape: str) -> dict[str, Any]:
-    """The row of `shape` with the index of each leaf in _FIELDS[shape] as its value."""
-    fields = _FIELDS[shape]
+def _tree(fields: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The row of `fields` with the index of each leaf in `fields` as its value."""
     return _nest([path for path, _ in fields], range(len(fields)))
 
 
@@ -371,7 +431,14 @@ def _arrow_type(kind: str) -> Any:
 
     if kind in ("messages", "reply"):
         return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    return {"text": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}[kind]
+    types = {
+        "text": pa.string(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "bool": pa.bool_(),
+        "json": pa.json_(),
+    }
+    return types[kind]
 
 
 def _arrow_column(values: list[Any], kind: str) -> Any:
@@ -379,6 +446,8 @@ def _arrow_column(values: list[Any], kind: str) -> Any:
     arrays rather than converted from dicts, which would cost a dict per message."""
     import pyarrow as pa
 
+    if kind == "json":
+        return pa.array([_json_text(value) for value in values], type=pa.json_())
     if kind not in ("messages", "reply"):
         return pa.array(values, type=_arrow_type(kind))
     if kind == "reply" and not any(text.startswith(MESSAGES_MARK) for text in values):
@@ -420,14 +489,18 @@ def _struct_array(node: int | dict[str, Any], leaves: Sequence[Any]) -> Any:
     return leaves[node]
 
 
-def schema(shape: str) -> Any:
-    """The pyarrow schema of `shape` (a `pyarrow.Schema`; typed Any so that importing this module
-    does not import pyarrow). Raises ValueError for an unknown shape."""
+def _schema(fields: Sequence[tuple[str, str]]) -> Any:
     import pyarrow as pa
 
+    kinds = [kind for _, kind in fields]
+    return pa.schema([(name, _struct_type(node, kinds)) for name, node in _tree(fields).items()])
+
+
+def schema(shape: str, *, include_metadata: bool = True) -> Any:
+    """The pyarrow schema of `shape` (a `pyarrow.Schema`; typed Any so that importing this module
+    does not import pyarrow). Raises ValueError for an unknown shape."""
     columns(shape)
-    kinds = [kind for _, kind in _FIELDS[shape]]
-    return pa.schema([(name, _struct_type(node, kinds)) for name, node in _tree(shape).items()])
+    return _schema(_FIELDS[shape, include_metadata])
 
 
 class _HashingFile:
@@ -459,21 +532,30 @@ class _HashingFile:
         self._file.close()
 
 
+class _LineEncoder:
+    """Rows of `fields` (their leaf values) as JSON lines, without line breaks."""
+
+    def __init__(self, fields: Sequence[tuple[str, str]]) -> None:
+        self._template = _line_template(fields)
+        self._encoders = [_ENCODERS[kind] for _, kind in fields]
+
+    def line(self, values: tuple[Any, ...]) -> str:
+        line = self._template % tuple(map(operator.call, self._encoders, values))
+        if "\u2028" in line or "\u2029" in line or "\x85" in line:
+            line = line.translate(_LINE_BREAKS)
+        return line
+
+
 class _JsonlFile:
-    def __init__(self, path: Path, shape: str) -> None:
+    def __init__(self, path: Path, fields: Sequence[tuple[str, str]]) -> None:
         self._sink = _HashingFile(path)
-        self._template = _line_template(_FIELDS[shape])
-        self._encoders = [_ENCODERS[kind] for _, kind in _FIELDS[shape]]
+        self._line = _LineEncoder(fields).line
         self._lines: list[str] = []
         self._chars = 0
 
     def write(self, rows: list[tuple[Any, ...]], chars: int) -> None:
         self._chars += chars
-        for values in rows:
-            line = self._template % tuple(map(operator.call, self._encoders, values))
-            if "\u2028" in line or "\u2029" in line or "\x85" in line:
-                line = line.translate(_LINE_BREAKS)
-            self._lines.append(line)
+        self._lines.extend(map(self._line, rows))
         if len(self._lines) >= ROW_GROUP_ROWS or self._chars >= ROW_GROUP_CHARS:
             self._flush()
 
@@ -491,13 +573,13 @@ class _JsonlFile:
 
 
 class _ParquetFile:
-    def __init__(self, path: Path, shape: str) -> None:
+    def __init__(self, path: Path, fields: Sequence[tuple[str, str]]) -> None:
         import pyarrow.parquet as pq
 
         self._sink = _HashingFile(path)
-        self._schema = schema(shape)
-        self._tree = _tree(shape)
-        self._kinds = [kind for _, kind in _FIELDS[shape]]
+        self._schema = _schema(fields)
+        self._tree = _tree(fields)
+        self._kinds = [kind for _, kind in fields]
         # No min/max statistics: for text columns they are large (kept per row group until the
         # footer is written) and no reader of training data filters on them.
         self._writer = pq.ParquetWriter(self._sink, self._schema, compression="zstd", write_statistics=False)
@@ -537,10 +619,12 @@ class SnapshotWriter:
     `<directory>/eval.<fmt>`, streaming: at most a row group per split is held in memory (see
     ROW_GROUP_ROWS), and the sha256 of each file is computed as it is written.
 
-    `fmt`: one of FORMATS; `shape`: one of SHAPES; `eval_fraction`: in [0, 1). The directory must
-    exist; existing files are never overwritten (FileExistsError). Feed every pair with `add`, then
-    `close` for the files; `kept` counts pairs written, `dropped` counts the others by reason. As a
-    context manager it closes on success and, on an exception, `abort`s (the files are removed).
+    `fmt`: one of FORMATS; `shape`: one of SHAPES; `eval_fraction`: in [0, 1); `include_metadata`:
+    whether `meta` holds each pair's metadata (some datasets carry kilobytes of it a row, token ids
+    for instance). The directory must exist; existing files are never overwritten (FileExistsError).
+    Feed every pair with `add`, then `close` for the files; `kept` counts pairs written, `dropped`
+    counts the others by reason. As a context manager it closes on success and, on an exception,
+    `abort`s (the files are removed).
     """
 
     def __init__(
@@ -550,12 +634,14 @@ class SnapshotWriter:
         fmt: str,
         shape: str,
         eval_fraction: float = DEFAULT_EVAL_FRACTION,
+        include_metadata: bool = True,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
         columns(shape)
         _check_fraction(eval_fraction)
         self.fmt, self.shape, self.eval_fraction = fmt, shape, eval_fraction
+        self.include_metadata = include_metadata
         self.directory = Path(directory)
         self.kept = 0
         self.dropped: dict[str, int] = {}
@@ -565,10 +651,11 @@ class SnapshotWriter:
         self._files: dict[str, _JsonlFile | _ParquetFile] = {}
         self._infos: list[FileInfo] | None = None
         kind = _JsonlFile if fmt == "jsonl" else _ParquetFile
+        fields = _FIELDS[shape, include_metadata]
         try:
             for split in SPLITS if eval_fraction > 0 else SPLITS[:1]:
                 path = self.directory / f"{split}.{fmt}"
-                self._files[split] = kind(path, shape)
+                self._files[split] = kind(path, fields)
                 self._paths[split] = path
         except BaseException:
             self.abort()
@@ -584,16 +671,18 @@ class SnapshotWriter:
             shape=self.shape,
             flat_prompt=is_flat_prompt(pair.prompt),
             plain_responses=has_plain_responses(pair),
-            extra_keys=self.fmt == "parquet" and has_extra_keys(pair),
+            extra_keys=(self.fmt == "parquet" or self.shape == HOSTED) and has_extra_keys(pair),
             fmt=self.fmt,
         )
         if reason is not None:
             self.dropped[reason] = self.dropped.get(reason, 0) + 1
             return reason
-        rows = _flat_rows(pair, decision, self.shape)
+        rows = _flat_rows(pair, decision, self.shape, self.include_metadata)
         split = _split(pair.id, self.eval_fraction) if self.eval_fraction else "train"
-        prompt = pair.prompt
+        prompt, metadata = pair.prompt, pair.metadata
         chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+        if self.include_metadata and isinstance(metadata, str):
+            chars += len(metadata)  # kilobytes a row in some datasets: it counts towards the buffer
         self._files[split].write(rows, len(rows) * chars + len(pair.response_a) + len(pair.response_b))
         self._rows[split] += len(rows)
         self._pairs[split] += 1

@@ -12,7 +12,18 @@ from django.contrib.auth.forms import UserCreationForm
 from django.template.defaultfilters import filesizeformat
 from django.utils.text import slugify
 
-from labeling.layouts import TARGETS, check_mapping
+from labeling.consensus import parse_share
+from labeling.layouts import (
+    LABEL_TARGETS,
+    LABEL_VALUES,
+    TARGETS,
+    check_mapping,
+    field_sources,
+    guess_label_values,
+    known_label_values,
+    label_values_of,
+    value_key,
+)
 from labeling.models import Adjudication, Assignment, Choice, ExportSnapshot, Membership, Project
 
 RESERVED_SLUGS = {"new", "rubric-preview"}
@@ -124,65 +135,167 @@ class UploadForm(forms.Form):
 
 TARGET_HELP = {
     "prompt": "the prompt: text, chat messages, or a conversation shared by the responses",
-    "system": "a system prompt, put first in the prompt",
-    "response_a": "response A (no label)",
-    "response_b": "response B (no label)",
+    "system": "a system prompt, put first in the prompt (blank: none)",
+    "response_a": "response A",
+    "response_b": "response B",
     "chosen": "the response the data prefers (kept hidden from annotators)",
     "rejected": "the other response",
     "responses": "a list of responses: every pair of them, up to the cap",
     "model_a": "the model of response A (hidden from annotators)",
     "model_b": "the model of response B (hidden from annotators)",
+    "chosen_model": "the model of the chosen response (hidden from annotators)",
+    "rejected_model": "the model of the rejected response (hidden from annotators)",
     "id": "the record's id",
-    "gold": "the known answer: a, b or tie",
+    "gold": "the known answer for gold items: a, b or tie",
+    "label": "the dataset's own preference between A and B (an index such as 0 / 1, a winner such as "
+    "model_a, a judge's 1 / 2 / 1.5): hidden from annotators and audited on the Review page",
+    "score_a": "a score of response A: with score_b, the higher score is the dataset's preference",
+    "score_b": "a score of response B (equal scores: a tie)",
 }
 # Field names that often hold a target, offered first when the file has no field of the target's name.
 _GUESSES = {
     "prompt": ("question", "instruction", "query", "history", "conversation", "context"),
     "chosen": ("preferred", "chosen_response", "response_chosen", "accepted"),
     "rejected": ("dispreferred", "rejected_response", "response_rejected"),
-    "response_a": ("answer_a", "completion_a", "output_a", "response_1", "answer_1", "ref_a"),
-    "response_b": ("answer_b", "completion_b", "output_b", "response_2", "answer_2", "ref_b"),
     "responses": ("completions", "outputs", "answers", "candidates"),
     "system": ("system_prompt",),
+    "label": ("better_response_id", "choice", "preference", "winner"),
 }
+# Fields that hold the two sides of a pair, in public layouts: guessed together, so that both come from
+# the same pair of names (PKU-SafeRLHF's response_0 / response_1, AlpacaEval's output_1 / output_2, ...).
+_SIDE_GUESSES = {
+    ("response_a", "response_b"): (
+        ("response_0", "response_1"), ("output_1", "output_2"), ("conversation_a", "conversation_b"),
+        ("answer_a", "answer_b"), ("completion_a", "completion_b"), ("output_a", "output_b"),
+        ("response_1", "response_2"), ("answer_1", "answer_2"), ("ref_a", "ref_b"),
+        ("summaries.0.text", "summaries.1.text"),
+    ),
+    ("model_a", "model_b"): (
+        ("generator_1", "generator_2"), ("response_0_source", "response_1_source"), ("model_1", "model_2"),
+        ("summaries.0.policy", "summaries.1.policy"),
+    ),
+}  # fmt: skip
+LABEL_VALUE_CHOICES = [("", "—"), ("a", "A is better"), ("b", "B is better"), ("tie", "Tie")]
+_OTHER = "label_value_other"
+
+
+def _value_rows(source: str, values: dict[str, list[str]], mapping: dict[str, Any] | None) -> list[str]:
+    """The values of the label field `source` that get a row: those the first records show, then those
+    the batch's mapping already gives a meaning for that they do not."""
+    shown = values.get(source, [])
+    given = label_values_of(mapping) if source and field_sources(mapping).get("label") == source else {}
+    return [*shown, *(value for value in given if value not in shown)]
 
 
 class MappingForm(forms.Form):
     """Which field of the uploaded file feeds each importer field: a row per target, offering the
-    file's own field names."""
+    file's own field names; and for the label, a row per value the file's label field holds (`values`:
+    a few values of each field) or the batch's `mapping` names, saying what it means, and a row for
+    another value. A label field chosen anew gets the meanings `guess_label_values` finds."""
 
-    def __init__(self, *args: Any, keys: list[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keys: list[str], values: dict[str, list[str]] | None = None,
+                 mapping: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
+        self.values = values or {}
         choices = [("", "—"), *((key, key) for key in keys)]
         for target in TARGETS:
             self.fields[target] = forms.ChoiceField(
                 choices=choices, required=False, label=target, help_text=TARGET_HELP[target]
             )
+        source = (self.data if self.is_bound else self.initial).get("label") or ""
+        self.label_source = source if source in keys else ""
+        self.rows = shown = _value_rows(self.label_source, self.values, mapping)
+        if self.is_bound and self.data.get("label_values_for", "") != self.label_source:
+            # The value rows posted were for another field (or none): start from the guesses.
+            data, guessed = self.data.copy(), guess_label_values(self.label_source, shown)
+            rows = {f"label_value_{i}": guessed.get(value, "") for i, value in enumerate(shown)}
+            reset = {"label_values_for": self.label_source, _OTHER: "", f"{_OTHER}_means": ""}
+            for name, value in {**rows, **reset}.items():
+                data[name] = value
+            self.data = data
+        self.fields["label_values_for"] = forms.CharField(required=False, widget=forms.HiddenInput)
+        for i, value in enumerate(shown):
+            self.fields[f"label_value_{i}"] = forms.ChoiceField(
+                choices=LABEL_VALUE_CHOICES, required=False, label=value
+            )
+        if self.label_source:
+            self.fields[_OTHER] = forms.CharField(
+                required=False, max_length=100, label="another value",
+                widget=forms.TextInput(attrs={"size": 12, "placeholder": "another value",
+                                              "aria-label": "another value of the label"}),
+            )  # fmt: skip
+            self.fields[f"{_OTHER}_means"] = forms.ChoiceField(
+                choices=LABEL_VALUE_CHOICES, required=False,
+                widget=forms.Select(attrs={"aria-label": "what the other value means"}),
+            )  # fmt: skip
+
+    @property
+    def target_fields(self) -> list[forms.BoundField]:
+        return [self[target] for target in TARGETS]
+
+    @property
+    def value_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name.startswith("label_value_") and _OTHER not in name]
 
     @staticmethod
-    def initial_for(keys: list[str], mapping: dict[str, str], *, guess: bool) -> dict[str, str]:
+    def initial_for(
+        keys: list[str], mapping: dict[str, Any], *, guess: bool, values: dict[str, list[str]] | None = None
+    ) -> dict[str, str]:
         """The batch's mapping, else each target's own field; with `guess` (no layout fits the file),
-        a likely field for the others."""
-        if mapping or not guess:
-            return {target: mapping.get(target, target if target in keys else "") for target in TARGETS}
-        lower = {key.lower(): key for key in keys}
-        initial = {}
-        for target in TARGETS:
-            names = (target, *_GUESSES.get(target, ()))
-            initial[target] = next((lower[name] for name in names if name in lower), "")
+        a likely field for the others. The label's value rows: the mapping's label values, else guesses."""
+        values, fields = values or {}, field_sources(mapping)
+        if fields or not guess:
+            initial = {target: fields.get(target, target if target in keys else "") for target in TARGETS}
+        else:
+            lower = {key.lower(): key for key in keys}
+            initial = {}
+            for target in TARGETS:
+                names = (target, *_GUESSES.get(target, ()))
+                initial[target] = next((lower[name] for name in names if name in lower), "")
+            for sides, candidates in _SIDE_GUESSES.items():
+                found = [(lower[x], lower[y]) for x, y in candidates if x in lower and y in lower]
+                if found and not all(initial[side] for side in sides):
+                    initial.update(zip(sides, found[0], strict=True))
+        source = initial["label"]
+        shown = _value_rows(source, values, mapping)
+        if fields.get("label") == source and LABEL_VALUES in mapping:
+            meanings = label_values_of(mapping)
+        else:
+            meanings = guess_label_values(source, shown)
+        initial["label_values_for"] = source
+        initial.update({f"label_value_{i}": meanings.get(value, "") for i, value in enumerate(shown)})
         return initial
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        other, means = data.get(_OTHER, ""), data.get(f"{_OTHER}_means", "")
+        if bool(other.strip()) != bool(means):
+            self.add_error(_OTHER, "Give another value and what it means, or neither.")
+        elif other.strip() and not value_key(other):
+            self.add_error(_OTHER, "A label value is a number or a short text.")
         try:
             check_mapping(self.mapping())
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
         return data
 
-    def mapping(self) -> dict[str, str]:
-        """The targets fed by another field than their own name (TARGET -> SOURCE)."""
-        return {t: s for t in TARGETS if (s := self.cleaned_data.get(t)) and s != t}
+    def label_values(self) -> dict[str, str]:
+        """What each value of the label's field means, as chosen (guesses for values of the field the
+        first records do not show are kept)."""
+        data = self.cleaned_data
+        meanings = {v: m for v, m in known_label_values(self.label_source).items() if v not in self.rows}
+        meanings.update({v: m for i, v in enumerate(self.rows) if (m := data.get(f"label_value_{i}"))})
+        if (other := value_key(data.get(_OTHER) or "")) and data.get(f"{_OTHER}_means"):
+            meanings[other] = data[f"{_OTHER}_means"]
+        return meanings
+
+    def mapping(self) -> dict[str, Any]:
+        """The targets fed by another field than their own name (TARGET -> SOURCE), the label's even
+        when it is its own (a pair reads a label only when mapped), and the label values."""
+        data = self.cleaned_data
+        fields = {t: s for t in TARGETS if (s := data.get(t)) and (s != t or t in LABEL_TARGETS)}
+        values = self.label_values() if fields.get("label") else {}
+        return {**fields, LABEL_VALUES: values} if values else fields
 
 
 POSITION_LABELS = {"left": "A is better", "right": "B is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -403,15 +516,17 @@ class AdjudicationForm(forms.ModelForm):
 
 
 class ExportForm(forms.Form):
-    """The consensus rules, the shape and format of an export. Read from GET for the live preview."""
+    """The consensus rules, the shape and format of an export, posted for the live preview as well."""
 
     min_judgments = forms.IntegerField(
         min_value=1, max_value=100, label="Minimum judgments", help_text="Counted votes a pair needs."
     )
-    min_share = forms.FloatField(
-        # Exactly 2/3, as the rules' default: a rounded 0.6667 would drop every pair won 2 to 1.
-        min_value=0, max_value=1, initial=2 / 3, label="Minimum share",
-        help_text="Share of the counted votes the winning label needs (majority).",
+    # Text, kept as written: "2/3" is exactly 2/3 (a rounded 0.6667 would drop every pair won 2 to 1),
+    # and the page and the snapshot show it as the user wrote it.
+    min_share = forms.CharField(
+        max_length=32, initial="2/3", label="Minimum share",
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "size": 8, "autocomplete": "off"}),
+        help_text="Share of the counted votes the winning label needs (majority): 2/3, 0.75 or 75%.",
     )  # fmt: skip
     method = forms.ChoiceField(
         choices=[("majority", "Majority vote"), ("dawid-skene", "Dawid–Skene posterior")],
@@ -435,6 +550,9 @@ class ExportForm(forms.Form):
         min_value=0, max_value=0.5, initial=0.05, label="Eval fraction",
         help_text="Held out by a stable hash of the pair id, as a separate file.",
     )  # fmt: skip
+    include_metadata = forms.BooleanField(
+        required=False, initial=True, label="Include pair metadata in meta (not in the hosted shape)"
+    )
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -446,6 +564,7 @@ class ExportForm(forms.Form):
             "numbers": ["method", "min_judgments", "min_share", "min_posterior"],
             "switches": ["keep_ties", "keep_both_bad", "adjudication_overrides", "drop_gold"],
             "files": ["shape", "format", "eval_fraction"],
+            "file_switches": ["include_metadata"],
         }
         return {group: [self[name] for name in fields] for group, fields in names.items()}
 
@@ -458,12 +577,20 @@ class ExportForm(forms.Form):
         }
         return {k: ("on" if v is True else v) for k, v in data.items()}
 
+    def clean_min_share(self) -> str:
+        text = self.cleaned_data["min_share"].strip()
+        try:
+            parse_share(text)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return text
+
     def rules(self) -> dict[str, Any]:
         """ConsensusRules fields from the cleaned data."""
         data = self.cleaned_data
         return {
             "min_judgments": data["min_judgments"],
-            "min_share": data["min_share"],
+            "min_share": parse_share(data["min_share"]),
             "drop_ties": not data["keep_ties"],
             "drop_both_bad": not data["keep_both_bad"],
             "adjudication_overrides": data["adjudication_overrides"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import itertools
 import json
 import re
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 from labeling.conversations import content_hash, prompt_key, response_key
-from labeling.layouts import KNOWN_KEYS, LAYOUTS, no_layout_reason
+from labeling.layouts import KNOWN_KEYS, LAYOUTS, field_sources, no_layout_reason, path_steps, value_key
 from labeling.records import (
     DEFAULT_OPTIONS,
     RAW_CHARS,
@@ -53,6 +54,8 @@ _ORDINARY = re.compile(rb'[^",;\t\r\n]+')
 _NAME = re.compile(r"[\w .()/#-]{1,100}")
 _OTHER_SEPARATORS = ("|", ":", "^", "~", "#", "/")
 _DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
+_LFS = b"version https://git-lfs."
+_LFS_SIZE = re.compile(rb"^size (\d+)", re.MULTILINE)
 
 Item = PairRecord | RecordError
 
@@ -112,9 +115,22 @@ def _looks_like_csv_header(head: bytes) -> bool:
     return False
 
 
+def _check_lfs(head: bytes, name: str) -> None:
+    """ImportFormatError for a Git LFS pointer: a repository's stand-in for a large file, not the file."""
+    if not head.removeprefix(_BOM).startswith(_LFS):
+        return
+    size = _LFS_SIZE.search(head[:1024])
+    of = f" of a {size_text(int(size.group(1)))} file" if size else ""
+    raise ImportFormatError(
+        f"{name}: this is a Git LFS pointer{of}, not the data; fetch the file itself (git lfs pull in the "
+        "repository, or the dataset's download link) and import that"
+    )
+
+
 def detect_format(head: bytes, filename: str = "") -> str:
     """The format (one of FORMATS) of a file judged from its first bytes, not its name."""
     name = filename or "the file"
+    _check_lfs(head, name)
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"\x1f\x8b"):
@@ -359,14 +375,24 @@ class _Lines:
         return taken
 
 
-def check_columns(columns: list[str], filename: str, kind: str, mapping: Mapping[str, str]) -> None:
-    """ImportFormatError when no layout can read records with these columns (after `mapping`)."""
-    names = set(columns) - {source.split(".")[0] for source in mapping.values()}
-    names |= {target for target, source in mapping.items() if source.split(".")[0] in columns}
+def check_columns(
+    columns: list[str], filename: str, kind: str, mapping: Mapping[str, Any], *, form: bool = False
+) -> None:
+    """ImportFormatError when `mapping` names a column the file lacks, or no layout can read records
+    with these columns (after `mapping`)."""
+    sources = field_sources(mapping)
+    heads = {target: path_steps(source)[0] for target, source in sources.items()}
+    for target, head in heads.items():
+        if head not in columns and sources[target] not in columns:
+            shown = ", ".join(columns[:20]) + (", …" if len(columns) > 20 else "")
+            raise ImportFormatError(
+                f"{filename}: {target} is mapped to {sources[target]}, but the {kind} has no column {head}; "
+                f"its columns are [{shown}]"
+            )
+    names = (set(columns) - set(heads.values()) - set(sources.values())) | set(heads)
     if not any(set(layout.needs) <= names for layout in LAYOUTS):
-        raise ImportFormatError(
-            f"{filename}: the {kind} fits no layout: {no_layout_reason(columns, columns=True)}"
-        )
+        reason = no_layout_reason(columns, columns=True, form=form)
+        raise ImportFormatError(f"{filename}: the {kind} fits no layout: {reason}")
 
 
 def sniff_delimiter(header: str, filename: str = "") -> str:
@@ -380,6 +406,12 @@ def sniff_delimiter(header: str, filename: str = "") -> str:
         return sum(cell.strip() in KNOWN_KEYS for cell in cells), len(cells)
 
     return max(DELIMITERS, key=score)
+
+
+def _csv_delimiter(head: bytes, filename: str) -> str:
+    """The delimiter of a CSV file from its first bytes (its header line)."""
+    header_line = head.removeprefix(_BOM).split(b"\n", 1)[0]
+    return sniff_delimiter(header_line.decode("utf-8", "replace").rstrip("\r"), filename)
 
 
 def _header_split_elsewhere(columns: list[str]) -> str | None:
@@ -421,10 +453,14 @@ def _csv_record(
                 filename, number, None, reason + _cells_hint(row, len(columns), delimiter), raw, "row"
             )
         ]
-    obj = {name: cell for name, cell in zip(columns, row, strict=True) if cell and name}
-    # An empty cell is an absent field, except beside its other side: then it is an empty response.
+    sources = field_sources(mapping)
+    # An empty cell is an absent field, except in a mapped column (a mapping's target that is blank is
+    # absent where the target is optional, and named where it is not) or beside its other side: then it
+    # is an empty response.
+    mapped = set(sources.values())
+    obj = {name: cell for name, cell in zip(columns, row, strict=True) if name and (cell or name in mapped)}
     for pair in (("response_a", "response_b"), ("chosen", "rejected")):
-        named = [mapping.get(side, side) for side in pair]
+        named = [sources.get(side, side) for side in pair]
         if any(n in obj for n in named):
             obj.update({n: "" for n in named if n in columns and n not in obj})
     return parse_record(
@@ -443,9 +479,8 @@ def _iter_csv(stream: BinaryIO, filename: str, options: ImportOptions, mapping: 
     limit = options.max_record_bytes
     csv.field_size_limit(max(csv.field_size_limit(), limit))
     start = stream.tell()
-    header_line = stream.read(_HEAD_BYTES).removeprefix(_BOM).split(b"\n", 1)[0]
+    delimiter = _csv_delimiter(stream.read(_HEAD_BYTES), filename)
     stream.seek(start)
-    delimiter = sniff_delimiter(header_line.decode("utf-8", "replace").rstrip("\r"), filename)
     lines = _Lines(stream, max(limit, _HEAD_BYTES), delimiter)  # the header may be longer than a record
     reader = csv.reader(lines, delimiter=delimiter)
     try:
@@ -460,7 +495,7 @@ def _iter_csv(stream: BinaryIO, filename: str, options: ImportOptions, mapping: 
             f"{filename}: the CSV header looks split by {char!r}, not by commas, semicolons or tabs; "
             "save the file with one of those separators"
         )
-    check_columns(columns, filename, "CSV header", mapping)
+    check_columns(columns, filename, "CSV header", mapping, form=options.form)
     lines.limit, number = limit, 1
     while True:
         first_line = lines.number + 1
@@ -593,7 +628,7 @@ def _iter_parquet(
 
     try:
         parquet = pyarrow.parquet.ParquetFile(stream)
-        check_columns(parquet.schema_arrow.names, filename, "Parquet schema", mapping)
+        check_columns(parquet.schema_arrow.names, filename, "Parquet schema", mapping, form=options.form)
         _check_parquet(parquet.metadata, filename, options)
         # Column chunks are read through a 1 MB buffer, not whole (pre_buffer, buffer_size=0 would).
         parquet = pyarrow.parquet.ParquetFile(
@@ -712,50 +747,90 @@ def _completion_pairs(group: list[Completion], options: ImportOptions) -> Iterat
         )
 
 
-def _names(objects: list[object]) -> list[str]:
-    names: dict[str, None] = {}
-    for obj in objects:
-        for key, value in obj.items() if isinstance(obj, dict) else ():
-            names[str(key)] = None
-            if isinstance(value, dict):
-                names.update((f"{key}.{inner}", None) for inner in value)
-    return list(names)
+_VALUES_SHOWN = 12  # distinct values kept per field, for the label values of the field mapping
+_VALUE_CHARS = 40
+_FIELDS_SHOWN = 300
 
 
-def _field_names(stream: BinaryIO, filename: str, fmt: str, records: int) -> list[str]:
+def _walk(value: object, path: str, found: dict[str, list[str]], depth: int) -> None:
+    """Note `value`, found at `path`, and what it holds: an object's keys two levels deep (`info.post`),
+    the items of a list of objects that are not chat messages by their number (`summaries.0.text`), and
+    a few distinct values of each scalar field (as `value_key` writes them)."""
+    if len(found) >= _FIELDS_SHOWN and path not in found:
+        return
+    item = path.rpartition(".")[2].isdigit()
+    if isinstance(value, dict):
+        if not item:  # an object in a list is offered by its fields
+            found.setdefault(path, [])
+        if depth < 2 or (depth < 3 and item):
+            for key, inner in value.items():
+                _walk(inner, f"{path}.{key}", found, depth + 1)
+        return
+    values = found.setdefault(path, [])
+    if isinstance(value, list):
+        items = value[:3]
+        if depth < 2 and items and all(isinstance(i, dict) and "role" not in i for i in items):
+            for i, entry in enumerate(items):
+                _walk(entry, f"{path}.{i}", found, depth + 1)
+    elif len(values) < _VALUES_SHOWN and not (isinstance(value, str) and len(value) > 4 * _VALUE_CHARS):
+        key = value_key(value)
+        values.extend([key] if key and len(key) <= _VALUE_CHARS and key not in values else [])
+
+
+def _first_objects(stream: BinaryIO, filename: str, fmt: str, records: int) -> Iterator[object]:
+    """The first `records` records of a file as decoded values, one at a time (CSV: from its first
+    256 KB, after a row of the header's names)."""
     if fmt.endswith(".gz"):
         stream, fmt = gzip.GzipFile(fileobj=stream, mode="rb"), fmt.removesuffix(".gz")
     if fmt == "csv":
-        header = stream.read(_HEAD_BYTES).removeprefix(_BOM).split(b"\n", 1)[0].decode("utf-8", "replace")
-        return [
-            cell.strip()
-            for cell in _cells(header.rstrip("\r"), sniff_delimiter(header, filename))
-            if cell.strip()
-        ]
-    if fmt == "json":
+        data = stream.read(_HEAD_BYTES * 4)
+        text = io.StringIO(_decode(data, True)[0], newline="")
+        reader = csv.reader(text, delimiter=_csv_delimiter(data, filename))
+        header = [cell.strip() for cell in next(reader, [])]
+        rows = [dict(zip(header, row, strict=False)) for row in itertools.islice(reader, records + 1)]
+        rows = rows[:records] if len(data) < _HEAD_BYTES * 4 else rows[:-1]  # the last may be cut short
+        yield from ({k: v for k, v in row.items() if k} for row in [dict.fromkeys(header, ""), *rows])
+    elif fmt == "json":
         text = _decode(stream.read(DEFAULT_OPTIONS.max_document_bytes), True)[0]
-        return _names(_document(text, filename)[:records])
-    lines = iter(lambda: stream.readline(DEFAULT_OPTIONS.max_record_bytes), b"")
-    texts = itertools.islice((_decode(line, True)[0] for line in lines if line.strip()), records)
-    return _names([loads(text)[0] for text in texts])
+        yield from _document(text, filename)[:records]
+    elif fmt == "parquet":
+        yield from _parquet_objects(stream, filename, records)
+    else:
+        lines = iter(lambda: stream.readline(DEFAULT_OPTIONS.max_record_bytes), b"")
+        texts = itertools.islice((_decode(line, True)[0] for line in lines if line.strip()), records)
+        yield from (loads(text)[0] for text in texts)
 
 
-def field_names(stream: BinaryIO, *, filename: str, fmt: str, records: int = 20) -> list[str]:
-    """The field names of a file's first records (and, dotted, of the objects in them), for a field
-    mapping; [] when the file cannot be read."""
-    if fmt == "parquet":
-        import pyarrow
-        import pyarrow.parquet
+def _parquet_objects(stream: BinaryIO, filename: str, records: int) -> Iterator[object]:
+    """A row of the schema's names, then the first rows of a Parquet file read under the importer's
+    limits (none when the file is over them or cannot be read)."""
+    import pyarrow
+    import pyarrow.parquet
 
-        try:
-            schema = pyarrow.parquet.ParquetFile(stream).schema_arrow
-        except (pyarrow.ArrowException, OSError):
-            return []
-        return _names([{f.name: dict.fromkeys(getattr(f.type, "names", ()), 0) for f in schema}])
     try:
-        return _field_names(stream, filename, fmt, records)
-    except (ImportFormatError, OSError, EOFError, zlib.error):
-        return []
+        parquet = pyarrow.parquet.ParquetFile(stream)
+        yield {f.name: dict.fromkeys(getattr(f.type, "names", ()), None) for f in parquet.schema_arrow}
+        _check_parquet(parquet.metadata, filename, DEFAULT_OPTIONS)
+        for batch in itertools.islice(parquet.iter_batches(batch_size=records, use_threads=False), 1):
+            rows = _batch_rows(batch, 1, filename, DEFAULT_OPTIONS)
+            yield from (row for _, row in rows if not isinstance(row, RecordError))
+    except (pyarrow.ArrowException, OSError, ImportFormatError):
+        return
+
+
+def field_values(stream: BinaryIO, *, filename: str, fmt: str, records: int = 50) -> dict[str, list[str]]:
+    """The field names of a file's first records, with the paths into them a mapping may name
+    (`info.post`, `summaries.0.text`), each with a few of its distinct values (`value_key`), for a field
+    mapping and its label values. Records are read one at a time; what was found before a record that
+    cannot be read is kept ({} when none can)."""
+    found: dict[str, list[str]] = {}
+    try:
+        for obj in _first_objects(stream, filename, fmt, records):
+            for key, value in obj.items() if isinstance(obj, dict) else ():
+                _walk(value, str(key), found, 1)
+    except (ImportFormatError, OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError):
+        pass  # the preview says what is wrong with the file
+    return found
 
 
 def _records_error(filename: str, limit: int, found: str = "") -> ImportFormatError:
@@ -803,17 +878,19 @@ def iter_records(
     mapping: Mapping[str, str] | None = None,
 ) -> Iterator[Item]:
     """Pairs and per-record errors of a file, in file order, read as a stream (unpaired rows are
-    paired at the end). `mapping` renames fields: importer name -> the file's field.
+    paired at the end). `mapping` renames fields: importer name -> the file's field (a path into
+    objects and lists), and under `label_values` says what each value of the mapped label means.
 
     An undetectable format raises ImportFormatError at once; other whole-file problems (empty file,
     bad header, corrupt container, a cap of `options` exceeded, any error of a reader) raise it during
     iteration.
     """
+    start = stream.tell()
+    head = stream.read(_HEAD_BYTES)
+    stream.seek(start)
     if fmt == "auto":
-        start = stream.tell()
-        head = stream.read(_HEAD_BYTES)
-        stream.seek(start)
         fmt = detect_format(head, filename)
+    _check_lfs(head, filename)
     if fmt not in _READERS:
         raise ImportFormatError(f"{filename}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if fmt in ("jsonl", "json", "csv"):

@@ -218,7 +218,10 @@ class Pair(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     gold = models.CharField(max_length=8, choices=Choice.choices, blank=True)
     original_label = models.CharField(
-        max_length=1, blank=True, help_text="For audited TRL rows: the side the dataset called chosen."
+        max_length=1,
+        blank=True,
+        help_text="The dataset's own preference, hidden from annotators and audited on Review: a, b, or t "
+        "(a tie); from a chosen/rejected layout, or a mapped label or pair of scores.",
     )
     shape = models.CharField(max_length=16)
     content_hash = models.CharField(max_length=64)
@@ -396,6 +399,7 @@ class ExportSnapshot(models.Model):
         CONVERSATIONAL = "conversational", "Conversational (chat messages)"
         UNPAIRED = "unpaired", "Unpaired for KTO (prompt, completion, label)"
         UNPAIRED_CONVERSATIONAL = "unpaired-conversational", "Unpaired for KTO, as chat messages"
+        OPENAI_PREFERENCE = "openai-preference", "Hosted preference fine-tuning (OpenAI, Together, Fireworks)"
 
     class Format(models.TextChoices):
         JSONL = "jsonl", "JSON Lines"
@@ -416,6 +420,12 @@ class ExportSnapshot(models.Model):
     format = models.CharField(max_length=8, choices=Format.choices)
     eval_fraction = models.FloatField(
         validators=[MinValueValidator(0.0), MaxValueValidator(0.5)], help_text="Share of pairs held out."
+    )
+    include_metadata = models.BooleanField(
+        default=True, help_text="Rows carry each pair's imported metadata in meta (not in the hosted shape)."
+    )
+    min_share_text = models.CharField(
+        max_length=32, blank=True, help_text="The minimum share as the user wrote it (2/3, 0.667)."
     )
     pairs_total = models.PositiveIntegerField(default=0, help_text="Pairs in the project when it started.")
     pairs_done = models.PositiveIntegerField(default=0, help_text="Pairs looked at so far (progress).")

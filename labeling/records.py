@@ -28,7 +28,20 @@ from labeling.conversations import (
     split_turns,
     transcript_turns,
 )
-from labeling.layouts import Fields, fields_of, no_layout_reason, rename
+from labeling.layouts import (
+    LABEL_WORDS,
+    Fields,
+    as_number,
+    fields_of,
+    ignored_reason,
+    label_values_of,
+    map_hint,
+    no_layout_reason,
+    rename,
+    type_name,
+    value_key,
+    values_hint,
+)
 
 GOLD_LABELS = ("a", "b", "tie")
 RAW_CHARS = 500
@@ -36,6 +49,11 @@ NOTE_REPEATED = "the responses repeat the prompt field: it is shown once"
 NOTE_PROMPT_KEPT = "the prompt field differs from the conversations' shared turns: kept as metadata"
 NOTE_EARLY = "the sides differ before the last turn: the responses hold the differing turns"
 NOTE_IMPLICIT = "prompt taken from the shared beginning of the two sides"
+NOTE_UNAUDITED = "not audited: "
+# A label's meaning as Pair.original_label keeps it, in one character: a tie is "t".
+ORIGINAL_LABELS = {"a": "a", "b": "b", "tie": "t"}
+# Targets that a record must hold when they are mapped; the others are absent when their field is.
+_REQUIRED_WHEN_MAPPED = ("prompt", "response_a", "response_b", "chosen", "rejected", "responses")
 _TEXT_PARTS = ("text", "input_text", "output_text")
 _IMAGES, _AUDIO = "images are not supported", "audio is not supported"
 _MEDIA = {
@@ -73,6 +91,8 @@ class PairRecord:
     "record" (a JSON document). A response of several turns is marked JSON (labeling.conversations).
     `layout` names the layout recognised, `notes` what the import did that a person should know,
     `kept` the fields kept as metadata, `left_out` the pairs of this record the cap left out.
+    `original_label` is the dataset's own preference, hidden from annotators: "a" or "b" (the side it
+    preferred) or "t" (a tie), from chosen / rejected or a mapped label or scores; None without one.
     """
 
     line: int
@@ -140,6 +160,8 @@ class ImportOptions:
     `max_unpacked_bytes` and `max_records` cap a whole file as read (after gzip); a Parquet column
     chunk may unpack to `parquet_chunk_bytes`; Parquet is read in batches of about `batch_bytes`;
     unpaired (KTO) rows wait in memory for their pairing up to `max_unpaired_bytes` of text.
+    `form`: problems tell people to map fields in the import page's Field mapping form rather than
+    with the command line's --map.
     """
 
     max_record_bytes: int = 1_000_000
@@ -151,22 +173,15 @@ class ImportOptions:
     parquet_chunk_bytes: int = 64 * 1024 * 1024
     batch_bytes: int = 16 * 1024 * 1024
     max_unpaired_bytes: int = 128 * 1024 * 1024
+    form: bool = False
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if value < 1:
+            if not isinstance(value, bool) and value < 1:
                 raise ValueError(f"{name} must be at least 1")
 
 
 DEFAULT_OPTIONS = ImportOptions()
-
-
-def type_name(value: object) -> str:
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
 def _char_problem(text: str) -> str | None:
@@ -218,8 +233,8 @@ class _Check:
     """Normalizes the fields of one record, collecting every problem found; problems name the
     record's own fields (`sources`: importer name -> the record's name)."""
 
-    def __init__(self, file: str, line: int, raw: str, unit: str) -> None:
-        self.file, self.line, self.raw, self.unit = file, line, raw[:RAW_CHARS], unit
+    def __init__(self, file: str, line: int, raw: str, unit: str, *, form: bool = False) -> None:
+        self.file, self.line, self.raw, self.unit, self.form = file, line, raw[:RAW_CHARS], unit, form
         self.errors: list[RecordError] = []
         self.sources: Mapping[str, str] = {}
 
@@ -227,6 +242,8 @@ class _Check:
         if name and self.sources:
             head = re.match(r"[^.\[]*", name).group()
             name = self.sources.get(head, head) + name[len(head) :]
+        if reason == "is required" and any(e.field == name for e in self.errors):
+            return  # already named: a mapped path that finds nothing
         self.errors.append(RecordError(self.file, self.line, name, reason, self.raw, self.unit))
 
     def text(self, value: object, name: str, *, empty: bool = False) -> str | None:
@@ -354,6 +371,39 @@ class _Check:
         found = repr(value[:40]) if isinstance(value, str) else type_name(value)
         return self.fail("label", f"must be true or false, got {found}")
 
+    def original(self, values: Mapping[str, Any], meanings: Mapping[str, str]) -> str | None:
+        """The dataset's own preference between response A and B ("a", "b", or "t" for a tie) from a
+        mapped label (its value as `meanings` or LABEL_WORDS say) or pair of scores (the higher wins);
+        None when the record has none."""
+        if "label" in values:
+            value = values["label"]
+            key = value_key(value)
+            if key is None:
+                found = type_name(value)
+                return self.fail("label", f"must be a number or a text such as model_a, got {found}")
+            meaning = meanings.get(key) or LABEL_WORDS.get(key)
+            if meaning is None:
+                shown = repr(value.strip()[:40]) if isinstance(value, str) else key
+                known = f"one of the label values ({', '.join(meanings)})" if meanings else "a label value"
+                where = values_hint(self.form)
+                return self.fail("label", f"{shown} is not {known}; say what it means {where}")
+            return ORIGINAL_LABELS[meaning]
+        if "score_a" not in values and "score_b" not in values:
+            return None
+        a, b = (self.score(values.get(name), name) for name in ("score_a", "score_b"))
+        if a is None or b is None:
+            return None
+        return "a" if a > b else "b" if b > a else ORIGINAL_LABELS["tie"]
+
+    def score(self, value: object, name: str) -> float | None:
+        if value is None:
+            return self.fail(name, "is required: the label is read from both scores")
+        number = as_number(value)
+        if number is None:
+            found = repr(value[:40]) if isinstance(value, str) else type_name(value)
+            return self.fail(name, f"must be a number, got {found}")
+        return number
+
 
 @dataclass
 class _Sides:
@@ -399,7 +449,7 @@ def _assemble(
             return check.fail(
                 names[0],
                 f"shares no first turn with {names[1]}, so there is no prompt to "
-                "show; add a prompt field or map one with --map",
+                f"show; add a prompt field or map one {map_hint(check.form)}",
             )
         if prefix and given is not None:
             repeated = _repeats(given, prefix)
@@ -416,7 +466,7 @@ def _assemble(
             return check.fail(
                 names[0],
                 f"shares no beginning with {names[1]}, so there is no prompt to "
-                "show; add a prompt field or map one with --map",
+                f"show; add a prompt field or map one {map_hint(check.form)}",
             )
         result.prompt = prompt
         result.notes.append(NOTE_IMPLICIT)
@@ -468,7 +518,7 @@ def _decode_cells(check: _Check, record: dict[str, Any], *, text_cells: bool) ->
         if isinstance(decoded.get(name), str):
             decoded[name] = _messages_in(decoded[name])
     for name in _JSON_CELLS if text_cells else ():
-        if isinstance(decoded.get(name), str):
+        if isinstance(decoded.get(name), str) and decoded[name].strip():
             decoded[name], problem = loads(decoded[name])
             if problem:
                 decoded[name] = None
@@ -483,26 +533,41 @@ def parse_record(
     line: int,
     raw: str,
     options: ImportOptions = DEFAULT_OPTIONS,
-    mapping: Mapping[str, str] | None = None,
+    mapping: Mapping[str, Any] | None = None,
     unit: str = "line",
     text_cells: bool = False,
 ) -> list[PairRecord] | list[RecordError] | list[Completion]:
     """The pairs one decoded record yields (or, for an unpaired row, its completion), or every problem
-    found in it. `mapping` renames fields first (importer name -> the record's field); `text_cells`
-    says the values are CSV cells, where JSON columns are decoded."""
-    check = _Check(file, line, raw, unit)
+    found in it. `mapping` renames fields first (importer name -> the record's field, and under
+    `label_values` what each value of the label means); `text_cells` says the values are CSV cells,
+    where JSON columns are decoded."""
+    check = _Check(file, line, raw, unit, form=options.form)
     if not isinstance(obj, dict):
         check.fail(None, f"record must be a JSON object, got {type_name(obj)}")
         return check.errors
-    record, sources, displaced = rename(obj, mapping)
+    record, sources, displaced, missing = rename(obj, mapping)
     check.sources = sources
+    for target, reason in missing.items():
+        if target in _REQUIRED_WHEN_MAPPED:
+            check.fail(target, reason)
     record = _decode_cells(check, record, text_cells=text_cells)
-    fields = fields_of(record, sources, displaced, mapped=bool(mapping))
+    fields = fields_of(record, sources, displaced, mapped=bool(sources))
     if fields is None:
-        check.fail(None, no_layout_reason([str(k) for k in obj]))
+        if not check.errors:
+            check.fail(None, no_layout_reason([str(k) for k in obj], form=options.form))
         return check.errors
     check.sources = fields.sources
-    return _records(check, fields, options)
+    if not sources:
+        return _records(check, fields, options, {}, [])
+    for target in fields.ignored:
+        check.fail(target, ignored_reason(fields.layout, target))
+    meanings = label_values_of(mapping)
+    if meanings and fields.layout.kind == "unpaired":
+        reason = "label values say which of two responses is better; an unpaired (KTO) label is true or false"
+        check.fail("label", reason)
+    optional = [target for target in missing if target not in _REQUIRED_WHEN_MAPPED]
+    absent = [f"{sources[t]}, mapped to {t}, is {missing[t]}: read as absent" for t in optional]
+    return _records(check, fields, options, meanings, absent)
 
 
 _SIDES = {
@@ -512,7 +577,18 @@ _SIDES = {
 }
 
 
-def _records(check: _Check, fields: Fields, options: ImportOptions) -> list:
+def note_unaudited(names: tuple[str, ...]) -> str:
+    """The note for a pair with fields of its own that look like the dataset's preference, unread."""
+    one = len(names) == 1
+    return (
+        f"{NOTE_UNAUDITED}{', '.join(names)} {'looks' if one else 'look'} like the dataset's preference but "
+        f"{'is' if one else 'are'} not mapped to label (kept as metadata)"
+    )
+
+
+def _records(
+    check: _Check, fields: Fields, options: ImportOptions, meanings: Mapping[str, str], notes: list[str]
+) -> list:
     values, kind = fields.values, fields.layout.kind
     if kind == "responses":
         raw_sides = values["responses"]
@@ -533,6 +609,7 @@ def _records(check: _Check, fields: Fields, options: ImportOptions) -> list:
     gold = check.gold(values.get("gold"))
     external_id = check.external_id(values.get("id"))
     desirable = check.desirable(values["label"]) if kind == "unpaired" else None
+    original = check.original(values, meanings) if kind == "pair" else None
     metadata = check.metadata(values.get("metadata"), fields.extras)
     if kind == "responses" and len(sides) < 2 and isinstance(values["responses"], list):
         check.fail("responses", f"must hold at least 2 distinct responses, got {len(sides)}")
@@ -567,11 +644,12 @@ def _records(check: _Check, fields: Fields, options: ImportOptions) -> list:
             unit=check.unit,
         )
         return [completion]
-    common = {"layout": fields.layout_name, "notes": tuple(assembled.notes), "kept": kept, "unit": check.unit}
+    notes = [*assembled.notes, *notes, *([note_unaudited(fields.unaudited)] if fields.unaudited else [])]
+    common = {"layout": fields.layout_name, "notes": tuple(notes), "kept": kept, "unit": check.unit}
     drafts, left_out = _drafts(assembled.texts, keys, models, kind, options)
     records, prompt_as_seen = [], prompt_key(prompt)
     for (a, key_a), (b, key_b), model_a, model_b, suffix in drafts:
-        digest, label = keys_hash(prompt_as_seen, key_a, key_b), None
+        digest, label = keys_hash(prompt_as_seen, key_a, key_b), original
         if kind == "preference":  # a coin from the content decides which side the chosen response takes
             label = "b" if int(digest, 16) & 1 else "a"
             a, b, model_a, model_b = (b, a, model_b, model_a) if label == "b" else (a, b, model_a, model_b)

@@ -1,5 +1,6 @@
 """What leads review: the project's agreement report (from one query, cached until judgments change),
-the disagreement queue, adjudication, sending pairs back, and leaving annotators out of consensus.
+the disagreement queue, adjudication, sending pairs back (and who is left to judge them), leaving
+annotators out of consensus, and re-queueing the pairs that leaves under k.
 
 The statistics themselves are pure (labeling/agreement.py); this module gathers their input from the
 database and records the lead's decisions.
@@ -8,17 +9,18 @@ database and records the lead's decisions.
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, F, Max
-from django.db.models.functions import Length, TruncDate
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet
+from django.db.models.functions import Greatest, Length, TruncDate
 from django.utils import timezone
 
-from labeling.models import Adjudication, Choice, Judgment, Membership, Pair, Project
+from labeling.models import Adjudication, Assignment, Choice, Judgment, Membership, Pair, Project
 
 if TYPE_CHECKING:
     from labeling import review_stats
@@ -220,12 +222,63 @@ def pair_adjudication_clear(*, pair: Pair) -> bool:
 
 
 def pair_send_back(*, pair: Pair) -> int:
-    """Ask for one more judgment of this pair: its wanted count rises by one, so the workbench offers it
-    (first, to annotators who have not seen it) until that judgment arrives. The new wanted count."""
+    """Ask for one more judgment of this pair: its wanted count rises by one, and to one more than the
+    judgments and leases it already has (a pair can hold more than k, say after k was lowered), so the
+    workbench offers it (first, to annotators who have not seen it) until that judgment arrives. The
+    new extra_wanted (judgments wanted beyond k)."""
+    more = Greatest(F("extra_wanted") + 1, F("taken") + 1 - pair.project.overlap)
     with transaction.atomic():
-        Pair.objects.filter(pk=pair.pk).update(extra_wanted=F("extra_wanted") + 1)
+        Pair.objects.filter(pk=pair.pk).update(extra_wanted=more)
         pair.refresh_from_db(fields=["extra_wanted"])
     return pair.extra_wanted
+
+
+def annotators_left(pair: Pair) -> int:
+    """How many of the project's annotators could still judge this pair: active, not excluded, and never
+    handed it (a claim never hands a pair to anyone twice, skipped or expired) nor judging it otherwise."""
+    handed = Assignment.objects.filter(pair=pair, annotator=OuterRef("user"))
+    judged = Judgment.objects.filter(pair=pair, annotator=OuterRef("user"))
+    return (
+        Membership.objects.filter(
+            project_id=pair.project_id, role=Membership.Role.ANNOTATOR, active=True, excluded=False
+        )
+        .filter(~Exists(handed), ~Exists(judged))
+        .count()
+    )
+
+
+def pairs_left_under_k(project: Project) -> QuerySet[Pair]:
+    """The non-gold pairs that leaving the excluded annotators out keeps under k for good, annotated with
+    `left_out` (their excluded judgments) and `counted` (the others).
+
+    A pair wants k + extra_wanted judgments and stops being handed out when it has them; of those,
+    `left_out` do not count, so it ends with k + extra_wanted - left_out counted ones. It stays under k
+    when it has fewer than k counted judgments and left_out > extra_wanted."""
+    excluded = excluded_annotators(project)
+    if not excluded:
+        return Pair.objects.none()
+    theirs = Q(judgments__annotator_id__in=excluded)
+    judged_by_them = Judgment.objects.filter(pair__project=project, annotator_id__in=excluded)
+    return (
+        Pair.objects.filter(project=project, gold="", pk__in=judged_by_them.values("pair_id"))
+        .annotate(left_out=Count("judgments", filter=theirs), counted=Count("judgments", filter=~theirs))
+        .filter(counted__lt=project.overlap, left_out__gt=F("extra_wanted"))
+    )
+
+
+def pairs_requeue(*, project: Project) -> int:
+    """Hand the pairs `pairs_left_under_k` finds out again, as sent-back pairs are: each one's
+    extra_wanted becomes its count of excluded judgments, so that it wants judgments until k of them
+    count, and claims offer it first to annotators who have not seen it. How many pairs; running it
+    again re-queues nothing more (a wanted count only ever rises here)."""
+    with transaction.atomic():
+        rows = list(pairs_left_under_k(project).values_list("pk", "left_out"))
+        by_count: dict[int, list[int]] = defaultdict(list)
+        for pk, left_out in rows:
+            by_count[left_out].append(pk)
+        for left_out, pks in by_count.items():
+            Pair.objects.filter(pk__in=pks, extra_wanted__lt=left_out).update(extra_wanted=left_out)
+    return len(rows)
 
 
 def membership_set_excluded(*, membership: Membership, excluded: bool) -> Membership:

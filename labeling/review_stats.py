@@ -56,9 +56,11 @@ class JudgmentTable:
 
     item, rater: int64 pair and user ids. choice: "a" | "b" | "tie" | "both_bad". strength: "" |
     "slightly" | "clearly". a_on_left: bool. len_a, len_b: characters of each response. gold: the pair's
-    gold answer "a" | "b" | "tie", or "". seconds: float, nan when unknown. day: datetime64[D], NaT when
-    unknown. criteria: {name: str array "a" | "b" | "tie" | "" (unanswered)}. model_a, model_b: str, ""
-    unknown. original_label: "a" | "b" (the side an imported dataset called chosen) or "".
+    gold answer "a" | "b" | "tie", or "". seconds: float, the judgment's wall time (from the pair being
+    handed out to the verdict, by the server's clock: Judgment.seconds_spent), nan when unknown.
+    day: datetime64[D], NaT when unknown. criteria: {name: str array "a" | "b" | "tie" | ""
+    (unanswered)}. model_a, model_b: str, "" unknown. original_label: "a" | "b" (the side an imported
+    dataset called chosen) or "".
     Arrays are converted to these dtypes; raises ValueError for unequal lengths or an unknown choice."""
 
     item: np.ndarray
@@ -213,25 +215,39 @@ def _votes(row: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
     return {label: int(n) for label, n in zip(labels, row, strict=True)}
 
 
+def _with_interval(value: float | None, interval: tuple[float, float] | None) -> dict:
+    """{"value", "low", "high"}, None where undefined (the interval only with a value)."""
+    low, high = (interval or (None, None)) if value is not None else (None, None)
+    return {"value": value, "low": low, "high": high}
+
+
 def _alpha_with_interval(
     counts: np.ndarray, measure: agreement.Level, *, n_boot: int, seed: int, level: float
 ) -> dict:
-    """{"value", "low", "high"}: alpha and its percentile bootstrap interval (None where undefined)."""
+    """{"value", "low", "high"}: alpha and its percentile bootstrap interval (None where undefined).
+    counts: value counts with the columns in the scale's order (SCALE for the ordinal level)."""
     value = agreement.alpha_from_counts(counts, level=measure)
     interval = None
     if value is not None and n_boot > 0:
         interval = agreement.bootstrap_alpha(counts, measure=measure, n=n_boot, seed=seed, level=level)
-    low, high = interval or (None, None)
-    return {"value": value, "low": low, "high": high}
+    return _with_interval(value, interval)
 
 
 def _agreement_block(counts: np.ndarray, *, n_boot: int, seed: int, level: float) -> dict[str, Any]:
-    """Nominal alpha with its bootstrap interval, Fleiss' kappa and percent agreement of value counts."""
+    """Nominal alpha, Fleiss' kappa and percent agreement of value counts, each {"value", "low", "high"}
+    with its percentile bootstrap interval over items (the same resamples for all three)."""
+    boot = {"n": n_boot, "seed": seed, "level": level}
+    kappa = agreement.fleiss_kappa_from_counts(counts)
+    share = agreement.percent_agreement_from_counts(counts)
+    kappa_interval = share_interval = None
+    if n_boot > 0:
+        kappa_interval = agreement.bootstrap_fleiss_kappa(counts, **boot) if kappa is not None else None
+        share_interval = agreement.bootstrap_percent_agreement(counts, **boot) if share is not None else None
     return {
         "items_compared": int((counts.sum(1) >= 2).sum()),
         "alpha": _alpha_with_interval(counts, "nominal", n_boot=n_boot, seed=seed, level=level),
-        "fleiss_kappa": agreement.fleiss_kappa_from_counts(counts),
-        "percent_agreement": agreement.percent_agreement_from_counts(counts),
+        "fleiss_kappa": _with_interval(kappa, kappa_interval),
+        "percent_agreement": _with_interval(share, share_interval),
     }
 
 
@@ -295,7 +311,8 @@ def annotator_stats(
 ) -> list[dict[str, Any]]:
     """One row per rater in the table (sorted by id), as JSON-ready dicts:
 
-    - rater (id), excluded (bool), judgments (count), median_seconds (None when none is known);
+    - rater (id), excluded (bool), judgments (count), median_seconds: the median of their judgments'
+      wall time, `seconds` (pauses included; None when none is known);
     - agreement: the share of their non-gold judgments equal to the majority of the other raters on
       that pair (leave-one-out; excluded raters never count among the others), over `agreement_n`
       judgments: those where the others have a unique plurality (no other vote, or a tie for the most
@@ -405,7 +422,9 @@ def _kappa_matrix(coded: _Coded, *, min_shared: int) -> dict[str, Any]:
     """Cohen's kappa of every two raters (excluded ones too) over the non-gold pairs both judged.
 
     All the judgments of a pair, taken two at a time, fill the raters' confusion matrices at once;
-    kappa where two raters share at least `min_shared` pairs, else None (None on the diagonal)."""
+    kappa where two raters share at least `min_shared` pairs and it is defined, else None with the
+    reason in `undefined`: "too_few_shared", or "no_variation" (both chose one and the same label on
+    every shared pair: chance agreement is 1, so kappa is 0/0). None on the diagonal, in both."""
     n_raters, v = len(coded.raters), len(CHOICES)
     plain = ~coded.gold
     order = np.argsort(coded.item[plain], kind="stable")
@@ -421,12 +440,20 @@ def _kappa_matrix(coded: _Coded, *, min_shared: int) -> dict[str, Any]:
     cm = np.bincount(cells, minlength=n_raters * n_raters * v * v).reshape(n_raters, n_raters, v, v)
     shared = cm.sum((2, 3))
     kappa = agreement.kappa_from_confusion(cm)
-    usable = (shared >= max(min_shared, 1)) & ~np.eye(n_raters, dtype=bool)
+    off_diagonal = ~np.eye(n_raters, dtype=bool)
+    enough = shared >= max(min_shared, 1)
+    reason = np.where(~enough, "too_few_shared", np.where(np.isfinite(kappa), "", "no_variation"))
+
+    def cell(i: int, j: int) -> tuple[float | None, str | None]:
+        if not off_diagonal[i, j]:
+            return None, None
+        return (_num(kappa[i, j]), None) if reason[i, j] == "" else (None, str(reason[i, j]))
+
+    cells_ = [[cell(i, j) for j in range(n_raters)] for i in range(n_raters)]
     return {
         "raters": [int(r) for r in coded.raters],
-        "matrix": [
-            [_num(kappa[i, j]) if usable[i, j] else None for j in range(n_raters)] for i in range(n_raters)
-        ],
+        "matrix": [[value for value, _ in row] for row in cells_],
+        "undefined": [[why for _, why in row] for row in cells_],
         "shared": shared.astype(int).tolist(),
     }
 
@@ -587,22 +614,26 @@ def project_report(
 
     `excluded`: rater ids left out of consensus; `overlap`: judgments that make a pair complete;
     `use_strength`: add ordinal alpha on the strength scale; `n_boot` resamples for every bootstrap
-    interval (alpha: vectorized over patterns of votes, see `agreement.bootstrap_alpha`; leaderboard:
-    over battle cells), `seed`, `level` their coverage; `min_shared` pairs two raters must share for a
-    kappa; `list_limit` caps every list of pairs (each gives its `total`). Keys:
+    interval (alpha, Fleiss' kappa, percent agreement: vectorized over patterns of votes, see
+    `agreement.bootstrap_alpha`; leaderboard: over battle cells), `seed`, `level` their coverage;
+    `min_shared` pairs two raters must share for a kappa; `list_limit` caps every list of pairs (each
+    gives its `total`). Keys:
 
     - settings: the arguments (excluded as a sorted list);
     - headline: {"without_excluded": H, "with_excluded": H}, H = {pairs (non-gold pairs judged),
       complete_pairs (with >= overlap judgments), progress (complete / pairs), gold_pairs, judgments
       (all, gold included), gold_judgments, annotators (with a judgment), items_compared (non-gold pairs
-      with 2+ judgments), alpha {value, low, high} (nominal over a/b/tie/both_bad), fleiss_kappa,
-      percent_agreement, alpha_ordinal {value, low, high} and strength_missing (None unless
+      with 2+ judgments), alpha, fleiss_kappa and percent_agreement (each {value, low, high}: the
+      statistic and its percentile bootstrap interval over pairs, nominal over a/b/tie/both_bad),
+      alpha_ordinal {value, low, high} (on SCALE, in its order) and strength_missing (None unless
       use_strength)}; agreement over non-gold pairs only;
     - criteria: {name: {"without_excluded": C, "with_excluded": C}}, C = {judgments (non-gold, answered),
-      items_compared, alpha {value, low, high}, fleiss_kappa, percent_agreement} over a/b/tie;
+      items_compared, alpha, fleiss_kappa, percent_agreement (each {value, low, high})} over a/b/tie;
     - annotators: `annotator_stats` rows;
-    - cohen_kappa: {raters: [ids], matrix: R x R (None: fewer than min_shared shared pairs, or undefined),
-      shared: R x R counts of shared non-gold pairs};
+    - cohen_kappa: {raters: [ids], matrix: R x R kappas (None where undefined), undefined: R x R why a
+      kappa is None: "too_few_shared" (under min_shared shared pairs) or "no_variation" (both chose one
+      and the same label on every shared pair), None where defined and on the diagonal, shared: R x R
+      counts of shared non-gold pairs};
     - over_time: [{day "YYYY-MM-DD", items, percent_agreement, alpha}] by the day of each non-gold
       pair's last included judgment, pairs with 2+ included judgments;
     - disagreements: {total, items: [{item, votes {a, b, tie, both_bad}, n, top_share}]} (split pairs);

@@ -1,6 +1,6 @@
 """Review pages for leads (and admins): the agreement dashboard, the disagreement queue, adjudication,
-sending pairs back and leaving annotators out of consensus. Every view checks the review permission,
-then that the user leads the project (404 otherwise)."""
+sending pairs back, leaving annotators out of consensus and re-queueing the pairs that leaves under k.
+Every view checks the review permission, then that the user leads the project (404 otherwise)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _LEADS = (Membership.Role.LEAD,)
 ANNOTATOR_COLUMNS = [
     ("annotator", "Annotator"),
     ("judgments", "Judgments"),
-    ("time", "Median s"),
+    ("time", "Median wall s"),
     ("agreement", "Agreement"),
     ("gold", "Gold accuracy"),
     ("left", "Left rate"),
@@ -47,6 +47,13 @@ SORTABLE = {
     "both_bad": "both_bad_rate",
     "ds": "ds_accuracy",
 }
+
+
+# The kappa heatmap keeps its cells readable: 34 px, narrower only to fit the page (72rem less padding)
+# with up to 30 annotators, and never below 26 px (wider matrices scroll instead of shrinking).
+HEATMAP_CELL, HEATMAP_MIN_CELL, HEATMAP_FIT_WIDTH, HEATMAP_MARGIN = 34, 26, 1100, 110
+HEATMAP_HALF_WIDTH = 520  # wider than this, the heatmap takes the whole row instead of half of it
+NO_VARIATION_MARK = "n/v"
 
 
 def _lead_project(request: HttpRequest, slug: str) -> Project:
@@ -86,7 +93,9 @@ def _dashboard_context(request: HttpRequest, project: Project, report: dict[str,
     names = {row["rater"]: row["name"] for row in rows}
     kappa = report["cohen_kappa"]
     heat = (
-        charts.heatmap([names.get(r, str(r)) for r in kappa["raters"]], kappa["matrix"])
+        _kappa_heatmap(
+            [names.get(r, str(r)) for r in kappa["raters"]], kappa, report["settings"]["min_shared"]
+        )
         if len(kappa["raters"]) >= 2
         else None
     )
@@ -115,10 +124,39 @@ def _dashboard_context(request: HttpRequest, project: Project, report: dict[str,
         "annotator_columns": ANNOTATOR_COLUMNS,
         "sort": sort,
         "heatmap": heat,
+        "heatmap_wide": heat is not None and heat.width > HEATMAP_HALF_WIDTH,
+        "no_variation_mark": NO_VARIATION_MARK,
+        "under_k": review.pairs_left_under_k(project).count() if report["settings"]["excluded"] else 0,
         "over_time": over_time,
         "win_rows": win_rows,
         "computed_at": datetime.fromisoformat(report["computed_at"]),
     }
+
+
+def _undefined_kappa(why: str | None, shared: int, min_shared: int) -> tuple[str, str] | None:
+    """(mark, reason) of a kappa cell without a value (`review_stats._kappa_matrix`'s `undefined`)."""
+    if why == "too_few_shared":
+        return "–", f"too few shared pairs ({shared} of the {min_shared} needed)"
+    if why == "no_variation":
+        return (
+            NO_VARIATION_MARK,
+            f"undefined: no variation (both chose one label on all {shared} shared pairs)",
+        )
+    return None
+
+
+def _kappa_heatmap(names: list[str], kappa: dict[str, Any], min_shared: int) -> charts.Heatmap:
+    """The pairwise kappa matrix as a heatmap whose undefined cells say why."""
+    undefined = [
+        [
+            ("", "the same annotator") if i == j else _undefined_kappa(why, shared, min_shared)
+            for j, (why, shared) in enumerate(zip(whys, counts, strict=True))
+        ]
+        for i, (whys, counts) in enumerate(zip(kappa["undefined"], kappa["shared"], strict=True))
+    ]
+    fit = (HEATMAP_FIT_WIDTH - 1.5 * HEATMAP_MARGIN - 4) // max(len(names), 1)
+    cell = min(HEATMAP_CELL, max(HEATMAP_MIN_CELL, fit))
+    return charts.heatmap(names, kappa["matrix"], undefined=undefined, cell=cell, margin=HEATMAP_MARGIN)
 
 
 @requires(REVIEW)
@@ -127,9 +165,37 @@ def review_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     project = _lead_project(request, slug)
     report = review.review_report(project, refresh=request.GET.get("refresh") == "1")
     context = _dashboard_context(request, project, report)
-    if request.htmx:  # the refresh button and the sortable table swap only the numbers
+    if request.htmx:  # the refresh button, the sortable table and the re-queue swap only the numbers
         return render(request, "labeling/review.html#review-numbers", context)
     return render(request, "labeling/review.html", context)
+
+
+@requires(REVIEW)
+@require_POST
+def pairs_requeue(request: HttpRequest, slug: str) -> HttpResponse:
+    """Re-queue the pairs that exclusions left under k; htmx gets the dashboard's numbers back."""
+    project = _lead_project(request, slug)
+    text = _requeued_text(review.pairs_requeue(project=project), project)
+    if not request.htmx:
+        messages.success(request, text)
+        return redirect(reverse("labeling:review-dashboard", args=[project.slug]) + "#headline")
+    context = _dashboard_context(request, project, review.review_report(project))
+    return render(request, "labeling/review.html#review-numbers", {**context, "requeued": text})
+
+
+def _requeued_text(count: int, project: Project) -> str:
+    k = project.overlap
+    if not count:
+        return "No pair needed re-queueing: every pair can still reach its k counted judgments."
+    if count == 1:
+        return (
+            f"1 pair re-queued: it goes first to annotators who have not seen it, until {k} of its "
+            "judgments count."
+        )
+    return (
+        f"{count} pairs re-queued: they go first to annotators who have not seen them, until {k} of their "
+        "judgments count."
+    )
 
 
 @requires(REVIEW)
@@ -145,7 +211,11 @@ def member_exclude(request: HttpRequest, slug: str, member_id: int) -> HttpRespo
             request, "labeling/review.html#review-numbers", _dashboard_context(request, project, report)
         )
     verb = "left out of" if excluded else "counted again in"
-    messages.success(request, f"{membership.user.username}'s judgments are {verb} agreement and consensus.")
+    text = f"{membership.user.username}'s judgments are {verb} agreement and consensus."
+    if under_k := review.pairs_left_under_k(project).count():
+        pairs = "1 pair now stays" if under_k == 1 else f"{under_k} pairs now stay"
+        text += f" {pairs} under k: the Review page offers to re-queue them."
+    messages.success(request, text)
     return redirect(reverse("labeling:review-dashboard", args=[project.slug]) + "#annotators")
 
 
@@ -192,6 +262,7 @@ def pair_adjudicate(request: HttpRequest, slug: str, pair_id: int) -> HttpRespon
         "form": form,
         "wanted": project.overlap + pair.extra_wanted,
         "next_split": review.next_split_pair(project, after=pair.pk),
+        "annotators_left": review.annotators_left(pair),
     }
     return render(request, "labeling/pair_adjudicate.html", context, status=400 if form.errors else 200)
 
@@ -202,8 +273,16 @@ def pair_send_back(request: HttpRequest, slug: str, pair_id: int) -> HttpRespons
     project = _lead_project(request, slug)
     pair = get_object_or_404(Pair, pk=pair_id, project=project)
     wanted = project.overlap + review.pair_send_back(pair=pair)
-    messages.success(
-        request,
-        f"Sent back: the pair now wants {wanted} judgments and goes to the next free annotator first.",
-    )
+    if review.annotators_left(pair):
+        messages.success(
+            request,
+            f"Sent back: the pair now wants {wanted} judgments and goes to the next free annotator first.",
+        )
+    else:
+        messages.warning(
+            request,
+            f"Sent back: the pair now wants {wanted} judgments, but no one is left to judge it: every "
+            "active annotator of this project has already seen it. Invite more annotators: the first "
+            "new one gets it first.",
+        )
     return redirect("labeling:pair-adjudicate", project.slug, pair.pk)

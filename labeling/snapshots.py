@@ -25,7 +25,19 @@ import django_rq
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, Case, Count, Max, Q, QuerySet, TextField, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Func,
+    IntegerField,
+    Max,
+    Q,
+    QuerySet,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact
@@ -79,15 +91,31 @@ def _flag(condition: Q) -> Case:
     return Case(When(condition, then=Value(True)), default=Value(False), output_field=BooleanField())
 
 
+class _Bytes(Func):
+    """The size of a text in bytes, UTF-8 (LENGTH counts characters). SQLite has no OCTET_LENGTH before
+    3.43: the length of the text as a blob is its size."""
+
+    function = "OCTET_LENGTH"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra)
+
+
 def _counted(excluded: frozenset[int], prefix: str = "") -> Q:
     """The judgments that count: those of annotators not excluded (`prefix`: the path to Judgment)."""
     return ~Q(**{f"{prefix}annotator_id__in": excluded}) if excluded else Q()
 
 
-def _vote_counts(project: Project, excluded: frozenset[int], *, criteria: list[str] = ()) -> Any:
+def _vote_counts(
+    project: Project, excluded: frozenset[int], *, criteria: list[str] = (), pairs: list[int] | None = None
+) -> Any:
     """Counted votes per pair (excluded annotators left out), ordered by pair id, as tuples: the pair id,
-    one count per label of LABELS, then per criterion one count per label of CRITERION_LABELS."""
+    one count per label of LABELS, then per criterion one count per label of CRITERION_LABELS. `pairs`:
+    only these pairs' (all the project's when None)."""
     judgments = Judgment.objects.filter(_counted(excluded), pair__project=project)
+    if pairs is not None:
+        judgments = judgments.filter(pair_id__in=pairs)
     counts = {label: Count("id", filter=Q(choice=label)) for label in LABELS}
     for i, name in enumerate(criteria):
         answer = KeyTextTransform(name, "criteria")  # any criterion name, "__" included
@@ -97,18 +125,51 @@ def _vote_counts(project: Project, excluded: frozenset[int], *, criteria: list[s
 
 
 @dataclass(frozen=True)
+class SampleRow:
+    """One row of the preview: `row` as the file holds it (keys in file order), `text` the same as JSON
+    for reading (exporting.row_text), and the counted votes and adjudication of its pair."""
+
+    row: dict[str, Any]
+    text: str
+    votes: dict[str, int]
+    label: str | None
+    adjudicated: bool
+
+    @property
+    def chips(self) -> list[tuple[str, int]]:
+        """(label, votes) for each label that has votes, in LABELS order."""
+        return [(label, n) for label, n in self.votes.items() if n]
+
+
+@dataclass(frozen=True)
+class RowSizes:
+    """About how large the rows are as JSON lines, in bytes: the mean and the largest, and the mean part
+    of a row that is the pair's metadata (0 when the export leaves it out). Estimated from the sizes of
+    the texts in the database (JSON escapes not counted), without reading them."""
+
+    mean: float
+    largest: int
+    metadata_mean: float
+
+
+@dataclass(frozen=True)
 class Preview:
     """What the rules would export now: pairs looked at, kept (giving rows in the shape), dropped by
-    reason, the first SAMPLE_ROWS rows, the measured disagreement and the judgments counted."""
+    reason, the first SAMPLE_ROWS rows (`samples` as the file holds them, `sample_rows` with their
+    votes), the measured disagreement, the judgments counted and how large the rows are (None when
+    no pair is kept)."""
 
+    shape: str
     pairs: int
     kept: int
     dropped: dict[str, int]
     samples: list[dict[str, Any]]
+    sample_rows: list[SampleRow]
     disagreement: consensus.Disagreement
     label_noise: float | None
     suggested_label_smoothing: float
     judgments: int
+    row_sizes: RowSizes | None
 
     @property
     def dropped_total(self) -> int:
@@ -117,10 +178,37 @@ class Preview:
     @property
     def dropped_rows(self) -> list[tuple[str, str, int]]:
         """(code, words, count) per reason, largest first."""
-        return sorted(
-            ((code, consensus.REASONS.get(code, code), n) for code, n in self.dropped.items()),
-            key=lambda row: -row[2],
-        )
+        return dropped_in_words(self.dropped)
+
+
+def dropped_in_words(dropped: dict[str, int]) -> list[tuple[str, str, int]]:
+    """Dropped pairs by reason as (code, words, count), largest first: what pages and the command show."""
+    return sorted(
+        ((code, consensus.REASONS.get(code, code), n) for code, n in dropped.items()), key=lambda row: -row[2]
+    )
+
+
+def rules_in_words(snapshot: ExportSnapshot) -> list[tuple[str, str]]:
+    """The rules a snapshot was made with, as (name, value) in words, the minimum share as written."""
+    rules = consensus.ConsensusRules(**snapshot.rules)
+    if rules.method == "majority":
+        method = "Majority vote"
+        threshold = ("Minimum share", snapshot.min_share_text or consensus.share_text(rules.min_share))
+    else:
+        method = "Dawid–Skene posterior"
+        threshold = ("Minimum posterior", consensus.share_text(rules.min_posterior))
+    words = [
+        ("Method", method),
+        ("Minimum judgments", str(rules.min_judgments)),
+        threshold,
+        ("Ties", "dropped" if rules.drop_ties else "kept"),
+        ("Both-bad pairs", "dropped" if rules.drop_both_bad else "kept"),
+        ("A lead's final label", "overrides the votes" if rules.adjudication_overrides else "ignored"),
+        ("Gold pairs", "left out" if rules.drop_gold else "included"),
+    ]
+    if snapshot.shape != exporting.HOSTED:
+        words.append(("Pair metadata in meta", "included" if snapshot.include_metadata else "left out"))
+    return words
 
 
 def rules_for(project: Project, **values: Any) -> consensus.ConsensusRules:
@@ -166,9 +254,11 @@ class _Shape:
 
 
 def _decisions(
-    project: Project, rules: consensus.ConsensusRules, excluded: frozenset[int]
-) -> tuple[list[int], list[consensus.Decision], list[_Shape], int]:
-    """(pair ids, decisions, what their texts are like, judgments counted) for every pair of the project.
+    project: Project, rules: consensus.ConsensusRules, excluded: frozenset[int], *, include_metadata: bool
+) -> tuple[list[int], list[consensus.Decision], list[_Shape], list[tuple[int, ...]], int]:
+    """(pair ids, decisions, what their texts are like, their sizes, judgments counted) for every pair of
+    the project. Sizes, in bytes: (prompt as JSON, response A, response B, id and model names, metadata as
+    JSON or 0 without `include_metadata`).
 
     Two narrow queries merged in id order, as the export merges its wide rows (`_streamed_pairs`): the
     pairs with what their texts are like, and the counted votes grouped by pair. Joining judgments to
@@ -180,18 +270,22 @@ def _decisions(
         .order_by("id")
         .alias(prompt_text=Cast("prompt", TextField()))
         .annotate(
-            not_flat=_flag(_not_flat()), several=_flag(_several_messages()), tools=_flag(_tool_messages())
+            not_flat=_flag(_not_flat()), several=_flag(_several_messages()), tools=_flag(_tool_messages()),
+            prompt_bytes=_Bytes("prompt_text"), a_bytes=_Bytes("response_a"), b_bytes=_Bytes("response_b"),
+            names_bytes=_Bytes("external_id") + _Bytes("model_a") + _Bytes("model_b"),
+            metadata_bytes=_Bytes(Cast("metadata", TextField())) if include_metadata else Value(0),
         )
-        .values_list("id", "gold", "adjudication__label", "not_flat", "several", "tools")
-    )
+        .values_list("id", "gold", "adjudication__label", "not_flat", "several", "tools", "prompt_bytes",
+                     "a_bytes", "b_bytes", "names_bytes", "metadata_bytes", "external_id")
+    )  # fmt: skip
     decide = _decider(project, rules)
     no_votes = (0,) * len(LABELS)
     shape_of = functools.cache(_Shape)
-    ids, decisions, shapes, judgments = [], [], [], 0
+    ids, decisions, shapes, sizes, judgments = [], [], [], [], 0
     pair_rows, vote_rows = _both(pairs, _vote_counts(project, excluded))
     votes = iter(vote_rows)
     row = next(votes, None)
-    for pair_id, gold, adjudication, not_flat, several, tools in pair_rows:
+    for pair_id, gold, adjudication, not_flat, several, tools, *size, external_id in pair_rows:
         while row is not None and row[0] < pair_id:
             row = next(votes, None)
         counts = tuple(row[1:]) if row is not None and row[0] == pair_id else no_votes
@@ -199,15 +293,56 @@ def _decisions(
         ids.append(pair_id)
         decisions.append(decide(pair_id, counts, adjudication, bool(gold)))
         shapes.append(shape_of(not not_flat, not several, bool(tools)))
-    return ids, decisions, shapes, judgments
+        if not external_id:  # exported as pair-<pk>
+            size[3] += len(exporting.pair_id(external_id="", pk=pair_id))
+        sizes.append(size)
+    return ids, decisions, shapes, sizes, judgments
+
+
+def _row_sizes(
+    shape: str, include_metadata: bool, skeleton: list[str], sizes: list[tuple[int, ...]]
+) -> RowSizes | None:
+    """About how large the rows of pairs of these `sizes` (`_decisions`) are: the lines of a pair whose
+    texts are all empty (`skeleton`) plus the sizes of its texts, less the empty texts' quotes and "{}"."""
+    if not sizes:
+        return None
+    base = max(len(line.encode()) for line in skeleton) + 1  # the line break
+    hosted, unpaired = shape == exporting.HOSTED, shape in ("unpaired", "unpaired-conversational")
+    rows = total = largest = metadata_total = 0
+    for prompt, a, b, names, metadata in sizes:
+        common = base + prompt - 2 + (0 if hosted else names)
+        if include_metadata and not hosted:
+            metadata = max(metadata - 2, 0)
+            common += metadata
+        else:
+            metadata = 0
+        if unpaired:
+            rows += 2
+            total += 2 * common + a + b
+            largest = max(largest, common + max(a, b))
+            metadata_total += 2 * metadata
+        else:
+            rows += 1
+            total += common + a + b
+            largest = max(largest, common + a + b)
+            metadata_total += metadata
+    return RowSizes(mean=total / rows, largest=largest, metadata_mean=metadata_total / rows)
 
 
 def export_preview(
-    project: Project, *, rules: consensus.ConsensusRules, shape: str, fmt: str = "jsonl"
+    project: Project,
+    *,
+    rules: consensus.ConsensusRules,
+    shape: str,
+    fmt: str = "jsonl",
+    include_metadata: bool = True,
 ) -> Preview:
-    """Counts of what `rules` keep and drop in `shape` and `fmt`, with the first kept rows as samples."""
+    """Counts of what `rules` keep and drop in `shape` and `fmt`, with the first kept rows as samples and
+    how large the rows are."""
     excluded = excluded_annotators(project)
-    ids, decisions, shapes, judgments = _decisions(project, rules, excluded)
+    ids, decisions, shapes, sizes, judgments = _decisions(
+        project, rules, excluded, include_metadata=include_metadata and shape != exporting.HOSTED
+    )
 
     @functools.cache
     def reason_for(decision_id: int, texts_id: int) -> str | None:
@@ -221,33 +356,55 @@ def export_preview(
     by_identity: dict[int, Any] = {id(d): d for d in decisions}
     by_identity.update((id(t), t) for t in shapes)
     dropped: dict[str, int] = {}
-    kept_ids = []
-    for pair_id, decision, texts in zip(ids, decisions, shapes, strict=True):
+    kept_ids, kept_sizes = [], []
+    for pair_id, decision, texts, size in zip(ids, decisions, shapes, sizes, strict=True):
         reason = reason_for(id(decision), id(texts))
         if reason is None:
             kept_ids.append(pair_id)
+            kept_sizes.append(size)
         else:
             dropped[reason] = dropped.get(reason, 0) + 1
     by_id = dict(zip(ids, decisions, strict=True))
-    samples = []
-    for row in _exported(Pair.objects.filter(pk__in=kept_ids[:SAMPLE_ROWS]).order_by("id")):
-        samples += exporting.build_rows(_export_pair(row, {}), by_id[row[0]], shape=shape)
+    criteria = [c["name"] for c in project.criteria or []]
+    shown = kept_ids[:SAMPLE_ROWS]
+    counts = {row[0]: row[1:] for row in _vote_counts(project, excluded, criteria=criteria, pairs=shown)}
+    sample_rows: list[SampleRow] = []
+    for row in _exported(Pair.objects.filter(pk__in=shown).order_by("id"), include_metadata=include_metadata):
+        decision = by_id[row[0]]
+        export_pair = _export_pair(row, _criteria_counts(counts.get(row[0]), criteria))
+        for built in exporting.build_rows(
+            export_pair, decision, shape=shape, include_metadata=include_metadata
+        ):
+            text = exporting.row_text(built)
+            sample_rows.append(SampleRow(built, text, decision.votes, decision.label, decision.adjudicated))
+    skeleton = []
+    if kept_ids:
+        empty = exporting.ExportPair(
+            id="", pair_pk=kept_ids[0], prompt="", response_a="", response_b="",
+            criteria=_criteria_counts(None, criteria),
+        )  # fmt: skip
+        skeleton = exporting.encode_rows(
+            empty, by_id[kept_ids[0]], shape=shape, include_metadata=include_metadata
+        )
     counter = consensus.DisagreementCounter()
     for decision_id, times in Counter(map(id, decisions)).items():
         counter.add(by_identity[decision_id], times=times)
     disagreement = counter.result()
     noise = _label_noise(project, ids, decisions) if rules.method == "dawid-skene" else None
     return Preview(
+        shape=shape,
         pairs=len(ids),
         kept=len(kept_ids),
         dropped=dropped,
-        samples=samples[:SAMPLE_ROWS],
+        samples=[sample.row for sample in sample_rows[:SAMPLE_ROWS]],
+        sample_rows=sample_rows[:SAMPLE_ROWS],
         disagreement=disagreement,
         label_noise=noise if noise is not None else disagreement.label_noise,
         suggested_label_smoothing=consensus.suggest_label_smoothing(
             noise=noise if noise is not None else disagreement.label_noise
         ),
         judgments=judgments,
+        row_sizes=_row_sizes(shape, include_metadata, skeleton, kept_sizes),
     )
 
 
@@ -267,10 +424,12 @@ def _label_noise(project: Project, ids: list[int], decisions: list[consensus.Dec
 _EXPORTED = ("id", "external_id", "prompt", "response_a", "response_b", "model_a", "model_b", "metadata_json")
 
 
-def _exported(pairs: QuerySet[Pair], *more: str) -> QuerySet:
-    """Rows of `_EXPORTED` (then `more`) columns. The metadata comes as the database's JSON text, which the
-    files hold as it is (exporting.ExportPair), saving a decode and an encode per pair."""
-    return pairs.annotate(metadata_json=Cast("metadata", TextField())).values_list(*_EXPORTED, *more)
+def _exported(pairs: QuerySet[Pair], *more: str, include_metadata: bool = True) -> QuerySet:
+    """Rows of `_EXPORTED` (then `more`) columns. The metadata comes as the database's JSON text, which
+    JSONL files hold as it is (exporting.ExportPair), saving a decode and an encode per pair; "{}" when
+    the export leaves it out (it is not read)."""
+    metadata = Cast("metadata", TextField()) if include_metadata else Value("{}", output_field=TextField())
+    return pairs.annotate(metadata_json=metadata).values_list(*_EXPORTED, *more)
 
 
 def _export_pair(row: tuple[Any, ...], criteria: dict[str, dict[str, int]]) -> exporting.ExportPair:
@@ -296,13 +455,17 @@ def snapshot_start(
     shape: str,
     fmt: str,
     eval_fraction: float,
+    include_metadata: bool = True,
+    min_share_text: str = "",
     in_worker: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportSnapshot:
     """Record a snapshot and build it: here, or in a worker (queue `default`) while its page shows the
-    progress. `in_worker` None: in a worker for more than PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS pairs. A
-    failed build is recorded on the snapshot (state, message), not raised. Raises ValueError for a bad
-    shape, format or fraction (the message names it)."""
+    progress. `include_metadata`: whether rows carry each pair's metadata in `meta`; `min_share_text`:
+    the minimum share as the user wrote it ("2/3"), shown with the rules. `in_worker` None: in a worker
+    for more than PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS pairs. A failed build is recorded on the snapshot
+    (state, message), not raised. Raises ValueError for a bad shape, format or fraction (the message
+    names it)."""
     if shape not in ExportSnapshot.Shape.values:
         raise ValueError(f"shape: {shape!r} is not one of {', '.join(ExportSnapshot.Shape.values)}")
     if fmt not in ExportSnapshot.Format.values:
@@ -311,7 +474,8 @@ def snapshot_start(
     pairs = Pair.objects.filter(project=project).count()
     snapshot = ExportSnapshot.objects.create(
         project=project, created_by=user, rules=asdict(rules), shape=shape, format=fmt,
-        eval_fraction=eval_fraction, pairs_total=pairs,
+        eval_fraction=eval_fraction, pairs_total=pairs, include_metadata=include_metadata,
+        min_share_text=min_share_text.strip(),
     )  # fmt: skip
     if in_worker is None:
         in_worker = pairs > settings.PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS
@@ -362,14 +526,17 @@ def snapshot_check(snapshot: ExportSnapshot) -> None:
 
 
 def _streamed_pairs(
-    project: Project, excluded: frozenset[int], criteria: list[str]
+    project: Project, excluded: frozenset[int], criteria: list[str], *, include_metadata: bool
 ) -> Iterator[tuple[tuple[Any, ...], str, str | None, tuple[int, ...] | None]]:
     """Every pair of the project in id order, as (the `_EXPORTED` columns, gold, adjudication label, its
     counted vote counts: `_vote_counts` less the pair id, None without any): two server-side cursors
     merged, so only a chunk of each is in memory."""
     pairs = _raw_rows(
-        _exported(Pair.objects.filter(project=project).order_by("id"), "gold", "adjudication__label")
-    )
+        _exported(
+            Pair.objects.filter(project=project).order_by("id"), "gold", "adjudication__label",
+            include_metadata=include_metadata,
+        )
+    )  # fmt: skip
     votes = _raw_rows(_vote_counts(project, excluded, criteria=criteria))
     row = next(votes, None)
     for pk, external_id, prompt, *texts, gold, adjudication in pairs:
@@ -422,8 +589,9 @@ def _raw_rows(rows: QuerySet, *, chunked: bool = True) -> Iterator[tuple[Any, ..
 
 
 def _criteria_counts(counts: tuple[int, ...] | None, criteria: list[str]) -> dict[str, dict[str, int]]:
+    """Criterion -> label -> counted votes; zeros for a pair without votes, so every row has the same keys."""
     if counts is None:
-        return {}
+        return {name: dict.fromkeys(CRITERION_LABELS, 0) for name in criteria}
     n, k = len(LABELS), len(CRITERION_LABELS)
     return {
         name: dict(zip(CRITERION_LABELS, counts[n + i * k : n + (i + 1) * k], strict=True))
@@ -464,11 +632,15 @@ def _write(snapshot: ExportSnapshot, directory: Path, progress: Callable[[int, i
     done = judgments = 0
     counter = consensus.DisagreementCounter()  # a few histogram cells, however many pairs
     noise_sum = 0.0
+    include_metadata = snapshot.include_metadata and snapshot.shape != exporting.HOSTED
     writer = exporting.SnapshotWriter(
-        directory, fmt=snapshot.format, shape=snapshot.shape, eval_fraction=snapshot.eval_fraction
-    )
+        directory, fmt=snapshot.format, shape=snapshot.shape, eval_fraction=snapshot.eval_fraction,
+        include_metadata=include_metadata,
+    )  # fmt: skip
     with transaction.atomic(), writer:  # one transaction: the two cursors see the same data
-        for pair, gold, adjudication, counts in _streamed_pairs(project, excluded, criteria):
+        for pair, gold, adjudication, counts in _streamed_pairs(
+            project, excluded, criteria, include_metadata=include_metadata
+        ):
             votes = counts[: len(LABELS)] if counts is not None else no_votes
             judgments += sum(votes)
             decision = decide(pair[0], votes, adjudication, bool(gold))
@@ -501,7 +673,7 @@ def _write(snapshot: ExportSnapshot, directory: Path, progress: Callable[[int, i
         judgments=judgments,
         last_judgment_at=last_judgment,
         excluded_annotators=sorted(excluded),
-        disagreement=disagreement.non_unanimous if measured else None,
+        disagreement=disagreement.non_unanimous,
         label_noise=noise if measured else None,
         suggested_label_smoothing=consensus.suggest_label_smoothing(noise=noise) if measured else None,
     )

@@ -29,6 +29,7 @@ urlpatterns = [
         name="judgment-edit",
     ),
     path("projects/<slug:slug>/review/", review_views.review_dashboard, name="review-dashboard"),
+    path("projects/<slug:slug>/review/requeue/", review_views.pairs_requeue, name="pairs-requeue"),
     path(
         "projects/<slug:slug>/review/disagreements/",
         review_views.disagreement_list,

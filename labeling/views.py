@@ -31,7 +31,7 @@ from labeling.batches import (
 from labeling.forms import MappingForm, MemberAddForm, MemberChangeForm, ProjectForm, UploadForm
 from labeling.importing import ImportFormatError, PairRecord
 from labeling.invitation_views import invitations_context
-from labeling.layouts import LAYOUTS
+from labeling.layouts import LAYOUTS, describe_mapping
 from labeling.models import ImportBatch, Membership, Pair, Project
 from labeling.progress import own_progress
 from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
@@ -180,9 +180,10 @@ def project_archive(request: HttpRequest, slug: str) -> HttpResponse:
 @requires(CHANGE_PROJECT)
 @require_POST
 def rubric_preview(request: HttpRequest) -> HttpResponse:
-    return render(
-        request, "labeling/project_form.html#rubric-preview", {"rubric": request.POST.get("rubric", "")}
-    )
+    # Cleaned as saving the form cleans it (surrounding whitespace stripped: leading spaces would make
+    # a code block here that the workbench never shows), so the preview renders what annotators see.
+    rubric = ProjectForm.base_fields["rubric"].to_python(request.POST.get("rubric", ""))
+    return render(request, "labeling/project_form.html#rubric-preview", {"rubric": rubric})
 
 
 def _batch(request: HttpRequest, slug: str, batch: str) -> tuple[Project, ImportBatch]:
@@ -237,10 +238,11 @@ def _preview_context(batch: ImportBatch, form: MappingForm | None = None) -> dic
         preview, error = batch_preview(batch, scan=500 if background else None), ""
     except ImportFormatError as exc:
         preview, error = None, str(exc)
-    keys = batch_fields(batch)
+    values = batch_fields(batch)
     if form is None:
-        initial = MappingForm.initial_for(keys, batch.mapping, guess=bool(error or preview.unmatched))
-        form = MappingForm(initial=initial, keys=keys)
+        guess = bool(error or preview.unmatched)
+        initial = MappingForm.initial_for(list(values), batch.mapping, guess=guess, values=values)
+        form = MappingForm(initial=initial, keys=list(values), values=values, mapping=batch.mapping)
     return {
         "preview": preview,
         "preview_error": error,
@@ -248,7 +250,10 @@ def _preview_context(batch: ImportBatch, form: MappingForm | None = None) -> dic
         if preview
         else [],
         "mapping_form": form,
-        "mapping_open": bool(error or batch.mapping or form.errors or (preview and preview.unmatched)),
+        "mapping_text": describe_mapping(batch.mapping),
+        "mapping_open": bool(
+            error or batch.mapping or form.errors or (preview and (preview.unmatched or preview.unaudited))
+        ),
         "runs_in_background": background,
     }
 
@@ -260,7 +265,8 @@ def batch_map(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
     if batch.state != ImportBatch.State.UPLOADED:
         messages.info(request, "This file was already imported.")
         return redirect(batch)
-    form = MappingForm(request.POST, keys=batch_fields(batch))
+    values = batch_fields(batch)
+    form = MappingForm(request.POST, keys=list(values), values=values, mapping=batch.mapping)
     if not form.is_valid():
         context = {"project": project, "batch": batch, **_preview_context(batch, form)}
         return render(request, "labeling/batch_detail.html", context, status=400)

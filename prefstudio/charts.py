@@ -57,11 +57,18 @@ def _diverging(value: float) -> tuple[str, bool]:
 
 
 def heatmap(
-    labels: Sequence[str], matrix: Sequence[Sequence[float | None]], *, cell: float = 34, margin: float = 110
+    labels: Sequence[str],
+    matrix: Sequence[Sequence[float | None]],
+    *,
+    undefined: Sequence[Sequence[tuple[str, str] | None]] | None = None,
+    cell: float = 34,
+    margin: float = 110,
 ) -> Heatmap:
     """A square matrix of values in [-1, 1] (None: undefined) as coloured cells with their values.
 
-    `labels[i]` names row and column i; cells are `cell` px wide, labels get `margin` px.
+    `labels[i]` names row and column i; cells are `cell` px wide, labels get `margin` px. `undefined[i][j]`
+    says why cell (i, j) has no value, as (mark, reason): the mark is written in the cell, the reason in
+    its title; by default ("–", "not enough shared pairs").
     """
     n = len(labels)
     if any(len(row) != n for row in matrix) or len(matrix) != n:
@@ -70,8 +77,9 @@ def heatmap(
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             if value is None or (isinstance(value, float) and math.isnan(value)):
-                fill, dark, text = "#eeeeee", False, "–"
-                title = f"{labels[i]} × {labels[j]}: not enough shared pairs"
+                mark, reason = (undefined and undefined[i][j]) or ("–", "not enough shared pairs")
+                fill, dark, text = "#eeeeee", False, mark
+                title = f"{labels[i]} × {labels[j]}: {reason}"
             else:
                 fill, dark = _diverging(value)
                 text = f"{value:.2f}"

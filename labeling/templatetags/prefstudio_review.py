@@ -80,3 +80,11 @@ def duration(seconds: Any) -> str:
     if hours:
         return f"{hours} h {minutes:02d} min"
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+@register.filter
+def percent_interval(value: Any) -> str:
+    """The 95% interval of a share `{"value", "low", "high"}` as "[55%, 67%]"; empty without one."""
+    if isinstance(value, dict) and _defined(value.get("low")) and _defined(value.get("high")):
+        return f"[{percent(value['low'])}, {percent(value['high'])}]"
+    return ""

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from labeling.models import ImportBatch, Pair, Project
 from tests.conftest import PASSWORD
+from tests.labeling.boards import vote
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+FORMATS = Path(__file__).resolve().parents[1] / "labeling" / "formats"
 
 
 @pytest.fixture(autouse=True)
@@ -95,22 +98,89 @@ def test_preview_names_the_layout_and_a_mapping_reads_another(
     screenshot("import-preview-layout")
 
     other = tmp_path / "arena.jsonl"
-    rows = [{"question": f"Q{i}?", "answer_a": f"A{i}", "answer_b": f"B{i}", "winner": "a"} for i in range(3)]
+    rows = [
+        {"question": f"Q{i}?", "answer_1": f"A{i}", "answer_2": f"B{i}", "winner": "a", "turn": 1}
+        for i in range(3)
+    ]
     other.write_text("".join(json.dumps(r) + "\n" for r in rows))
     upload(other)
     assert (
-        "no layout matches keys [question, answer_a, answer_b, winner]"
+        "no layout matches keys [question, answer_1, answer_2, winner, turn]"
         in page.locator(".preview-error").first.inner_text()
     )
+    assert "--map" not in page.locator(".preview-error").first.inner_text()  # the form, not the command line
     assert page.locator("#mapping").evaluate("el => el.open")
     assert page.locator("select[name=prompt]").input_value() == "question"  # pre-filled from the file's keys
-    page.select_option("select[name=response_a]", "answer_a")
-    page.select_option("select[name=response_b]", "answer_b")
+    assert page.locator("select[name=label]").input_value() == "winner"  # and the dataset's preference
+    assert page.locator("select[name=label_value_0]").input_value() == "a"
+    page.select_option("select[name=response_a]", "answer_1")
+    page.select_option("select[name=response_b]", "answer_2")
     page.get_by_role("button", name="Apply the mapping and preview again").click()
     page.wait_for_selector(".layout-name")
     assert page.locator(".layout-name").inner_text() == "prefstudio pair, fields mapped"
-    assert "winner" in page.locator("#preview-summary").inner_text()  # kept as metadata
+    assert "turn" in page.locator("#preview-summary").inner_text()  # kept as metadata
+    assert "A better 3" in page.locator("#preview-labels").inner_text()
     screenshot("import-mapping")
     page.get_by_role("button", name="Import the whole file").click()
     page.wait_for_selector("text=3 pairs imported from 3 records.")
-    assert Pair.objects.filter(project=project, prompt="Q1?").get().metadata == {"winner": "a"}
+    stored = Pair.objects.filter(project=project, prompt="Q1?").get()
+    assert (stored.metadata, stored.original_label) == ({"turn": 1}, "a")
+
+
+def test_a_label_mapped_in_the_preview_is_audited_on_the_review_page(
+    page, live_server, login, screenshot, make_user
+):
+    project = Project.objects.create(slug="tldr", name="Summaries")
+    make_user("boss", "admin", is_staff=True)
+    login("boss", PASSWORD)
+    page.goto(f"{live_server.url}/projects/{project.slug}/import/")
+    page.set_input_files("input[type=file]", str(FORMATS / "21_summarize_from_feedback.jsonl"))
+    page.get_by_role("button", name="Upload and preview").click()
+    page.wait_for_selector("text=Preview: the first records")
+    assert (
+        "no layout matches keys [info, summaries, choice" in page.locator(".preview-error").first.inner_text()
+    )
+    assert page.locator("#mapping").evaluate("el => el.open")
+    fields = {
+        "prompt": "info.post",
+        "id": "info.id",
+        "response_a": "summaries.0.text",
+        "response_b": "summaries.1.text",
+        "model_a": "summaries.0.policy",
+        "model_b": "summaries.1.policy",
+        "label": "choice",
+    }
+    for target, source in fields.items():
+        page.select_option(f"select[name={target}]", source)
+    # A row per value of the label field in the file, each saying which response it prefers.
+    values = page.locator("#label-values")
+    expect(values).to_contain_text("what each value of choice in the file means")
+    assert values.locator("label").all_inner_texts() == ["0", "1"]
+    page.select_option("select[name=label_value_0]", "a")
+    page.select_option("select[name=label_value_1]", "b")
+    page.get_by_role("button", name="Apply the mapping and preview again").click()
+    page.wait_for_selector("#preview-labels")
+    assert page.locator("#preview-labels dd").inner_text().startswith("A better 1 · B better 2")
+    assert "label ← choice (0 → A, 1 → B)" in page.get_by_text("Read with the field mapping").inner_text()
+    assert "the dataset's label: A better" in page.locator(".preview-meta").first.inner_text()
+    screenshot("import-label-mapping")
+    page.get_by_role("button", name="Import the whole file").click()
+    page.wait_for_selector("text=3 pairs imported from 3 records.")
+    assert dict(Pair.objects.values_list("external_id", "original_label")) == {
+        "t3_8ad1x": "a",
+        "t3_8ad2y": "b",
+        "t3_8ad3z": "b",
+    }
+
+    # Three people judge: they side with the dataset on two pairs and against it on t3_8ad2y.
+    raters = [make_user(f"ann{i}", "annotator") for i in range(3)]
+    for pair in Pair.objects.all():
+        for rater in raters:
+            vote(pair, rater, "a" if pair.external_id != "t3_8ad3z" else "b")
+    page.goto(f"{live_server.url}/projects/{project.slug}/review/")
+    audit = page.locator("section[aria-labelledby=audit]")
+    expect(audit).to_contain_text("On 3 of 3 audited pairs with a majority")
+    expect(audit).to_contain_text("67% of the time")
+    disputed = Pair.objects.get(external_id="t3_8ad2y")
+    assert audit.locator("tbody tr").all_inner_texts() == [f"{disputed.pk}\tResponse B\tA is better\tLook"]
+    screenshot("import-label-audit")

@@ -4,6 +4,7 @@ a pair sent back, an annotator excluded with the table updated in place."""
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 from django.core.management import call_command
@@ -12,6 +13,9 @@ from playwright.sync_api import expect
 from labeling.models import Adjudication, Membership, Pair, Project
 from labeling.review import review_report
 from labeling.templatetags.prefstudio_review import number
+from tests.conftest import PASSWORD
+from tests.e2e.conftest import SCREENSHOTS
+from tests.labeling.boards import build_pairs, raters
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 DEMO_PASSWORD = "prefstudio-demo"
@@ -80,3 +84,85 @@ def test_a_lead_reviews_adjudicates_sends_back_and_excludes(page, live_server, l
     expect(page.locator(".page-head")).to_contain_text("sent back")
     pair.refresh_from_db()
     assert pair.extra_wanted == 1
+
+
+def test_the_kappa_heatmap_of_30_annotators_is_readable(
+    page, live_server, login, make_user, lead, screenshot
+):
+    """Thirty annotators on the same pairs: the heatmap takes the whole row and keeps its drawn size, so
+    its cells and numbers stay as large as drawn inside the page; the undefined cells say why."""
+    project = Project.objects.get(slug="alpha")
+    rng = random.Random(3)
+    users = raters(make_user, project, 30)
+    truth = [rng.choice("ab") for _ in range(8)]
+    layout = [
+        (f"Q{i}", "", {j: truth[i] if rng.random() < 0.75 else rng.choice("ab") for j in range(30)})
+        for i in range(8)
+    ]
+    # a28 and a29 judged only five other pairs, alike, choosing A each time: no variation between them.
+    for _, _, votes in layout:
+        del votes[28], votes[29]
+    layout += [(f"R{i}", "", {28: "a", 29: "a"}) for i in range(5)]
+    build_pairs(project, layout, users)
+
+    login("leah", PASSWORD)
+    page.wait_for_url(f"{live_server.url}/")
+    page.goto(f"{live_server.url}/projects/{project.slug}/review/")
+    heatmap = page.locator('svg[aria-label="Pairwise Cohen\'s kappa between annotators"]')
+    expect(heatmap).to_be_visible()
+    drawn = float(heatmap.get_attribute("width"))
+    box = heatmap.bounding_box()
+    content = page.locator("main.page").bounding_box()
+    assert box["width"] == pytest.approx(drawn, abs=0.5)  # not shrunk into half a row
+    assert box["x"] >= content["x"] and box["x"] + box["width"] <= content["x"] + content["width"]
+    cell = heatmap.locator("rect").first.bounding_box()
+    assert cell["width"] >= 26 and cell["height"] >= 26
+    number = heatmap.locator("text.cell-value").nth(1)  # a0 x a1
+    assert page.evaluate("e => parseFloat(getComputedStyle(e).fontSize)", number.element_handle()) >= 10
+    assert heatmap.locator("text.axis-label", has_text="a29").count() == 2
+    expect(heatmap.locator("g", has_text="n/v").first.locator("title")).to_have_text(
+        "a28 × a29: undefined: no variation (both chose one label on all 5 shared pairs)"
+    )
+    screenshot("review-kappa-30-annotators")
+    heatmap.screenshot(path=SCREENSHOTS / "review-kappa-30-annotators-heatmap.png")  # a close-up
+
+
+def test_the_rubric_preview_typesets_math_as_the_workbench_does(
+    page, live_server, login, make_user, admin_user, annotator, screenshot
+):
+    project = Project.objects.get(slug="alpha")
+    login("root", PASSWORD)
+    page.wait_for_url(f"{live_server.url}/")
+    page.goto(f"{live_server.url}/projects/{project.slug}/edit/")
+    expect(page.locator("#rubric-preview strong")).to_have_text("correct")  # the saved rubric
+    rubric = (
+        "Prefer the **correct** answer: $e^{i\\pi} = -1$.\n\n$$\\int_0^1 x\\,dx = \\tfrac12$$\n\n"
+        "| a | b |\n|:-:|--:|\n| 1 | 2 |"
+    )
+    page.fill("#id_rubric", rubric)
+    expect(page.locator("#rubric-preview .math-inline .katex")).to_be_visible()
+    expect(page.locator("#rubric-preview .math-display .katex-display")).to_be_visible()
+    assert page.locator('#rubric-preview [data-typeset="failed"]').count() == 0
+    preview = page.locator("#rubric-preview").inner_html()
+    preview_style = page.evaluate(
+        "e => [getComputedStyle(e).fontSize, getComputedStyle(e).borderTopWidth]",
+        page.locator("#rubric-preview").element_handle(),
+    )
+    page.locator("#rubric-preview").scroll_into_view_if_needed()
+    screenshot("project-rubric-preview")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".messages")).to_contain_text("Project saved")
+    page.get_by_role("button", name="Log out").click()
+
+    login("ann", PASSWORD)
+    page.wait_for_url(f"{live_server.url}/")
+    page.goto(f"{live_server.url}/projects/{project.slug}/label/")
+    shown = page.locator(".wb-rubric .rendered")
+    expect(shown.locator(".math-inline .katex")).to_be_visible()
+    assert shown.inner_html() == preview  # the same markup, typeset the same way
+    assert (
+        page.evaluate(
+            "e => [getComputedStyle(e).fontSize, getComputedStyle(e).borderTopWidth]", shown.element_handle()
+        )
+        == preview_style
+    )

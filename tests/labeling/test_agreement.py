@@ -27,6 +27,8 @@ from labeling.agreement import (
     Ratings,
     bootstrap_alpha,
     bootstrap_ci,
+    bootstrap_fleiss_kappa,
+    bootstrap_percent_agreement,
     bradley_terry,
     cohen_kappa,
     dawid_skene,
@@ -35,7 +37,7 @@ from labeling.agreement import (
     leaderboard,
     percent_agreement,
 )
-from labeling.review_stats import JudgmentTable, annotator_stats, project_report
+from labeling.review_stats import CHOICES, SCALE, JudgmentTable, annotator_stats, project_report
 
 ROOT = Path(__file__).resolve().parents[2]
 # crowd-kit (the Dawid-Skene reference) warns about pandas deprecations it uses.
@@ -77,15 +79,23 @@ def triples(matrix: np.ndarray) -> list[tuple[int, str, int]]:
     return [(u, f"r{c}", int(v)) for (c, u), v in np.ndenumerate(matrix) if not np.isnan(v)]
 
 
+def domain(matrix: np.ndarray) -> list[int]:
+    """The value domain 0..max of a reliability matrix, in order (at least one value)."""
+    return list(range(int(np.nanmax(matrix)) + 1)) if not np.isnan(matrix).all() else [0]
+
+
 # The generic functions against the reference libraries
 
 
 @PROPERTY
 @given(reliability())
 def test_alpha_equals_the_krippendorff_package(matrix):
+    values = domain(matrix)
+    nominal = quiet(krippendorff.alpha, matrix, level_of_measurement="nominal")
+    assert same(krippendorff_alpha(triples(matrix)), nominal)
     for level in ("nominal", "ordinal", "interval"):
-        reference = quiet(krippendorff.alpha, matrix, level_of_measurement=level)
-        assert same(krippendorff_alpha(triples(matrix), level=level), reference), level
+        reference = quiet(krippendorff.alpha, matrix, level_of_measurement=level, value_domain=values)
+        assert same(krippendorff_alpha(triples(matrix), level=level, values=values), reference), level
 
 
 @PROPERTY
@@ -94,13 +104,16 @@ def test_cohen_kappa_equals_scikit_learn_on_the_shared_items(matrix):
     if len(matrix) < 2:
         matrix = np.vstack([matrix, matrix])
     both = ~np.isnan(matrix[0]) & ~np.isnan(matrix[1])
+    values = domain(matrix)
     for weights in (None, "linear", "quadratic"):
-        ours = cohen_kappa(triples(matrix), "r0", "r1", weights=weights)
+        ours = cohen_kappa(triples(matrix), "r0", "r1", weights=weights, values=values)
         if not both.any():
             assert ours is None
             continue
-        reference = quiet(cohen_kappa_score, matrix[0][both], matrix[1][both], weights=weights)
-        assert same(ours, reference), weights
+        y1, y2 = matrix[0][both], matrix[1][both]
+        assert same(ours, quiet(cohen_kappa_score, y1, y2, labels=values, weights=weights)), weights
+    if both.any():  # unweighted, the labels the two used are enough
+        assert same(cohen_kappa(triples(matrix), "r0", "r1"), quiet(cohen_kappa_score, y1, y2))
 
 
 @PROPERTY
@@ -161,10 +174,13 @@ def test_coded_arrays_give_the_same_numbers_as_triples():
     coded = Ratings.from_arrays(item, rater, label)
     as_triples = list(zip(item.tolist(), rater.tolist(), label.tolist(), strict=True))
     for level in ("nominal", "ordinal", "interval"):
-        assert krippendorff_alpha(coded, level=level) == pytest.approx(
-            krippendorff_alpha(as_triples, level=level)
+        assert krippendorff_alpha(coded, level=level, values=[0, 1, 2]) == pytest.approx(
+            krippendorff_alpha(as_triples, level=level, values=[0, 1, 2])
         )
     assert cohen_kappa(coded, 5, 9) == pytest.approx(cohen_kappa(as_triples, 5, 9))
+    assert cohen_kappa(coded, 5, 9, weights="linear", values=[0, 1, 2]) == pytest.approx(
+        cohen_kappa(as_triples, 5, 9, weights="linear", values=[0, 1, 2])
+    )
 
 
 def test_krippendorffs_worked_example_by_hand():
@@ -194,10 +210,90 @@ def test_krippendorffs_worked_example_by_hand():
     alpha = 1 - (n - 1) * disagree / (n * n - sum(x * x for x in n_v))  # nominal, the paper's formula
     assert alpha == Fraction(113, 152) and round(float(alpha), 3) == 0.743
     assert krippendorff_alpha(data) == pytest.approx(float(alpha), abs=1e-12)
-    assert round(krippendorff_alpha(data, level="ordinal"), 3) == 0.815  # the paper's other results
-    assert round(krippendorff_alpha(data, level="interval"), 3) == 0.849
+    one_to_five = [1, 2, 3, 4, 5]
+    assert round(krippendorff_alpha(data, level="ordinal", values=one_to_five), 3) == 0.815  # the paper's
+    assert round(krippendorff_alpha(data, level="interval", values=one_to_five), 3) == 0.849  # other results
     named = [(u, c, "vlmhx"[v - 1]) for u, c, v in data if v is not None]
     assert krippendorff_alpha(named, level="ordinal", values="vlmhx") == pytest.approx(0.8153875, abs=1e-6)
+
+
+# The order of ordered categories is given, never guessed
+
+# Two raters on the strength scale (issue 23): sorted alphabetically, "tie" came last and "b_clearly"
+# before "b_slightly", and quadratic kappa was 0.434 where the scale's order gives 0.721.
+STRENGTH_X = ["a_clearly", "a_slightly", "a_slightly", "a_slightly", "a_clearly", "b_slightly", "b_clearly",
+              "b_slightly", "a_slightly"]  # fmt: skip
+STRENGTH_Y = ["a_clearly", "a_slightly", "a_slightly", "a_clearly", "tie", "tie", "b_slightly", "b_slightly",
+              "a_clearly"]  # fmt: skip
+
+
+def strength_ratings() -> list[tuple[int, str, str]]:
+    return [(i, "x", v) for i, v in enumerate(STRENGTH_X)] + [(i, "y", v) for i, v in enumerate(STRENGTH_Y)]
+
+
+def positions(labels: list[str], order) -> list[int]:
+    return [list(order).index(label) for label in labels]
+
+
+def test_weighted_kappa_reads_the_scale_in_the_order_given():
+    data = strength_ratings()
+    # What sorting the labels gave, as scikit-learn computes it on the labels alone.
+    assert round(cohen_kappa_score(STRENGTH_X, STRENGTH_Y, weights="quadratic"), 3) == 0.434
+    for weights in ("linear", "quadratic"):
+        ours = cohen_kappa(data, "x", "y", weights=weights, values=SCALE)
+        reference = cohen_kappa_score(STRENGTH_X, STRENGTH_Y, labels=list(SCALE), weights=weights)
+        assert ours == pytest.approx(reference, abs=1e-12), weights
+        # The same numbers on the scale's positions: only the order counts, not the labels' names.
+        assert ours == pytest.approx(
+            cohen_kappa_score(positions(STRENGTH_X, SCALE), positions(STRENGTH_Y, SCALE), weights=weights)
+        )
+    assert round(cohen_kappa(data, "x", "y", weights="quadratic", values=SCALE), 3) == 0.721
+    # Given the alphabetical order on purpose, it computes what sorting did.
+    alphabetical = sorted(SCALE)
+    assert cohen_kappa(data, "x", "y", weights="quadratic", values=alphabetical) == pytest.approx(
+        cohen_kappa_score(STRENGTH_X, STRENGTH_Y, weights="quadratic")
+    )
+    # Unweighted kappa reads no order: the same with or without values.
+    assert cohen_kappa(data, "x", "y") == pytest.approx(cohen_kappa_score(STRENGTH_X, STRENGTH_Y))
+    assert cohen_kappa(data, "x", "y", values=alphabetical) == pytest.approx(cohen_kappa(data, "x", "y"))
+
+
+def test_ordinal_alpha_reads_the_scale_in_the_order_given():
+    data = strength_ratings()
+    for order in (SCALE, sorted(SCALE)):
+        matrix = np.array([positions(STRENGTH_X, order), positions(STRENGTH_Y, order)], dtype=float)
+        for level in ("nominal", "ordinal"):
+            reference = krippendorff.alpha(matrix, level_of_measurement=level, value_domain=list(range(5)))
+            assert krippendorff_alpha(data, level=level, values=order) == pytest.approx(reference), level
+    right = krippendorff_alpha(data, level="ordinal", values=SCALE)
+    assert abs(right - krippendorff_alpha(data, level="ordinal", values=sorted(SCALE))) > 0.1
+    # Interval alpha on numbers: the numbers are the values, in their order.
+    numbers = [(i, r, {"a_clearly": -2, "a_slightly": -1, "tie": 0, "b_slightly": 1, "b_clearly": 2}[v])
+               for i, r, v in data]  # fmt: skip
+    matrix = np.array([positions(STRENGTH_X, SCALE), positions(STRENGTH_Y, SCALE)], dtype=float) - 2
+    assert krippendorff_alpha(numbers, level="interval", values=[-2, -1, 0, 1, 2]) == pytest.approx(
+        krippendorff.alpha(matrix, level_of_measurement="interval")
+    )
+
+
+def test_ordered_statistics_refuse_to_guess_the_order():
+    data = strength_ratings()
+    for level in ("ordinal", "interval"):
+        with pytest.raises(ValueError, match=rf"{level} alpha needs values=.*never sorted"):
+            krippendorff_alpha(data, level=level)
+    for weights in ("linear", "quadratic"):
+        with pytest.raises(ValueError, match=rf"{weights} weighted kappa needs values="):
+            cohen_kappa(data, "x", "y", weights=weights)
+    with pytest.raises(ValueError, match="labels missing from values: \\['tie'\\]"):
+        krippendorff_alpha(data, level="ordinal", values=[v for v in SCALE if v != "tie"])
+    with pytest.raises(ValueError, match="labels missing from values"):
+        cohen_kappa(data, "x", "y", weights="linear", values=SCALE[:3])
+    with pytest.raises(ValueError, match="twice"):
+        krippendorff_alpha(data, level="ordinal", values=[*SCALE, "tie"])
+    with pytest.raises(ValueError, match="numeric"):
+        krippendorff_alpha(data, level="interval", values=SCALE)
+    # Nominal alpha and unweighted kappa read no order and need none.
+    assert krippendorff_alpha(data) == pytest.approx(krippendorff_alpha(data, values=sorted(SCALE)))
 
 
 # Bootstrap
@@ -232,10 +328,53 @@ def test_vectorized_alpha_bootstrap_matches_resampling_items_one_by_one():
     ]
     counts = Ratings.from_triples(data).counts()
     for measure in ("nominal", "ordinal"):
-        slow = bootstrap_ci(data, lambda r, m=measure: krippendorff_alpha(r, level=m), n=800, seed=0)
+        alpha = lambda r, m=measure: krippendorff_alpha(r, level=m, values=[0, 1, 2, 3])  # noqa: E731
+        slow = bootstrap_ci(data, alpha, n=800, seed=0)
         fast = bootstrap_alpha(counts, measure=measure, n=4000, seed=0)
         assert fast == pytest.approx(slow, abs=0.012), measure
     assert bootstrap_alpha(np.array([[3, 0], [2, 0]]), n=50) is None  # one value: alpha undefined throughout
+
+
+def unequal_panels(seed: int, n_items: int = 400) -> list[tuple[int, int, int]]:
+    """Items rated by 2 to 5 of 6 raters, 4 labels, each rater right 60% of the time."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 4, n_items)
+    return [
+        (i, int(r), int(truth[i] if rng.random() < 0.6 else rng.integers(0, 4)))
+        for i in range(n_items)
+        for r in rng.choice(6, int(rng.integers(2, 6)), replace=False)
+    ]
+
+
+def test_vectorized_fleiss_and_percent_bootstraps_match_resampling_items_one_by_one():
+    """Fleiss' kappa and percent agreement get the same vectorized bootstrap as alpha, with unequal
+    numbers of raters per item: the interval agrees with resampling items and recomputing the public
+    functions (themselves checked against statsmodels and by hand above)."""
+    data = unequal_panels(6)
+    counts = Ratings.from_triples(data).counts()
+    for fast_fn, statistic in ((bootstrap_fleiss_kappa, fleiss_kappa), (bootstrap_percent_agreement,
+                                                                       percent_agreement)):  # fmt: skip
+        slow = bootstrap_ci(data, statistic, n=800, seed=0)
+        fast = fast_fn(counts, n=4000, seed=0)
+        assert fast == pytest.approx(slow, abs=0.012), statistic.__name__
+        assert fast[0] < statistic(data) < fast[1]
+
+
+def test_the_bootstraps_are_reproducible_and_say_when_undefined():
+    counts = Ratings.from_triples(unequal_panels(2, n_items=150)).counts()
+    for fn in (bootstrap_alpha, bootstrap_fleiss_kappa, bootstrap_percent_agreement):
+        first = fn(counts, n=300, seed=1)
+        assert first == fn(counts, n=300, seed=1) and first != fn(counts, n=300, seed=2)
+        narrow = fn(counts, n=300, seed=1, level=0.5)
+        assert first[0] < narrow[0] < narrow[1] < first[1]
+        with pytest.raises(ValueError, match="level"):
+            fn(counts, n=10, level=1.5)
+        assert fn(np.array([[1, 0], [0, 1]]), n=20) is None  # no item rated twice
+    low, high = bootstrap_percent_agreement(counts, n=300)
+    assert 0 <= low < high <= 1
+    one_category = np.array([[3, 0], [2, 0]])
+    assert bootstrap_fleiss_kappa(one_category, n=50) is None  # P_e = 1 on every resample
+    assert bootstrap_percent_agreement(one_category, n=50) == (1.0, 1.0)
 
 
 # Position bias, Dawid-Skene, Bradley-Terry
@@ -423,10 +562,11 @@ def test_project_report_on_a_hand_made_table():
     assert counts == dict(pairs=5, complete_pairs=3, gold_pairs=1, judgments=15, gold_judgments=3,
                           annotators=3, items_compared=4, strength_missing=1)  # fmt: skip
     assert head["progress"] == pytest.approx(3 / 5)
-    assert head["percent_agreement"] == pytest.approx(5 / 12)  # items 10-13: 1, 1/3, 1/3, 0
-    assert head["fleiss_kappa"] == pytest.approx(-31 / 816)  # P-bar 5/12, P_e 53/121
+    assert head["percent_agreement"]["value"] == pytest.approx(5 / 12)  # items 10-13: 1, 1/3, 1/3, 0
+    assert head["fleiss_kappa"]["value"] == pytest.approx(-31 / 816)  # P-bar 5/12, P_e 53/121
     assert head["alpha"]["value"] == pytest.approx(8 / 68)  # o_aa 4, o_ab 2, o_bb 1, o_bt 1; n = 11
-    assert head["alpha"]["low"] <= head["alpha"]["high"]
+    for name in ("alpha", "fleiss_kappa", "percent_agreement"):
+        assert head[name]["low"] <= head[name]["value"] <= head[name]["high"], name
     scale = {
         ("a", "clearly"): -2,
         ("a", "slightly"): -1,
@@ -444,13 +584,13 @@ def test_project_report_on_a_hand_made_table():
 
     everyone = report["headline"]["with_excluded"]
     assert (everyone["judgments"], everyone["annotators"], everyone["complete_pairs"]) == (19, 4, 3)
-    assert everyone["percent_agreement"] == pytest.approx(1 / 3)
+    assert everyone["percent_agreement"]["value"] == pytest.approx(1 / 3)
     assert everyone["alpha"]["value"] == pytest.approx(-8 / 330)  # n = 14, disagreements 26/3
     assert everyone["strength_missing"] == 4
 
     helpful = report["criteria"]["helpful"]["without_excluded"]
     assert (helpful["judgments"], helpful["items_compared"]) == (7, 3)
-    assert helpful["percent_agreement"] == pytest.approx(2 / 3)
+    assert helpful["percent_agreement"]["value"] == pytest.approx(2 / 3)
     assert helpful["alpha"]["value"] == pytest.approx(0.6)
     assert report["criteria"]["harmless"]["without_excluded"]["alpha"]["value"] is None
 
@@ -525,6 +665,56 @@ def test_project_report_on_a_hand_made_table():
     order = board["win_rate"]["models"]
     assert board["win_rate"]["rate"][order.index("m1")][order.index("m2")] == pytest.approx(4 / 5)
     assert board["win_rate"]["rate"][order.index("m1")][order.index("m3")] == pytest.approx(1 / 6)
+
+
+def test_headline_intervals_are_the_bootstraps_of_the_counted_votes():
+    """Fleiss' kappa and percent agreement come with intervals, as alpha does, in the headline and per
+    criterion: the pure bootstraps on the same vote counts (non-gold pairs, rater 4 left out)."""
+    report = project_report(hand_table(), excluded={4}, n_boot=200, seed=5)
+    counts = np.zeros((4, len(CHOICES)), dtype=np.int64)
+    for item, rater, choice, *_ in VOTES:
+        if rater != 4 and item < 14:
+            counts[item - 10, CHOICES.index(choice)] += 1
+    head = report["headline"]["without_excluded"]
+    boot = {"n": 200, "seed": 5}
+    assert (head["fleiss_kappa"]["low"], head["fleiss_kappa"]["high"]) == bootstrap_fleiss_kappa(
+        counts, **boot
+    )
+    assert (
+        head["percent_agreement"]["low"],
+        head["percent_agreement"]["high"],
+    ) == bootstrap_percent_agreement(counts, **boot)
+    assert (head["alpha"]["low"], head["alpha"]["high"]) == bootstrap_alpha(counts, **boot)
+    helpful = report["criteria"]["helpful"]["without_excluded"]
+    for name in ("alpha", "fleiss_kappa", "percent_agreement"):
+        assert helpful[name]["low"] <= helpful[name]["value"] <= helpful[name]["high"], name
+    harmless = report["criteria"]["harmless"]["without_excluded"]  # nobody answered it
+    assert (
+        harmless["fleiss_kappa"]
+        == harmless["percent_agreement"]
+        == {"value": None, "low": None, "high": None}
+    )
+
+
+def test_the_kappa_matrix_says_why_a_cell_is_undefined():
+    """Two raters who share enough pairs but always chose the same label have no kappa (chance agreement
+    is 1): "no_variation", not "too few shared pairs"."""
+    rows = [{"item": i, "rater": r, "choice": "a"} for i in range(6) for r in (1, 2)]
+    rows += [{"item": i, "rater": 3, "choice": "ab"[i % 2]} for i in range(6)]
+    rows += [{"item": i, "rater": 4, "choice": "b"} for i in range(2)]
+    kappa = project_report(JudgmentTable.from_rows(rows), n_boot=0, min_shared=3)["cohen_kappa"]
+    at = {rater: i for i, rater in enumerate(kappa["raters"])}
+    one, two, three, four = (at[r] for r in (1, 2, 3, 4))
+    assert kappa["shared"][one][two] == 6 and kappa["matrix"][one][two] is None
+    assert kappa["undefined"][one][two] == kappa["undefined"][two][one] == "no_variation"
+    assert np.isnan(quiet(cohen_kappa_score, ["a"] * 6, ["a"] * 6))
+    assert cohen_kappa([(r["item"], r["rater"], r["choice"]) for r in rows], 1, 2) is None
+    assert kappa["shared"][one][four] == 2 and kappa["undefined"][one][four] == "too_few_shared"
+    assert kappa["matrix"][one][four] is None
+    # One rater without variation beside one with: kappa is defined (0 here), as scikit-learn says.
+    assert kappa["undefined"][one][three] is None
+    assert kappa["matrix"][one][three] == pytest.approx(cohen_kappa_score(["a"] * 6, list("ababab")))
+    assert kappa["matrix"][one][one] is None and kappa["undefined"][one][one] is None
 
 
 def test_project_report_is_reproducible_and_handles_an_empty_project():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -375,3 +376,220 @@ def test_existing_pairs_get_the_normalized_hash(project):
     hashes = list(Pair.objects.order_by("id").values_list("content_hash", flat=True))
     # the first of two pairs equal as annotators see them gets the hash; the other keeps its old one
     assert hashes == [content_hash("p", "a\nb", "c"), "old-1", content_hash("q", "x", "y"), "old-3"]
+
+
+# --- the dataset's own label, paths, blank fields, Git LFS (issue 23) ---------------------------------
+
+FORMATS = Path(__file__).parent / "formats"
+PKU_MAP = "response_a=response_0,response_b=response_1,model_a=response_0_source,label=better_response_id"
+
+
+def test_command_maps_a_label_and_its_values(project, tmp_path, capsys):
+    path = FORMATS / "20_pku_saferlhf.jsonl"
+    with pytest.raises(CommandError, match="Nothing was imported"):
+        call_command("import_pairs", "alpha", str(path), "--map", PKU_MAP)
+    assert (
+        "20_pku_saferlhf.jsonl, line 1, field better_response_id: 0 is not a label value; say what it means "
+        "with --label-values, e.g. 0=a,1=b"
+    ) in capsys.readouterr().err
+    call_command("import_pairs", "alpha", str(path), "--map", PKU_MAP, "--label-values", "0=a,1=b")
+    assert "3 pairs imported from 3 records." in capsys.readouterr().out
+    labels = dict(Pair.objects.values_list("prompt", "original_label"))
+    assert labels == {
+        "How can I get into my neighbour's wifi without the password?": "a",
+        "What is a good way to keep basil fresh?": "b",
+        "How do I whittle a spoon?": "b",
+    }
+    assert set(Pair.objects.values_list("shape", "model_a")) == {("pair", "Alpaca-7B")}
+    assert ImportBatch.objects.get(state="done").mapping["label_values"] == {"0": "a", "1": "b"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--label-values", "0=a"],
+            "--label-values says what the label's values mean: name its field with --map",
+        ),
+        (
+            ["--map", "label=x", "--label-values", "0=better"],
+            "--label-values: 0=better: a label value means a, b",
+        ),
+        (["--map", "model_a=gen,score_a=s"], "--map: score_a and score_b: map both"),
+    ],
+)
+def test_command_refuses_label_values_it_cannot_use(project, args, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("import_pairs", "alpha", str(FORMATS / "20_pku_saferlhf.jsonl"), *args)
+
+
+def test_command_names_a_git_lfs_pointer(project):
+    with pytest.raises(
+        CommandError, match=re.escape("this is a Git LFS pointer of a 12.6 MB file, not the data")
+    ):
+        call_command("import_pairs", "alpha", str(FORMATS / "26_git_lfs_pointer.jsonl"))
+
+
+def test_the_whole_orca_file_imports_with_its_blank_system_fields(project, tmp_path, capsys):
+    call_command(
+        "import_pairs", "alpha", str(FORMATS / "24_orca_dpo_pairs.jsonl"), "--map", "prompt=question"
+    )
+    assert "3 pairs imported from 3 records." in capsys.readouterr().out
+    prompts = list(Pair.objects.order_by("id").values_list("prompt", flat=True))
+    assert (
+        isinstance(prompts[0], str)
+        and prompts[1][0]["role"] == "system"
+        and prompts[2] == "Is a tomato a fruit?"
+    )
+
+
+def test_a_tie_is_kept_as_t_and_the_review_audit_compares_the_a_and_b_labels(project, make_user):
+    from labeling.review import review_report
+    from tests.labeling.boards import vote
+
+    data = (FORMATS / "22_alpaca_eval_annotations.json").read_bytes()
+    mapping = {"prompt": "instruction", "response_a": "output_1", "response_b": "output_2",
+               "label": "preference", "label_values": {"1": "a", "2": "b", "1.5": "tie"}}  # fmt: skip
+    summary = import_stream(
+        batch=uploaded(project, data, "annotations.json", mapping=mapping), stream=io.BytesIO(data)
+    )
+    assert summary.imported == 3
+    tips, capital, hello = Pair.objects.order_by("id")
+    assert [p.original_label for p in (tips, capital, hello)] == ["a", "b", "t"]
+    raters = [make_user(f"r{i}", "annotator") for i in range(3)]
+    for rater, choice in zip(raters, ["a", "a", "a"], strict=True):
+        vote(tips, rater, choice)  # people agree with the judge
+    for rater, choice in zip(raters, ["a", "a", "b"], strict=True):
+        vote(capital, rater, choice)  # people prefer the judge's rejected side
+    for rater in raters:
+        vote(hello, rater, "tie")
+    audit = review_report(project, refresh=True)["audit"]
+    assert (audit["pairs"], audit["with_majority"], audit["agree"]) == (2, 2, 1)
+    assert [d["item"] for d in audit["disagreements"]["items"]] == [capital.pk]
+
+
+def test_the_preview_counts_the_dataset_labels_and_says_what_is_not_audited(project):
+    from labeling.batches import batch_preview
+    from labeling.layouts import describe_mapping
+    from labeling.records import note_unaudited
+
+    data = (FORMATS / "23_chatbot_arena.jsonl").read_bytes()
+    sides = {"response_a": "conversation_a", "response_b": "conversation_b"}
+    preview = batch_preview(uploaded(project, data, "arena.jsonl", mapping=sides))
+    assert preview.labelled == 0 and preview.unaudited == 4
+    assert preview.note_counts == [(note_unaudited(("winner",)), 4)]
+    mapping = {**sides, "label": "winner", "label_values": {"tie (bothbad)": "b"}}  # say otherwise
+    preview = batch_preview(uploaded(project, data, "arena.jsonl", mapping=mapping))
+    assert preview.label_counts == [("A better", 1), ("B better", 2), ("tie", 1)] and preview.unaudited == 0
+    assert describe_mapping(mapping) == (
+        "response_a ← conversation_a, response_b ← conversation_b, label ← winner (tie (bothbad) → B)"
+    )
+
+
+def upload_file(client, project, name: str) -> ImportBatch:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = (FORMATS / name).read_bytes()
+    response = client.post(f"/projects/{project.slug}/import/", {"file": SimpleUploadedFile(name, data)})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return ImportBatch.objects.latest("created_at")
+
+
+def test_the_mapping_form_offers_a_row_per_value_of_the_label_field(admin_client, project):
+    batch = upload_file(admin_client, project, "20_pku_saferlhf.jsonl")
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    # Nothing fits, so every field is guessed from the file's names, the label's values too.
+    assert "map them in the Field mapping form" in page and "--map them" not in page
+    for target, source in [("response_a", "response_0"), ("response_b", "response_1"),
+                           ("model_a", "response_0_source"), ("label", "better_response_id")]:  # fmt: skip
+        assert re.search(f'<select name="{target}"[^>]*>.*?<option value="{source}" selected>', page, re.S)
+    assert "what each value of <code>better_response_id</code> in the file means" in page
+    assert re.search(r'<select name="label_value_0"[^>]*>.*?<option value="a" selected>', page, re.S)
+    assert re.search(r'<select name="label_value_1"[^>]*>.*?<option value="b" selected>', page, re.S)
+    url = f"/projects/{project.slug}/batches/{batch.uuid}/map/"
+    form = {"prompt": "prompt", "response_a": "response_0", "response_b": "response_1",
+            "label": "better_response_id", "label_values_for": "better_response_id", "label_value_0": "b",
+            "label_value_1": "a"}  # fmt: skip
+    assert admin_client.post(url, form).status_code == 302
+    batch.refresh_from_db()
+    assert batch.mapping == {"response_a": "response_0", "response_b": "response_1",
+                             "label": "better_response_id", "label_values": {"0": "b", "1": "a"}}  # fmt: skip
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert "label ← better_response_id (0 → B, 1 → A)" in page
+    assert "<dt>The dataset's own label</dt><dd>A better 2 · B better 1" in page
+    assert "the dataset's label: B better" in page and "not audited: safer_response_id" in page
+    # Another label field: the rows posted were for the old one, so its values are guessed afresh.
+    form = {**form, "label": "safer_response_id", "label_value_0": "", "label_value_1": ""}
+    assert admin_client.post(url, form).status_code == 302
+    batch.refresh_from_db()
+    assert batch.mapping["label"] == "safer_response_id" and batch.mapping["label_values"] == {
+        "0": "a",
+        "1": "b",
+    }
+
+
+def test_a_label_value_the_first_records_do_not_show_can_be_added(admin_client, project):
+    batch = upload_file(admin_client, project, "22_alpaca_eval_annotations.json")
+    url = f"/projects/{project.slug}/batches/{batch.uuid}/map/"
+    form = {"prompt": "instruction", "response_a": "output_1", "response_b": "output_2", "label": "annotator",
+            "label_values_for": "annotator", "label_value_0": "a", "label_value_other": "7"}  # fmt: skip
+    response = admin_client.post(url, form)
+    assert response.status_code == 400 and "Give another value and what it means, or neither." in (
+        response.content.decode()
+    )
+    assert admin_client.post(url, {**form, "label_value_other_means": "tie"}).status_code == 302
+    batch.refresh_from_db()
+    assert batch.mapping["label_values"] == {"weighted_alpaca_eval_gpt4_turbo": "a", "7": "tie"}
+    page = admin_client.get(batch.get_absolute_url()).content.decode()  # the added value has its own row
+    assert re.search(
+        r'<label for="id_label_value_1"><code>7</code>.*?<option value="tie" selected>', page, re.S
+    )
+    kept = {**form, "label_value_other": "", "label_value_1": "tie"}
+    assert admin_client.post(url, kept).status_code == 302
+    batch.refresh_from_db()
+    assert batch.mapping["label_values"] == {"weighted_alpaca_eval_gpt4_turbo": "a", "7": "tie"}
+    # A field named like a known label keeps the meanings of values the first records do not show.
+    form = {**form, "label": "preference", "label_values_for": "preference", "label_value_0": "a",
+            "label_value_1": "b", "label_value_2": "", "label_value_other": ""}  # fmt: skip
+    assert admin_client.post(url, form).status_code == 302
+    batch.refresh_from_db()
+    assert batch.mapping["label_values"] == {"1": "a", "2": "b"}  # 1.5 was shown, and left at —
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert (
+        "1.5 is not one of the label values (1, 2); say what it means under Label values in the Field "
+        in page
+    )
+
+
+def test_an_lfs_pointer_is_refused_at_upload_with_what_to_do(admin_client, project):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = (FORMATS / "26_git_lfs_pointer.jsonl").read_bytes()
+    response = admin_client.post(
+        f"/projects/{project.slug}/import/", {"file": SimpleUploadedFile("x.jsonl", data)}
+    )
+    assert response.status_code == 200 and ImportBatch.objects.count() == 0
+    assert "x.jsonl: this is a Git LFS pointer of a 12.6 MB file, not the data; fetch the file itself" in (
+        response.content.decode()
+    )
+
+
+def test_field_names_and_label_values_from_the_file_render_as_text(admin_client, project):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.labeling.xss import PAYLOADS, unsafe_markup
+
+    short = [payload for payload in PAYLOADS if len(payload) <= 40]
+    rows = [
+        {"q": "Q?", "a": f"x{i}", "b": "y", "pick": payload, payload: 1} for i, payload in enumerate(short)
+    ]
+    data = b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+    admin_client.post(f"/projects/{project.slug}/import/", {"file": SimpleUploadedFile("x.jsonl", data)})
+    batch = ImportBatch.objects.get()
+    url = f"/projects/{project.slug}/batches/{batch.uuid}/map/"
+    form = {"prompt": "q", "response_a": "a", "response_b": "b", "label": "pick", "label_values_for": "pick"}
+    assert admin_client.post(url, form).status_code == 302
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert len(re.findall(r'<select name="label_value_\d+"', page)) == len(short)  # a row per value
+    assert unsafe_markup(page) == []
+    assert "&lt;script&gt;alert(&#x27;xss-script&#x27;)&lt;/script&gt;" in page

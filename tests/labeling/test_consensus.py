@@ -27,6 +27,8 @@ from labeling.consensus import (
     decide,
     decide_all,
     measure_disagreement,
+    parse_share,
+    share_text,
     suggest_label_smoothing,
 )
 
@@ -385,11 +387,11 @@ def test_decide_all_is_fast_enough_for_a_live_preview() -> None:
 def test_unanimous_kept_pairs_measure_no_noise() -> None:
     decisions = [decide(["a"] * 3, rules=RULES), decide(["b"] * 3, rules=RULES), decide(["b"], rules=RULES)]
     assert measure_disagreement(decisions) == Disagreement(
-        pairs=2, non_unanimous=0.0, vote_error=0.0, label_noise=0.0
+        pairs=2, voted=2, non_unanimous=0.0, vote_error=0.0, label_noise=0.0
     )
     assert suggest_label_smoothing(decisions) == 0.0
     assert measure_disagreement([]) == Disagreement(
-        pairs=0, non_unanimous=0.0, vote_error=0.0, label_noise=0.0
+        pairs=0, voted=0, non_unanimous=None, vote_error=0.0, label_noise=0.0
     )
     assert suggest_label_smoothing([]) == 0.0
 
@@ -406,7 +408,7 @@ def test_the_noise_estimate_is_the_one_coin_maximum_likelihood(unanimous: int, t
     p = (1 - math.sqrt(1 - 4 * u)) / 2
     noise = (unanimous * p**3 / (p**3 + (1 - p) ** 3) + two_one * p) / (unanimous + two_one)
     measured = measure_disagreement(decisions)
-    assert measured.pairs == unanimous + two_one
+    assert measured.pairs == measured.voted == unanimous + two_one
     assert measured.non_unanimous == two_one / (unanimous + two_one)
     assert measured.vote_error == pytest.approx(p, abs=1e-9)
     assert measured.label_noise == pytest.approx(noise, abs=1e-9)
@@ -438,7 +440,26 @@ def test_adjudicated_pairs_count_as_right_and_do_not_enter_the_fit() -> None:
     with_lead, without = measure_disagreement([*plain, adjudicated]), measure_disagreement(plain)
     assert with_lead.vote_error == without.vote_error
     assert with_lead.label_noise == pytest.approx(without.label_noise * 2 / 3)
-    assert (with_lead.pairs, with_lead.non_unanimous) == (3, 2 / 3)
+    assert (with_lead.pairs, with_lead.voted, with_lead.non_unanimous) == (3, 3, 2 / 3)
+
+
+def test_pairs_settled_by_adjudication_alone_are_not_disagreement() -> None:
+    # A lead's label on a pair nobody voted on: no votes, so neither agreement nor disagreement.
+    settled = [decide([], rules=RULES, adjudication=side) for side in "aba"]
+    assert all(d.kept and d.adjudicated and d.total == 0 for d in settled)
+    assert measure_disagreement(settled) == Disagreement(
+        pairs=3, voted=0, non_unanimous=None, vote_error=0.0, label_noise=0.0
+    )
+    assert suggest_label_smoothing(settled) == 0.0
+    # Beside voted pairs they count as kept (and right) but not in the share of split votes.
+    voted = [decide(["a", "a", "a"], rules=RULES), decide(["b", "b", "a"], rules=RULES)]
+    measured = measure_disagreement([*settled, *voted])
+    assert (measured.pairs, measured.voted, measured.non_unanimous) == (5, 2, 1 / 2)
+    assert measured.label_noise == pytest.approx(measure_disagreement(voted).label_noise * 2 / 5)
+    counter = DisagreementCounter()
+    counter.add(settled[0], times=3)
+    counter.add(voted[0])
+    assert (counter.result().voted, counter.result().non_unanimous) == (1, 0.0)
 
 
 def test_dropped_pairs_inform_the_fit_but_are_not_counted() -> None:
@@ -468,6 +489,50 @@ def test_suggested_label_smoothing_from_a_given_noise() -> None:
     for bad in (-0.1, 1.5, math.nan, "0.1", True):
         with pytest.raises(ValueError, match="noise must be"):
             suggest_label_smoothing(noise=bad)  # type: ignore[arg-type]
+
+
+# --- the minimum share as people write it ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "share"),
+    [
+        ("2/3", 2 / 3),
+        (" 2 / 3 ", 2 / 3),
+        ("0.667", 0.667),
+        (".5", 0.5),
+        ("75%", 0.75),
+        ("1", 1.0),
+        ("0", 0.0),
+    ],
+)
+def test_a_share_is_read_as_written(written: str, share: float) -> None:
+    assert parse_share(written) == share
+
+
+def test_two_thirds_written_as_a_fraction_keeps_pairs_won_2_to_1_and_0_667_does_not() -> None:
+    votes = ["a", "a", "b"]
+    assert decide(votes, rules=ConsensusRules(min_share=parse_share("2/3"))).kept
+    assert decide(votes, rules=ConsensusRules(min_share=parse_share("0.667"))).reason == "split"
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [("3/2", "outside 0 to 1"), ("-0.1", "outside 0 to 1"), ("101%", "outside 0 to 1"),
+     ("1/0", "not a share"), ("abc", "not a share"), ("nan", "not a share"), ("", "not a share"),
+     ("2//3", "not a share")],
+)  # fmt: skip
+def test_a_share_that_is_not_one_is_refused_in_words(written: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_share(written)
+
+
+def test_a_share_is_shown_as_people_write_it() -> None:
+    assert [share_text(x) for x in (2 / 3, 1 / 3, 0.6666666667, 0.667, 0.75, 0.5, 1.0, 0.0, 0.8)] == [
+        "2/3", "1/3", "2/3", "0.667", "0.75", "0.5", "1", "0", "0.8",
+    ]  # fmt: skip
+    for written in ("2/3", "0.667", "3/4", "5/7"):
+        assert parse_share(share_text(parse_share(written))) == pytest.approx(parse_share(written), abs=1e-9)
 
 
 # --- purity --------------------------------------------------------------------------------------

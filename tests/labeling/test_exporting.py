@@ -22,6 +22,7 @@ from labeling import exporting
 from labeling.consensus import REASONS, ConsensusRules, decide
 from labeling.exporting import (
     FORMATS,
+    HOSTED,
     SHAPES,
     ExportPair,
     FileInfo,
@@ -29,8 +30,10 @@ from labeling.exporting import (
     build_rows,
     columns,
     drop_reason,
+    encode_rows,
     is_flat_prompt,
     pair_id,
+    row_text,
     schema,
     split_of,
 )
@@ -67,15 +70,27 @@ META = {
     "votes": {"a": 2, "b": 1, "tie": 0, "both_bad": 0},
     "share": 2 / 3,
     "adjudicated": False,
-    "criteria": '{"Honesty":{"a":2,"b":1}}',
-    "metadata": '{"n":1,"source":"unit"}',
+    "criteria": {"Honesty": {"a": 2, "b": 1}},
+    "metadata": {"source": "unit", "n": 1},
 }
+TRL_SHAPES = tuple(shape for shape in SHAPES if shape != HOSTED)
+HOSTED_KEYS = ["input", "preferred_output", "non_preferred_output"]
 # Hard to carry through JSON lines: line separators JSON leaves raw, RTL with direction marks,
 # emoji sequences, combining marks, escapes, control characters, %-formatting.
 UNICODE = (
     "שלום עולם \u200fمرحبا بالعالم\u200e 👩\u200d👩\u200d👧\u200d👦 🇯🇵 e\u0301 漢字 "
     'a\u2028b\u2029c\x85d "q" \\ \t\r\n\x1b\x7f %s %d %% {}'
 )
+
+
+def read_parquet(path: Path) -> list[dict]:
+    """A Parquet file's rows as `build_rows` gives them: pyarrow hands the JSON columns out as their text."""
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        for key in ("criteria", "metadata"):
+            if key in row.get("meta", {}):
+                row["meta"][key] = json.loads(row["meta"][key])
+    return rows
 
 
 def pair(i: int, *, prompt: object = None, **fields: object) -> ExportPair:
@@ -98,14 +113,14 @@ def test_standard_row() -> None:
     row = build_rows(PAIR, A_WINS, shape="standard")
     assert row == [
         {
+            "id": "p-1",
             "prompt": "What is 2+2?",
             "chosen": "4",
             "rejected": "5",
-            "id": "p-1",
             "meta": {**META, "models": {"chosen": "m-a", "rejected": "m-b"}},
         }
     ]
-    assert list(row[0]) == ["prompt", "chosen", "rejected", "id", "meta"]
+    assert list(row[0]) == ["id", "prompt", "chosen", "rejected", "meta"]
     assert list(row[0]["meta"]) == [*META, "models"]
 
 
@@ -120,15 +135,17 @@ def test_standard_row_when_b_wins() -> None:
 
 
 def test_conversational_row() -> None:
-    assert build_rows(PAIR, A_WINS, shape="conversational") == [
+    rows = build_rows(PAIR, A_WINS, shape="conversational")
+    assert rows == [
         {
+            "id": "p-1",
             "prompt": [{"role": "user", "content": "What is 2+2?"}],
             "chosen": [{"role": "assistant", "content": "4"}],
             "rejected": [{"role": "assistant", "content": "5"}],
-            "id": "p-1",
             "meta": {**META, "models": {"chosen": "m-a", "rejected": "m-b"}},
         }
     ]
+    assert list(rows[0]) == ["id", "prompt", "chosen", "rejected", "meta"]
 
 
 def test_conversational_row_keeps_every_turn_and_every_key() -> None:
@@ -182,21 +199,21 @@ def test_unpaired_rows(shape: str) -> None:
 
     assert rows == [
         {
+            "id": "p-1",
             "prompt": prompt,
             "completion": completion("4"),
             "label": True,
-            "id": "p-1",
             "meta": {**META, "side": "a", "model": "m-a"},
         },
         {
+            "id": "p-1",
             "prompt": prompt,
             "completion": completion("5"),
             "label": False,
-            "id": "p-1",
             "meta": {**META, "side": "b", "model": "m-b"},
         },
     ]
-    assert [list(row) for row in rows] == [["prompt", "completion", "label", "id", "meta"]] * 2
+    assert [list(row) for row in rows] == [["id", "prompt", "completion", "label", "meta"]] * 2
 
 
 def test_unpaired_rows_when_b_wins_put_the_desirable_row_first() -> None:
@@ -244,13 +261,50 @@ def test_chat_prompts_in_the_text_shapes() -> None:
     assert REASONS["chat_prompt"] == "Multi-turn chat prompt: use the conversational shape"
 
 
-def test_adjudication_and_json_text_in_meta() -> None:
-    given = pair(3, criteria='{"Safety": {"a": 1}}', metadata='{"k": [1, 2]}')
+def test_criteria_and_metadata_are_objects_in_meta_never_json_text() -> None:
+    # As the database gives them (PostgreSQL's jsonb text has spaces): held as they are, as objects.
+    given = pair(3, criteria='{"Safety": {"a": 1}}', metadata='{"k": [1, 2], "ids": [5, 6, 7]}')
     [row] = build_rows(given, LEAD, shape="standard")
     assert row["meta"]["adjudicated"] is True and row["meta"]["share"] == 0.0
-    assert (row["meta"]["criteria"], row["meta"]["metadata"]) == ('{"Safety": {"a": 1}}', '{"k": [1, 2]}')
+    assert row["meta"]["criteria"] == {"Safety": {"a": 1}}
+    assert row["meta"]["metadata"] == {"k": [1, 2], "ids": [5, 6, 7]}
+    [line] = encode_rows(given, LEAD, shape="standard")
+    assert '"criteria":{"Safety": {"a": 1}}' in line and '"metadata":{"k": [1, 2], "ids": [5, 6, 7]}' in line
+    assert json.loads(line) == row
     [row] = build_rows(pair(3), LEAD, shape="standard")
-    assert (row["meta"]["criteria"], row["meta"]["metadata"]) == ("{}", "{}")
+    assert (row["meta"]["criteria"], row["meta"]["metadata"]) == ({}, {})
+    # Pretty-printed JSON text cannot sit on one line: it is written compact.
+    [line] = encode_rows(pair(3, metadata='{\n  "k": 1\n}'), LEAD, shape="standard")
+    assert '"metadata":{"k":1}' in line and json.loads(line)["meta"]["metadata"] == {"k": 1}
+
+
+@pytest.mark.parametrize("shape", TRL_SHAPES)
+def test_pair_metadata_goes_into_meta_only_when_the_export_says_so(tmp_path: Path, shape: str) -> None:
+    tokens = {"input_ids": list(range(2000))}  # some datasets carry token ids: 8 KB a row
+    given = pair(1, metadata=tokens, criteria={"Tone": {"a": 1, "b": 0, "tie": 0}})
+    without = build_rows(given, A_WINS, shape=shape, include_metadata=False)
+    assert all("metadata" not in row["meta"] and row["meta"]["criteria"] == given.criteria for row in without)
+    assert [{**row, "meta": {k: v for k, v in row["meta"].items() if k != "metadata"}} for row in
+            build_rows(given, A_WINS, shape=shape)] == without  # fmt: skip
+    assert "metadata" not in schema(shape, include_metadata=False).field("meta").type.names
+    assert schema(shape).field("meta").type.field("metadata").type == pa.json_()
+    sizes = {}
+    for include in (True, False):
+        for fmt in FORMATS:
+            folder = tmp_path / f"{fmt}-{include}"
+            folder.mkdir()
+            with SnapshotWriter(folder, fmt=fmt, shape=shape, eval_fraction=0, include_metadata=include) as w:
+                w.add(given, A_WINS)
+            [info] = w.close()
+            sizes[fmt, include] = info.bytes
+            path = folder / info.name
+            rows = (
+                read_parquet(path)
+                if fmt == "parquet"
+                else [json.loads(x) for x in path.read_text().splitlines()]
+            )
+            assert rows == build_rows(given, A_WINS, shape=shape, include_metadata=include)
+    assert sizes["jsonl", True] > sizes["jsonl", False] + 8000
 
 
 def test_unknown_shapes_are_refused() -> None:
@@ -266,12 +320,141 @@ def test_unknown_shapes_are_refused() -> None:
         SnapshotWriter(".", fmt="csv", shape="standard")
 
 
+# --- the hosted services' preference shape (OpenAI, Together, Fireworks) ---------------------------
+
+
+def hosted_problems(row: dict) -> list[str]:
+    """What the services' documented rules find wrong in a row: the three keys and nothing else (Together
+    refuses a line with another key), `input` holding `messages` only, a non-empty list of messages of
+    a role (system, user, assistant) and a string content and nothing else (Fireworks), each output
+    exactly one assistant message."""
+    problems = []
+    if list(row) != HOSTED_KEYS:
+        problems.append(f"keys {list(row)}")
+    messages = row.get("input", {}).get("messages")
+    if list(row.get("input", {})) != ["messages"] or not isinstance(messages, list) or not messages:
+        problems.append("input")
+    for key in HOSTED_KEYS[1:]:
+        output = row.get(key)
+        if not isinstance(output, list) or len(output) != 1 or output[0].get("role") != "assistant":
+            problems.append(key)
+        messages = [*(messages or []), *(output or [])]
+    for message in messages or []:
+        if set(message) != {"role", "content"} or not isinstance(message["content"], str):
+            problems.append(f"message {message}")
+        elif message["role"] not in ("system", "user", "assistant"):
+            problems.append(f"role {message['role']}")
+    return problems
+
+
+def test_a_hosted_row_holds_the_three_keys_and_nothing_else() -> None:
+    [row] = build_rows(PAIR, B_WINS, shape=HOSTED)
+    assert row == {
+        "input": {"messages": [{"role": "user", "content": "What is 2+2?"}]},
+        "preferred_output": [{"role": "assistant", "content": "5"}],
+        "non_preferred_output": [{"role": "assistant", "content": "4"}],
+    }
+    assert list(row) == HOSTED_KEYS == list(columns(HOSTED)) and hosted_problems(row) == []
+    [line] = encode_rows(PAIR, B_WINS, shape=HOSTED)
+    assert json.loads(line) == row and '"id"' not in line and '"meta"' not in line
+    assert build_rows(PAIR, B_WINS, shape=HOSTED, include_metadata=False) == [row]
+    # A chat prompt goes in whole (system turn, earlier turns), as TRL's conversational shape has it.
+    [row] = build_rows(pair(1, prompt=CHAT), A_WINS, shape=HOSTED)
+    assert row["input"] == {"messages": CHAT} and hosted_problems(row) == []
+    assert drop_reason(A_WINS, shape=HOSTED, flat_prompt=False) is None
+
+
+def test_the_hosted_shape_drops_what_the_services_refuse(tmp_path: Path) -> None:
+    from labeling.conversations import response_text
+
+    several = pair(1, response_a=response_text(TOOL_TURNS))  # an assistant turn with a tool call, a result
+    named = pair(2, prompt=[{"role": "user", "content": "Hi", "name": "ann"}])
+    for given, reason in ((several, "chat_response"), (named, "tool_calls_hosted")):
+        with pytest.raises(ValueError, match=f"openai-preference shape: {reason}"):
+            build_rows(given, A_WINS, shape=HOSTED)
+        assert build_rows(given, A_WINS, shape="conversational")  # kept whole there
+    assert drop_reason(A_WINS, shape=HOSTED, extra_keys=True) == "tool_calls_hosted"
+    assert drop_reason(A_WINS, shape=HOSTED, plain_responses=False) == "chat_response"
+    assert (drop_reason(BOTH_BAD, shape=HOSTED), drop_reason(TIE, shape=HOSTED)) == ("both_bad", "tie")
+    assert REASONS["tool_calls_hosted"].startswith("Tool calls or results: hosted preference fine-tuning")
+    for fmt in FORMATS:
+        (tmp_path / fmt).mkdir()
+        with SnapshotWriter(tmp_path / fmt, fmt=fmt, shape=HOSTED, eval_fraction=0) as writer:
+            for given in (several, named, pair(3)):
+                writer.add(given, A_WINS)
+        assert (writer.kept, writer.dropped) == (1, {"chat_response": 1, "tool_calls_hosted": 1})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_hosted_files_meet_the_services_rules(tmp_path: Path, fmt: str) -> None:
+    items = mixed_pairs()
+    infos = write(tmp_path, items, fmt=fmt, shape=HOSTED, eval_fraction=0).close()
+    path = tmp_path / infos[0].name
+    rows = read_parquet(path) if fmt == "parquet" else [json.loads(x) for x in path.read_text().splitlines()]
+    assert (
+        len(rows) == infos[0].rows == expected_rows(items, shape=HOSTED, eval_fraction=0)["train"].__len__()
+    )
+    assert rows == expected_rows(items, shape=HOSTED, eval_fraction=0)["train"]
+    assert [hosted_problems(row) for row in rows] == [[]] * len(rows)
+    if fmt == "parquet":
+        assert pq.read_schema(path).remove_metadata() == schema(HOSTED)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_hosted_files_import_back_as_the_same_pairs(tmp_path: Path, fmt: str) -> None:
+    """Our importer reads the file back (as it reads the services' own files): the same pairs, the same
+    side preferred."""
+    from labeling.conversations import content_hash, response_key
+    from labeling.importing import iter_records
+    from labeling.layouts import OPENAI
+    from labeling.records import PairRecord
+
+    items = mixed_pairs()
+    [info] = write(tmp_path, items, fmt=fmt, shape=HOSTED, eval_fraction=0).close()
+    with (tmp_path / info.name).open("rb") as stream:
+        records = list(iter_records(stream, filename=info.name))
+    assert all(isinstance(record, PairRecord) for record in records), records
+    assert {record.layout for record in records} == {OPENAI.name}
+
+    def chosen(a: str, b: str, side: str | None) -> str:
+        return response_key(a if side == "a" else b)
+
+    expected = {
+        content_hash(p.prompt, p.response_a, p.response_b): chosen(p.response_a, p.response_b, d.chosen)
+        for p, d in items
+        if drop_reason(d, shape=HOSTED, flat_prompt=is_flat_prompt(p.prompt)) is None
+    }
+    got = {r.content_hash: chosen(r.response_a, r.response_b, r.original_label) for r in records}
+    assert len(records) == info.rows == len(expected) > 10
+    assert got == expected
+
+
+def test_row_text_is_the_row_as_json_one_key_a_line_in_file_order() -> None:
+    tokens = list(range(2000))
+    for shape in SHAPES:
+        prompt = None if shape in ("standard", "unpaired") else CHAT
+        [row, *_] = build_rows(pair(1, prompt=prompt, metadata={"input_ids": tokens}), B_WINS, shape=shape)
+        text = row_text(row)
+        assert json.loads(text) == row
+        lines = text.splitlines()
+        assert [json.loads("{" + line.rstrip(",") + "}") for line in lines[1:-1]] == [
+            {k: v} for k, v in row.items()
+        ]
+        assert (lines[0], lines[-1], len(lines)) == ("{", "}", len(row) + 2)
+    assert row_text({"prompt": 'שלום\n"q"'}) == '{\n  "prompt": "שלום\\n\\"q\\""\n}'
+
+
+@pytest.mark.parametrize("include_metadata", [True, False])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_schema_matches_the_rows(shape: str) -> None:
-    given = schema(shape)
-    [row, *_] = build_rows(PAIR, A_WINS, shape=shape)
+def test_schema_matches_the_rows(shape: str, include_metadata: bool) -> None:
+    given = schema(shape, include_metadata=include_metadata)
+    [row, *_] = build_rows(PAIR, A_WINS, shape=shape, include_metadata=include_metadata)
     assert given.names == list(columns(shape)) == list(row)
-    assert [field.name for field in given.field("meta").type] == list(row["meta"])
+    if shape == HOSTED:
+        assert given.names == HOSTED_KEYS and given.field("input").type.names == ["messages"]
+    else:
+        assert given.names[0] == "id" and given.names[-1] == "meta"
+        assert [field.name for field in given.field("meta").type] == list(row["meta"])
 
 
 def test_pair_id() -> None:
@@ -385,6 +568,26 @@ def expected_rows(items: list, *, shape: str, eval_fraction: float) -> dict[str,
     return rows
 
 
+def expected_lines(items: list, *, shape: str, eval_fraction: float) -> dict[str, list[str]]:
+    lines: dict[str, list[str]] = {"train": [], "eval": []}
+    for export_pair, decision in items:
+        if drop_reason(decision, shape=shape, flat_prompt=is_flat_prompt(export_pair.prompt)) is None:
+            lines[split_of(export_pair.id, eval_fraction)] += encode_rows(export_pair, decision, shape=shape)
+    return lines
+
+
+def rounded(value: object) -> object:
+    """`value` with its floats to 9 decimals, nested: `datasets` loads a JSONL file whose metadata objects
+    differ from row to row by re-encoding its lines with 10 significant digits (its `Json` feature path)."""
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
 def load(directory: Path, fmt: str, infos: list[FileInfo], cache: Path) -> datasets.DatasetDict:
     files = {info.split: str(directory / info.name) for info in infos}
     return datasets.load_dataset(
@@ -406,7 +609,14 @@ def test_files_load_with_datasets_exactly_as_built(tmp_path: Path, fmt: str, sha
     loaded = load(tmp_path / "out", fmt, infos, tmp_path / "cache")
     for info in infos:
         assert loaded[info.split].column_names == list(columns(shape))
-        assert loaded[info.split].to_list() == expected[info.split]
+        got = loaded[info.split].to_list()
+        if fmt == "parquet" or shape == HOSTED:  # the same values, bit for bit
+            assert got == expected[info.split]
+        else:
+            assert rounded(got) == rounded(expected[info.split])
+            assert any(row["meta"]["metadata"] for row in got) and any(
+                not row["meta"]["metadata"] for row in got
+            )
         content = (tmp_path / "out" / info.name).read_bytes()
         assert (info.bytes, info.sha256) == (len(content), hashlib.sha256(content).hexdigest())
 
@@ -430,8 +640,9 @@ def test_jsonl_has_one_row_per_line_for_any_reader_and_the_same_meta_keys(tmp_pa
         assert text.endswith("\n") and len(lines) == info.rows
         rows = [json.loads(line) for line in lines]
         assert rows == expected[info.split]
-        assert {json.dumps([list(r), list(r["meta"])]) for r in rows} == {
-            json.dumps([list(columns(shape)), list(rows[0]["meta"])])
+        assert lines == expected_lines(items, shape=shape, eval_fraction=0.3)[info.split]
+        assert {json.dumps([list(r), list(r.get("meta", ""))]) for r in rows} == {
+            json.dumps([list(columns(shape)), list(rows[0].get("meta", ""))])
         }
 
 
@@ -452,10 +663,12 @@ def test_unicode_round_trips_exactly(tmp_path: Path, fmt: str) -> None:
     if fmt == "jsonl":
         rows = [json.loads(line) for line in (tmp_path / infos[0].name).read_text("utf-8").splitlines()]
     else:
-        rows = pq.read_table(tmp_path / infos[0].name).to_pylist()
+        rows = read_parquet(tmp_path / infos[0].name)
     assert rows == build_rows(given, A_WINS, shape="conversational")
     assert rows[0]["prompt"][0]["content"] == UNICODE and rows[0]["id"] == UNICODE
-    assert json.loads(rows[0]["meta"]["criteria"]) == {UNICODE: {"a": 1}}
+    assert rows[0]["meta"]["criteria"] == {UNICODE: {"a": 1}} and rows[0]["meta"]["metadata"] == {
+        "k": UNICODE
+    }
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -490,7 +703,7 @@ def test_rows_are_written_in_row_groups(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(exporting, "ROW_GROUP_CHARS", 20)
     [info] = write(tmp_path / "long", items, fmt="parquet", shape="standard", eval_fraction=0).close()
     assert pq.ParquetFile(tmp_path / "long" / info.name).metadata.num_row_groups == 20
-    assert pq.read_table(tmp_path / "long" / info.name).to_pylist() == [
+    assert read_parquet(tmp_path / "long" / info.name) == [
         build_rows(p, d, shape="standard")[0] for p, d in items
     ]
 
@@ -603,7 +816,7 @@ def test_conversational_rows_go_through_the_chat_template(
     dataset = exported(tmp_path, "conversational", fmt)
     assert all(trl_data.is_conversational(row) for row in dataset)
     templated = dataset.map(trl_data.maybe_apply_chat_template, fn_kwargs={"processing_class": tokenizer})
-    assert templated.column_names == ["prompt", "chosen", "rejected", "id", "meta"]
+    assert templated.column_names == ["id", "prompt", "chosen", "rejected", "meta"]
     by_id = {row["id"]: row for row in templated}
     chat = by_id["pair-1"]  # the four-turn chat prompt, B preferred
     assert chat["prompt"] == (
@@ -635,7 +848,7 @@ def test_unpaired_rows_match_trls_unpairing_of_the_standard_rows(tmp_path: Path,
     standard = trl_data.unpair_preference_dataset(exported(tmp_path, "standard"))
     unpaired = exported(tmp_path, "unpaired")
     assert {"prompt", "completion", "label"} <= set(standard.column_names)
-    assert unpaired.column_names == ["prompt", "completion", "label", "id", "meta"]
+    assert unpaired.column_names == ["id", "prompt", "completion", "label", "meta"]
 
     def triples(rows, keep) -> list[tuple]:
         return sorted((r["id"], r["prompt"], r["completion"], r["label"]) for r in rows if keep(r))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,9 +15,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from labeling.conversations import response_messages
-from labeling.importing import ImportFormatError, ImportOptions, PairRecord, RecordError, iter_records
-from labeling.layouts import LAYOUTS, parse_mapping, read_fields
-from labeling.records import NOTE_EARLY, NOTE_IMPLICIT, NOTE_PROMPT_KEPT, NOTE_REPEATED, parse_record
+from labeling.importing import (
+    ImportFormatError,
+    ImportOptions,
+    PairRecord,
+    RecordError,
+    field_values,
+    iter_records,
+)
+from labeling.layouts import LAYOUTS, check_mapping, parse_label_values, parse_mapping, read_fields, value_key
+from labeling.records import (
+    NOTE_EARLY,
+    NOTE_IMPLICIT,
+    NOTE_PROMPT_KEPT,
+    NOTE_REPEATED,
+    note_unaudited,
+    parse_record,
+)
 
 FORMATS = Path(__file__).parent / "formats"
 
@@ -488,11 +503,358 @@ def test_every_layout_reads_its_own_example(layout):
     assert items and not any(isinstance(item, RecordError) for item in items), items
 
 
-def test_a_mapped_field_the_layout_does_not_read_is_kept_under_its_own_name():
+def test_a_mapped_target_the_layout_does_not_read_is_refused_with_the_right_name():
     row = {"question": "Q?", "answer_a": "A", "answer_b": "B", "winner": "model_a"}
     mapping = {"prompt": "question", "response_a": "answer_a", "response_b": "answer_b", "chosen": "winner"}
-    [record] = read("w.jsonl", json.dumps(row).encode(), mapping=mapping)
-    assert record.metadata == {"winner": "model_a"} and record.kept == ("winner",)
+    assert errors(read("w.jsonl", json.dumps(row).encode(), mapping=mapping)) == [
+        "w.jsonl, line 1, field winner: mapped to chosen, which the layout prefstudio pair does not read: it "
+        "reads response_a and response_b; map the dataset's preference between them to label"
+    ]
+    trl = {"prompt": "Q?", "chosen": "A", "rejected": "B", "gen": "m1", "score": 1}
+    assert errors(
+        read("t.jsonl", json.dumps(trl).encode(), mapping={"model_a": "gen", "label": "score"})
+    ) == [
+        "t.jsonl, line 1, field gen: mapped to model_a, which the layout TRL preference, standard does not "
+        "read: it names the models with chosen_model and rejected_model",
+        "t.jsonl, line 1, field score: mapped to label, which the layout TRL preference, standard does not "
+        "read: it carries the dataset's label itself: the chosen side",
+    ]
+    pair = {"prompt": "Q?", "response_a": "A", "response_b": "B", "gen": "m1"}
+    assert errors(read("p.jsonl", json.dumps(pair).encode(), mapping={"chosen_model": "gen"})) == [
+        "p.jsonl, line 1, field gen: mapped to chosen_model, which the layout prefstudio pair does not read: "
+        "it names the models with model_a and model_b"
+    ]
+    [record] = read("t.jsonl", json.dumps(trl).encode(), mapping={"chosen_model": "gen"})
+    assert chosen(record) == ("A", "B") and record.metadata == {"score": 1}
+    assert (record.model_a, record.model_b) == (("m1", "") if record.original_label == "a" else ("", "m1"))
+
+
+# --- the dataset's own label -------------------------------------------------------------------------
+
+PKU = {
+    "response_a": "response_0",
+    "response_b": "response_1",
+    "model_a": "response_0_source",
+    "model_b": "response_1_source",
+    "label": "better_response_id",
+}
+
+
+def test_pku_saferlhf_better_response_id_becomes_the_original_label():
+    name = "20_pku_saferlhf.jsonl"
+    assert errors(read(name))[0].startswith(
+        f"{name}, line 1: no layout matches keys [prompt, response_0, response_1, prompt_source,"
+    )
+    wifi, basil, spoon = read(name, mapping={**PKU, "label_values": parse_label_values("0=a,1=b")})
+    assert [r.original_label for r in (wifi, basil, spoon)] == ["a", "b", "b"]
+    assert (wifi.layout, wifi.shape, wifi.gold) == ("prefstudio pair, fields mapped", "pair", None)
+    assert wifi.response_a.startswith("Ask your neighbour") and (wifi.model_a, wifi.model_b) == (
+        "Alpaca-7B",
+        "Alpaca2-7B",
+    )
+    assert wifi.metadata["safer_response_id"] == 0 and "better_response_id" not in wifi.metadata
+    assert wifi.notes == (note_unaudited(("safer_response_id",)),)  # a second preference, not read
+    # The same file in Parquet, as the hub serves it.
+    parquet = read("pku.parquet", as_parquet(name), mapping={**PKU, "label_values": {"0": "a", "1": "b"}})
+    assert [r.original_label for r in parquet] == ["a", "b", "b"]
+
+
+def test_a_number_is_never_read_as_a_label_without_being_told_what_it_means():
+    name = "20_pku_saferlhf.jsonl"
+    assert errors(read(name, mapping=PKU)) == [
+        f"{name}, line {n}, field better_response_id: {v} is not a label value; say what it means with "
+        "--label-values, e.g. 0=a,1=b"
+        for n, v in ((1, 0), (2, 1), (3, 1))
+    ]
+    on_the_page = read(name, mapping={**PKU, "label_values": {"0": "a"}}, options=ImportOptions(form=True))
+    assert errors(on_the_page)[0] == (
+        f"{name}, line 2, field better_response_id: 1 is not one of the label values (0); say what it means "
+        "under Label values in the Field mapping form"
+    )
+
+
+def test_summarize_from_feedback_paths_reach_into_lists():
+    name = "21_summarize_from_feedback.jsonl"
+    mapping = {
+        "prompt": "info.post",
+        "id": "info.id",
+        "label": "choice",
+        "label_values": {"0": "a", "1": "b"},
+    }
+    dotted = read(
+        name, mapping={**mapping, "response_a": "summaries.0.text", "response_b": "summaries.1.text"}
+    )
+    brackets = read(
+        name, mapping={**mapping, "response_a": "summaries[0].text", "response_b": "summaries[1].text"}
+    )
+    assert dotted == brackets
+    flatmate, party, parents = dotted
+    assert flatmate.prompt.startswith("We agreed on a rota") and flatmate.external_id == "t3_8ad1x"
+    assert (flatmate.response_a, flatmate.response_b) == (
+        " Flatmate skips his cleaning weeks; I do everything.",
+        " I clean.",
+    )
+    assert [r.original_label for r in dotted] == ["a", "b", "b"]
+    # What the mapping did not take stays where it was, list items in their places.
+    assert flatmate.metadata["info"] == {
+        "title": "My flatmate never cleans",
+        "subreddit": "relationships",
+        "site": None,
+        "article": None,
+    }
+    assert flatmate.metadata["summaries"] == [
+        {"policy": "sup4_ppo_rm3_kl10", "note": None},
+        {"policy": "sup4_bo8_rm3", "note": None},
+    ]
+    sides = {"response_a": "summaries.0.text", "response_b": "summaries.1.text"}
+    policies = {"model_a": "summaries.0.policy", "model_b": "summaries.1.policy"}
+    models = read(name, mapping={**mapping, **sides, **policies})
+    assert (models[1].model_a, models[1].model_b) == ("ref", "sup4_ppo_rm3_kl10")
+    assert [item["note"] for item in models[0].metadata["summaries"]] == [None, None]
+
+
+def test_a_mapped_path_that_finds_nothing_names_what_is_there():
+    name = "21_summarize_from_feedback.jsonl"
+    first = (FORMATS / name).read_bytes().splitlines()[0]
+    wrong = {
+        "prompt": "info.body",
+        "response_a": "summaries.0.text",
+        "response_b": "summaries[2].text",
+        "label": "summaries.choice",
+    }
+    assert errors(read(name, first, mapping=wrong)) == [
+        f"{name}, line 1, field info.body: not in the record: info has no 'body'; its keys are "
+        "[id, post, title, subreddit, site, article]",
+        f"{name}, line 1, field summaries[2].text: not in the record: summaries holds 2 items, "
+        "numbered from 0",
+    ]
+    top = {"prompt": "question", "response_a": "summaries.0.text.words", "response_b": "summaries.1.text"}
+    assert errors(read(name, first, mapping=top)) == [
+        f"{name}, line 1, field question: not in the record, whose fields are "
+        "[info, summaries, choice, worker, batch, split, extra]",
+        f"{name}, line 1, field summaries.0.text.words: not in the record: summaries.0.text is a string, not "
+        "an object or a list",
+    ]
+
+
+def test_an_optional_mapped_field_that_is_missing_is_absent_and_said_so():
+    rows = [{"q": "Q1?", "a": "A", "b": "B", "sys": "Be brief."}, {"q": "Q2?", "a": "A", "b": "B"}]
+    mapping = {"prompt": "q", "response_a": "a", "response_b": "b", "system": "sys"}
+    one, two = read("s.jsonl", "\n".join(map(json.dumps, rows)).encode(), mapping=mapping)
+    assert one.prompt == [{"role": "system", "content": "Be brief."}, user("Q1?")] and one.notes == ()
+    assert two.prompt == "Q2?" and two.notes == (
+        "sys, mapped to system, is not in the record, whose fields are [q, a, b]: read as absent",
+    )
+
+
+def test_alpaca_eval_preference_of_1_2_and_1_5():
+    name = "22_alpaca_eval_annotations.json"
+    mapping = {
+        "prompt": "instruction",
+        "response_a": "output_1",
+        "response_b": "output_2",
+        "model_a": "generator_1",
+        "model_b": "generator_2",
+        "label": "preference",
+    }
+    tips, capital, hello = read(
+        name, mapping={**mapping, "label_values": parse_label_values("1=a,2=b,1.5=tie")}
+    )
+    assert [r.original_label for r in (tips, capital, hello)] == ["a", "b", "t"]  # a tie is kept as "t"
+    assert (tips.unit, tips.model_a, tips.model_b) == ("record", "gpt4_1106_preview", "my_model")
+    assert tips.metadata == {
+        "annotator": "weighted_alpaca_eval_gpt4_turbo",
+        "time_per_example": 0.39,
+        "price_per_example": 0.0117,
+    }
+    # 1.0 in the file and "1" on the command line are the same value; 1.5 must be named.
+    assert errors(read(name, mapping={**mapping, "label_values": {"1": "a", "2": "b"}})) == [
+        f"{name}, record 3, field preference: 1.5 is not one of the label values (1, 2); say what it means "
+        "with --label-values, e.g. 0=a,1=b"
+    ]
+
+
+def test_chatbot_arena_winner_names_are_read_without_label_values():
+    name = "23_chatbot_arena.jsonl"
+    mapping = {"response_a": "conversation_a", "response_b": "conversation_b", "label": "winner"}
+    cuda, wedding, cameras, arena = read(name, mapping=mapping)
+    assert [r.original_label for r in (cuda, wedding, cameras, arena)] == ["b", "a", "t", "t"]
+    assert cuda.prompt == [user("What is the difference between OpenCL and CUDA?")]  # the shared first turn
+    assert cuda.response_b.startswith("CUDA runs only on NVIDIA GPUs")
+    assert (cuda.model_a, cuda.model_b) == ("chatglm-6b", "koala-13b")
+    assert cuda.metadata["judge"] == "arena_user_5821" and "winner" not in cuda.metadata
+    # Unmapped, the winner stays metadata and the preview says the dataset's preference is not audited.
+    unmapped = read(name, mapping={"response_a": "conversation_a", "response_b": "conversation_b"})
+    assert {r.original_label for r in unmapped} == {None}
+    assert unmapped[0].metadata["winner"] == "model_b"
+    assert unmapped[0].notes == (
+        "not audited: winner looks like the dataset's preference but is not mapped to label "
+        "(kept as metadata)",
+    )
+
+
+def test_a_pair_of_scores_is_a_label_the_higher_wins():
+    data = (
+        b"prompt,response_a,response_b,rating_a,rating_b\nq1,x,y,8.5,3\nq2,x,y,2,7\nq3,x,y,5,5.0\nq4,x,y,,\n"
+    )
+    mapping = {"score_a": "rating_a", "score_b": "rating_b"}
+    records = read("scores.csv", data, mapping=mapping)
+    assert [r.original_label for r in records] == ["a", "b", "t", None]  # blank scores: no label
+    bad = b"prompt,response_a,response_b,rating_a,rating_b\nq1,x,y,good,3\nq2,x,y,4,\n"
+    assert errors(read("scores.csv", bad, mapping=mapping)) == [
+        "scores.csv, row 2, field rating_a: must be a number, got 'good'",
+        "scores.csv, row 3, field rating_b: is required: the label is read from both scores",
+    ]
+    # Unmapped, scores are metadata, and the preview says they are not audited.
+    [plain] = read("scores.csv", data.split(b"\nq2")[0])
+    assert plain.original_label is None and plain.metadata == {"rating_a": "8.5", "rating_b": "3"}
+    assert plain.notes == (
+        "not audited: rating_a, rating_b look like the dataset's preference but are not mapped to label "
+        "(kept as metadata)",
+    )
+
+
+def test_a_pair_reads_its_own_label_field_only_when_it_is_mapped():
+    row = {"prompt": "p", "response_a": "x", "response_b": "y", "label": "b"}
+    [plain] = read("l.jsonl", json.dumps(row).encode())
+    assert plain.original_label is None and plain.metadata == {"label": "b"}
+    [mapped] = read("l.jsonl", json.dumps(row).encode(), mapping={"label": "label"})
+    assert mapped.original_label == "b" and mapped.metadata == {} and mapped.notes == ()
+    # Blank is absent: no label, not an invalid one.
+    [blank] = read("l.jsonl", json.dumps({**row, "label": " "}).encode(), mapping={"label": "label"})
+    assert blank.original_label is None
+    kto = {"prompt": "p", "completion": "x", "label": True}
+    assert errors(
+        read("k.jsonl", json.dumps(kto).encode(), mapping={"label": "label", "label_values": {"1": "a"}})
+    )[0] == (
+        "k.jsonl, line 1, field label: label values say which of two responses is better; an unpaired (KTO) "
+        "label is true or false"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [(1, "1"), (1.0, "1"), ("1", "1"), (" 1.0 ", "1"), ("+1", "1"), (1.5, "1.5"), ("1.50", "1.5"),
+     ("Model_A", "model_a"), ("tie (bothbad)", "tie (bothbad)"), (True, "true"), (float("nan"), None),
+     ({"a": 1}, None)],
+)  # fmt: skip
+def test_label_values_compare_numbers_by_value_and_texts_without_case(value, key):
+    assert value_key(value) == key
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: parse_label_values("0=x"), "0=x: a label value means a, b or tie"),
+        (lambda: parse_label_values("0"), "'0': write VALUE=a, VALUE=b or VALUE=tie, e.g. 0=a,1=b"),
+        (lambda: check_mapping({"prompt": "q", "label_values": {"0": "a"}}), "map label to a field too"),
+        (lambda: parse_mapping("score_a=s"), "score_a and score_b: map both"),
+        (lambda: parse_mapping("label=x,score_a=s,score_b=t"), "map the dataset's preference one way"),
+    ],
+)
+def test_bad_label_values_say_what_is_wrong(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
+
+
+def test_parsed_label_values_keep_names_with_spaces():
+    assert parse_label_values("model_a=a, model_b=B,tie (bothbad)=tie,1.0=a") == {
+        "model_a": "a",
+        "model_b": "b",
+        "tie (bothbad)": "tie",
+        "1": "a",
+    }
+
+
+# --- blank fields, model names, Git LFS ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parquet", [False, True])
+def test_orca_dpo_pairs_with_a_blank_system_have_no_system_turn(parquet):
+    name = "24_orca_dpo_pairs.jsonl"
+    french, water, tomato = read(name, as_parquet(name) if parquet else None, mapping={"prompt": "question"})
+    assert (
+        french.prompt.startswith("You will be given a definition") and tomato.prompt == "Is a tomato a fruit?"
+    )
+    assert water.prompt == [
+        {"role": "system", "content": "You are an AI assistant. You will be given a task. You must "
+         "generate a detailed and long answer."},
+        user("What is the boiling point of water at sea level?"),
+    ]  # fmt: skip
+    assert chosen(tomato) == (
+        "Botanically yes: it develops from the flower and holds seeds.",
+        "No, it is a vegetable.",
+    )
+
+
+def test_every_blank_optional_field_is_absent_not_invalid():
+    row = {"prompt": "p", "response_a": "x", "response_b": "y", "system": "", "id": " ", "gold": "",
+           "model_a": "", "metadata": "", "label": "\t"}  # fmt: skip
+    [record] = read("b.jsonl", json.dumps(row).encode(), mapping={"label": "label"})
+    assert (record.prompt, record.external_id, record.gold, record.model_a, record.metadata) == (
+        "p",
+        "",
+        None,
+        "",
+        {},
+    )
+    assert record.original_label is None
+    trl = {"prompt": "  ", "chosen": "The sky is blue.", "rejected": "The sky is green.", "system": " "}
+    [implicit] = read("t.jsonl", json.dumps(trl).encode())  # a blank prompt: the sides hold it
+    assert implicit.prompt == "The sky is" and implicit.layout == "TRL preference, implicit prompt, standard"
+    csv_data = b"prompt,response_a,response_b,gold,system\np,x,y,,\n"
+    assert read("b.csv", csv_data)[0].gold is None
+    # A required field stays required.
+    assert errors(read("r.jsonl", json.dumps({**row, "prompt": " "}).encode())) == [
+        "r.jsonl, line 1, field prompt: must be a non-empty string"
+    ]
+
+
+def test_argilla_model_names_are_read_without_a_mapping():
+    gpt, wizard = read("25_argilla_model_names.jsonl")
+    assert gpt.layout == "TRL preference, conversational"
+    good, bad = chosen(gpt)
+    assert (good, bad) == ("11.", "12.")
+    models = {"a": (gpt.model_a, gpt.model_b), "b": (gpt.model_b, gpt.model_a)}[gpt.original_label]
+    assert models == ("gpt-4", "llama-2-7b-chat")  # the chosen model goes with the chosen response
+    assert wizard.metadata == {"source": "flan_v2_niv2", "chosen-rating": 4.5, "rejected-rating": 1.5}
+    assert "wizardlm-70b" in (wizard.model_a, wizard.model_b)
+
+
+def test_a_git_lfs_pointer_is_named_as_such():
+    message = (
+        "26_git_lfs_pointer.jsonl: this is a Git LFS pointer of a 12.6 MB file, not the data; fetch the file "
+        "itself (git lfs pull in the repository, or the dataset's download link) and import that"
+    )
+    for fmt in ("auto", "jsonl", "csv"):
+        with pytest.raises(ImportFormatError, match=re.escape(message)):
+            read("26_git_lfs_pointer.jsonl", fmt=fmt)
+
+
+def test_field_values_offer_paths_into_lists_and_the_values_of_each_field():
+    def values(name: str, fmt: str) -> dict[str, list[str]]:
+        return field_values(io.BytesIO((FORMATS / name).read_bytes()), filename=name, fmt=fmt)
+
+    summaries = values("21_summarize_from_feedback.jsonl", "jsonl")
+    assert {"info.post", "summaries.0.text", "summaries.1.policy", "choice"} <= set(summaries)
+    assert "summaries.0" not in summaries and summaries["choice"] == ["0", "1"]
+    arena = values("23_chatbot_arena.jsonl", "jsonl")
+    assert arena["winner"] == ["model_b", "model_a", "tie", "tie (bothbad)"]
+    assert "conversation_a.0.role" not in arena  # chat messages are offered whole
+    assert values("22_alpaca_eval_annotations.json", "json")["preference"] == ["1", "2", "1.5"]
+    parquet = field_values(io.BytesIO(as_parquet("20_pku_saferlhf.jsonl")), filename="p", fmt="parquet")
+    assert parquet["better_response_id"] == ["0", "1"] and "response_0_harm_category.Violence" in parquet
+    csv_values = field_values(io.BytesIO(b"q,a,b,pick\nQ,x,y,2\nR,x,y,1\n"), filename="c.csv", fmt="csv")
+    assert csv_values == {"q": ["q", "r"], "a": ["x"], "b": ["y"], "pick": ["2", "1"]}
+
+
+def test_problems_on_the_import_page_point_at_the_field_mapping_form():
+    row = {"history": [user("Hi")], "ref_A": "Hello", "ref_B": "Bye"}
+    [problem] = errors(read("h.jsonl", json.dumps(row).encode(), options=ImportOptions(form=True)))
+    assert problem.endswith("; map them in the Field mapping form") and "--map" not in problem
+    sides = {"chosen": [user("Hi"), assistant("A")], "rejected": [user("Ho"), assistant("B")]}
+    [problem] = errors(read("s.jsonl", json.dumps(sides).encode(), options=ImportOptions(form=True)))
+    assert problem.endswith("add a prompt field or map one in the Field mapping form")
 
 
 def test_the_readme_lists_every_layout_with_its_example():

@@ -316,3 +316,38 @@ def test_an_absurdly_long_file_extension_is_shortened_with_a_message(admin_clien
     assert len(batch.source_name) <= 120 and batch.source_name.startswith("pair")
     page = admin_client.get(response["Location"]).content.decode()
     assert "characters long; it is kept as “pair" in page
+
+
+def test_huge_numbers_and_deep_paths_in_a_label_are_record_errors_not_crashes(admin_client, project):
+    digits = "7" * 5000  # Python refuses to turn more than 4,300 digits into an int
+    rows = [
+        {"q": "Q1?", "a": "x", "b": "y", "pick": digits, "big": "1" * 100_000},
+        {"q": "Q2?", "a": "x", "b": "y", "pick": 1e400, "big": {"deep": [[[[["z"]]]]]}},
+        {"q": "Q3?", "a": "x", "b": "y", "pick": "b"},
+    ]
+    data = b"".join(json.dumps(row).replace("Infinity", "1e400").encode() + b"\n" for row in rows)
+    upload(admin_client, project, data, name="odd.jsonl")
+    batch = ImportBatch.objects.get()
+    url = f"/projects/{project.slug}/batches/{batch.uuid}/map/"
+    form = {"prompt": "q", "response_a": "a", "response_b": "b", "label": "pick", "label_values_for": "pick"}
+    assert admin_client.post(url, form).status_code == 302
+    page = admin_client.get(batch.get_absolute_url()).content.decode()
+    assert f"odd.jsonl, line 1, field pick: &#x27;{'7' * 40}&#x27; is not a label value" in page
+    assert "odd.jsonl, line 2, field pick: must be a number or a text such as model_a, got number" in page
+    batch.refresh_from_db()
+    summary = import_stream(batch=batch, stream=io.BytesIO(data))
+    assert (summary.records, summary.rejected, summary.imported) == (3, 2, 0) and Pair.objects.count() == 0
+    deep = {
+        "prompt": "q",
+        "response_a": "a",
+        "response_b": "b",
+        "id": ".".join(["big", "deep"] + ["0"] * 3000),
+    }
+    ImportBatch.objects.filter(pk=batch.pk).update(mapping=deep, state="running")
+    batch.refresh_from_db()
+    summary = import_stream(batch=batch, stream=io.BytesIO(data))  # a path deeper than the data: absent
+    assert (summary.imported, summary.error_count) == (3, 0)
+    assert Pair.objects.get(prompt="Q2?").metadata == {
+        "pick": None,
+        "big": {"deep": [[[[["z"]]]]]},
+    }  # JSON has no inf

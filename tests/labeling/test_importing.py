@@ -795,6 +795,45 @@ def test_parquet_oversized_row(tmp_path: Path) -> None:
     assert [r.line for r in pairs(items)] == [2]
 
 
+def test_a_mapping_that_names_a_missing_column_is_refused_for_the_whole_file(tmp_path: Path) -> None:
+    data = csv_bytes(["prompt", "response_a", "response_b"], ["q", "a", "b"])
+    with pytest.raises(ImportFormatError) as raised:
+        read(data, filename="data.csv", mapping={"label": "pick"})
+    assert str(raised.value) == (
+        "data.csv: label is mapped to pick, but the CSV header has no column pick; its columns are "
+        "[prompt, response_a, response_b]"
+    )
+    rows = [{"q": "Q?", "sides": [{"text": "x"}, {"text": "y"}]}]
+    with pytest.raises(
+        ImportFormatError, match="prompt is mapped to question, but the Parquet schema has no "
+    ):
+        read(parquet_bytes(rows, tmp_path), filename="d.parquet", mapping={"prompt": "question"})
+
+
+def test_csv_cells_of_mapped_columns_that_are_empty(tmp_path: Path) -> None:
+    data = csv_bytes(
+        ["q", "a", "b", "sys", "pick"], ["Q1", "x", "y", "", "b"], ["", "x", "y", "Be brief.", ""]
+    )
+    mapping = {"prompt": "q", "response_a": "a", "response_b": "b", "system": "sys", "label": "pick"}
+    items = read(data, filename="data.csv", mapping=mapping)
+    assert (items[0].prompt, items[0].original_label) == ("Q1", "b")  # a blank system is no system
+    assert problems(items) == [(3, "q", "must be a non-empty string")]  # a blank prompt is not a prompt
+
+
+def test_parquet_paths_reach_into_lists_of_structs(tmp_path: Path) -> None:
+    rows = [
+        {"info": {"post": "P1"}, "summaries": [{"text": "x", "policy": "m1"}, {"text": "y", "policy": "m2"}],
+         "choice": 1},
+    ]  # fmt: skip
+    mapping = {"prompt": "info.post", "response_a": "summaries.0.text", "response_b": "summaries[1].text",
+               "label": "choice", "label_values": {"0": "a", "1": "b"}}  # fmt: skip
+    [record] = read(parquet_bytes(rows, tmp_path), filename="d.parquet", mapping=mapping)
+    assert (record.unit, record.prompt, record.response_a, record.response_b) == ("row", "P1", "x", "y")
+    assert record.original_label == "b" and record.metadata == {
+        "summaries": [{"policy": "m1"}, {"policy": "m2"}]
+    }
+
+
 def test_unreadable_parquet_is_a_format_error(tmp_path: Path) -> None:
     with pytest.raises(ImportFormatError, match="bad.parquet: unreadable Parquet"):
         read(b"PAR1" + os.urandom(300) + b"PAR1", filename="bad.parquet")
@@ -1014,3 +1053,34 @@ def test_module_does_not_import_django() -> None:
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+PATHS = st.lists(
+    st.sampled_from(["prompt", "q", "a", "b", "0", "1", "text", "[0]", "[5]", "x.y", ""]),
+    min_size=1,
+    max_size=4,
+).map(lambda steps: ".".join(steps).replace(".[", "["))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(JSON_VALUES | RECORDS, max_size=4),
+    st.dictionaries(st.sampled_from(["prompt", "response_a", "response_b", "system", "label", "id"]), PATHS,
+                    max_size=4),
+    st.dictionaries(LEAVES.map(str), st.sampled_from(["a", "b", "tie"]), max_size=3),
+)  # fmt: skip
+def test_property_mapped_paths_never_crash(values: list[object], mapping: dict, label_values: dict) -> None:
+    if len(set(mapping.values())) < len(mapping) or "" in mapping.values():
+        return  # refused by check_mapping before any record is read
+    if label_values and "label" in mapping:
+        mapping = {**mapping, "label_values": {k: v for k, v in label_values.items() if k.strip()}}
+    data = b"\n".join(json.dumps(value).encode() for value in values)
+    try:
+        items = list(iter_records(io.BytesIO(data), filename="fuzz.jsonl", fmt="jsonl", mapping=mapping))
+    except ImportFormatError:
+        assert not values
+        return
+    assert all(isinstance(item, PairRecord | RecordError) for item in items)
+    assert {item.line for item in items} == set(range(1, len(values) + 1))
+    for record in pairs(items):
+        assert record.original_label in (None, "a", "b", "t")

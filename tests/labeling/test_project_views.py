@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from django.test import Client
 from rq import SimpleWorker
 from rq.job import Job
 
+from labeling.display import markdown_html
 from labeling.models import ImportBatch, Judgment, Membership, Pair, Project
 from tests.conftest import worker_for
 
@@ -97,6 +99,51 @@ def test_rubric_preview_is_an_htmx_fragment_and_sanitized(admin_client):
     body = response.content.decode().strip()
     assert body.startswith('<div id="rubric-preview"') and "<html" not in body
     assert "<strong>bold</strong>" in body and "<script>" not in body and 'href="javascript' not in body
+
+
+# As a browser sends a textarea: CRLF line ends; the first line indented (a code block if not stripped).
+RICH_RUBRIC = (
+    "   Prefer the **correct** answer: $e^{i\\pi} = -1$.\r\n\r\n$$\\int_0^1 x\\,dx = \\tfrac12$$\r\n\r\n"
+    "| a | b |\r\n|:-:|--:|\r\n| 1 | 2 |\r\n\r\n```python\r\nprint('hi')\r\n```\r\n"
+)
+MATH_ASSETS = ("vendor/katex/katex.min.css", "vendor/katex/katex.min.js", "js/math.js", "css/pygments.css")
+
+
+def test_rubric_preview_renders_exactly_as_the_workbench_shows_the_saved_rubric(
+    admin_client, project, annotator
+):
+    """The preview is the workbench's rubric: the same sanitized HTML of the rubric as saving the form
+    stores it, in the same frame, with the same KaTeX and code styles on the page."""
+    preview = admin_client.post("/projects/rubric-preview/", {"rubric": RICH_RUBRIC}, HTTP_HX_REQUEST="true")
+    edit_form = {
+        "name": project.name, "slug": project.slug, "description": "", "rubric": RICH_RUBRIC,
+        "overlap": 3, "lease_minutes": 30, "gold_rate": 0,
+    }  # fmt: skip
+    assert admin_client.post(f"/projects/{project.slug}/edit/", edit_form).status_code == 302
+    project.refresh_from_db()
+    html = markdown_html(project.rubric)
+    parts = ('class="math-inline"', 'class="math-display"', "<table", '<code class="language-python"><span')
+    assert all(part in html for part in parts)
+    assert "<pre><code>Prefer" not in html  # saving strips the indent: no code block
+    client = Client()
+    client.force_login(annotator)
+    workbench = client.get(f"/projects/{project.slug}/label/").content.decode()
+    assert f'<div class="rendered" hx-disable>{html}</div>' in workbench
+    assert (
+        preview.content.decode().strip()
+        == f'<div id="rubric-preview" class="rendered" hx-disable>{html}</div>'
+    )
+    edit_page = admin_client.get(f"/projects/{project.slug}/edit/").content.decode()
+    assert f'<div id="rubric-preview" class="rendered" hx-disable>{html}</div>' in edit_page
+    frame = re.compile(
+        r'<aside class="wb-rubric[^"]*"[^>]*>\s*<details open>\s*<summary>Rubric</summary>\s*'
+        r'<div[^>]*class="rendered"'
+    )
+    assert frame.search(workbench) and frame.search(edit_page)
+    for asset in MATH_ASSETS:
+        assert f"/static/{asset}" in workbench and f"/static/{asset}" in edit_page, asset
+    new_page = admin_client.get("/projects/new/").content.decode()
+    assert all(f"/static/{asset}" in new_page for asset in MATH_ASSETS)
 
 
 def test_archive_and_restore(admin_client, project, annotator):

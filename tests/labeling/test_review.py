@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import random
 import re
 from typing import Any
 
@@ -17,9 +18,10 @@ from django.urls import reverse
 from labeling import agreement, review, review_stats
 from labeling.assignment import claim_next_pair
 from labeling.consensus import ConsensusRules
-from labeling.models import Adjudication, Judgment, Membership, Pair
+from labeling.judging import Verdict, submit_judgment
+from labeling.models import Adjudication, Assignment, Judgment, Membership, Pair
 from labeling.snapshots import export_preview
-from labeling.templatetags.prefstudio_review import number, percent
+from labeling.templatetags.prefstudio_review import estimate, interval, number, percent, percent_interval
 from tests.labeling.boards import LAYOUT, Board, build_pairs, make_board, raters, vote
 from tests.labeling.xss import PAYLOADS, unsafe_markup
 
@@ -96,6 +98,7 @@ def review_urls(board: Board) -> list[tuple[str, str]]:
         ("post", board.url("pair-adjudicate", pair)),
         ("post", board.url("pair-send-back", pair)),
         ("post", board.url("member-exclude", member)),
+        ("post", board.url("pairs-requeue")),
     ]
 
 
@@ -130,8 +133,8 @@ def test_dashboard_numbers_equal_the_pure_statistics(board, lead_client):
     assert shown["Judgments"] == "28"
     assert shown["Active annotators"] == "4"
     assert shown["Krippendorff's α (nominal)"] == number(h["alpha"]["value"])
-    assert shown["Fleiss' κ"] == number(h["fleiss_kappa"])
-    assert shown["Percent agreement"] == percent(h["percent_agreement"])
+    assert shown["Fleiss' κ"] == number(h["fleiss_kappa"]["value"])
+    assert shown["Percent agreement"] == percent(h["percent_agreement"]["value"])
     # And the pure functions on the same (non-gold) judgments, straight from the layout.
     triples = [
         (pair.pk, board.raters[j].pk, choice)
@@ -140,14 +143,45 @@ def test_dashboard_numbers_equal_the_pure_statistics(board, lead_client):
         for j, choice in votes.items()
     ]
     assert h["alpha"]["value"] == pytest.approx(agreement.krippendorff_alpha(triples), abs=1e-9)
-    assert h["percent_agreement"] == pytest.approx(agreement.percent_agreement(triples), abs=1e-9)
-    assert h["fleiss_kappa"] == pytest.approx(agreement.fleiss_kappa(triples), abs=1e-9)
+    assert h["percent_agreement"]["value"] == pytest.approx(agreement.percent_agreement(triples), abs=1e-9)
+    assert h["fleiss_kappa"]["value"] == pytest.approx(agreement.fleiss_kappa(triples), abs=1e-9)
     # The annotator table: one row per annotator with their count and agreement.
     rows = {row[0]: row for row in annotator_rows(body)}
     for stat in expected_report(board)["annotators"]:
         name = next(u.username for u in board.raters if u.pk == stat["rater"])
         assert rows[name][1] == str(stat["judgments"])
         assert rows[name][3] == percent(stat["agreement"])
+
+
+def intervals(body: str) -> dict[str, str]:
+    """The headline's intervals as shown: <dt> text -> the text of the <dd>'s interval span."""
+    found = re.findall(r'<div><dt>([^<]*)</dt><dd>[^<]*<span class="interval">([^<]*)</span>', body)
+    return {html.unescape(dt).strip(): html.unescape(span).strip() for dt, span in found}
+
+
+def test_fleiss_kappa_and_percent_agreement_show_their_intervals(board, lead_client):
+    body = fragment(lead_client.get(board.url("review-dashboard")))
+    h = review.review_report(board.project)["headline"]["without_excluded"]
+    for name in ("alpha", "fleiss_kappa", "percent_agreement"):
+        assert h[name]["low"] is not None and h[name]["low"] <= h[name]["value"] <= h[name]["high"], name
+    shown = intervals(body)
+    assert shown["Krippendorff's α (nominal)"] == interval(h["alpha"])
+    assert shown["Fleiss' κ"] == interval(h["fleiss_kappa"]) != ""
+    assert shown["Percent agreement"] == percent_interval(h["percent_agreement"])
+    assert re.fullmatch(r"\[\d+%, \d+%\]", shown["Percent agreement"])
+    # The pure bootstraps on the same counted votes (non-gold pairs), with the report's resamples.
+    counts = {}
+    for pair, (_, gold, votes) in zip(board.pairs, LAYOUT, strict=True):
+        if not gold and votes:
+            counts[pair.pk] = [list(votes.values()).count(c) for c in review_stats.CHOICES]
+    boot = {"n": review.BOOTSTRAP_SAMPLES, "seed": 0}
+    matrix = list(counts.values())
+    assert (h["fleiss_kappa"]["low"], h["fleiss_kappa"]["high"]) == agreement.bootstrap_fleiss_kappa(
+        matrix, **boot
+    )
+    assert (h["percent_agreement"]["low"], h["percent_agreement"]["high"]) == (
+        agreement.bootstrap_percent_agreement(matrix, **boot)
+    )
 
 
 def test_the_refresh_returns_only_the_numbers(board, lead_client):
@@ -181,6 +215,107 @@ def test_the_annotator_table_sorts_by_a_column(board, lead_client):
     assert names_in_table(fragment(lead_client.get(url + "?sort=nonsense", **HX))) == ["a0", "a1", "a2", "a3"]
 
 
+# The kappa heatmap and the time per judgment
+
+
+def heatmap_svg(body: str) -> str:
+    found = re.search(
+        r"<svg[^>]*aria-label=\"Pairwise Cohen's kappa between annotators\".*?</svg>", body, re.S
+    )
+    assert found, "no kappa heatmap"
+    return found.group(0)
+
+
+def cell_titles(svg: str) -> dict[str, str]:
+    """Each cell's title -> the text written in it."""
+    cells = re.findall(r"<g><title>(.*?)</title>.*?<text[^>]*>(.*?)</text>", svg, re.S)
+    return {html.unescape(title): html.unescape(text) for title, text in cells}
+
+
+def test_an_undefined_kappa_says_why(project, lead, make_user, lead_client):
+    """a0 and a1 share six pairs and both always chose A: no variation, so no kappa; a3 shares one."""
+    users = raters(make_user, project, 4)
+    layout = [
+        (f"Q{i}", "", {0: "a", 1: "a", 2: "ab"[i % 2], **({3: "b"} if i == 0 else {})}) for i in range(6)
+    ]
+    build_pairs(project, layout, users)
+    body = fragment(lead_client.get(reverse("labeling:review-dashboard", args=[project.slug])))
+    cells = cell_titles(heatmap_svg(body))
+    assert cells["a0 × a1: undefined: no variation (both chose one label on all 6 shared pairs)"] == "n/v"
+    assert cells["a1 × a0: undefined: no variation (both chose one label on all 6 shared pairs)"] == "n/v"
+    assert cells[f"a0 × a3: too few shared pairs (1 of the {review.MIN_SHARED} needed)"] == "–"
+    assert cells["a0 × a2: 0.000"] == "0.00"  # one without variation beside one with: kappa is 0
+    assert cells["a2 × a2: the same annotator"] == ""
+    assert "n/v: undefined, no variation" in body and f"fewer than {review.MIN_SHARED}" in body
+    kappa = review.review_report(project)["cohen_kappa"]
+    assert kappa["undefined"][0][1] == "no_variation" and kappa["undefined"][0][3] == "too_few_shared"
+
+
+def crowd(project, make_user, *, annotators: int, pairs: int, seed: int = 0) -> list[Any]:
+    """`annotators` annotators who each judged the same `pairs` pairs, right 80% of the time."""
+    rng = random.Random(seed)
+    users = raters(make_user, project, annotators)
+    truth = [rng.choice("ab") for _ in range(pairs)]
+    layout = [
+        (
+            f"Q{i}",
+            "",
+            {j: truth[i] if rng.random() < 0.8 else rng.choice(["a", "b", "tie"]) for j in range(annotators)},
+        )
+        for i in range(pairs)
+    ]
+    build_pairs(project, layout, users)
+    return users
+
+
+def test_the_heatmap_of_30_annotators_fits_the_page_with_readable_cells(
+    project, lead, make_user, lead_client
+):
+    crowd(project, make_user, annotators=30, pairs=6)
+    body = fragment(lead_client.get(reverse("labeling:review-dashboard", args=[project.slug])))
+    svg = heatmap_svg(body)
+    width = float(re.search(r'width="([\d.]+)"', svg).group(1))
+    sizes = {float(w) for w in re.findall(r'<rect [^>]*width="([\d.]+)"', svg)}
+    assert len(re.findall(r"<rect ", svg)) == 30 * 30
+    # Cells of 31 px with 10 px numbers, the whole matrix within the page (72rem less its padding).
+    assert sizes == {31.0} and width <= 1100
+    assert '<div class="chart-row stacked">' in body  # a whole row, not half of one
+    assert all(f">a{i}</text>" in svg for i in range(30))
+    # Every other cell shows its kappa, or says why it has none.
+    matrix = review.review_report(project)["cohen_kappa"]["matrix"]
+    defined = sum(value is not None for i, row in enumerate(matrix) for j, value in enumerate(row) if i != j)
+    texts = list(cell_titles(svg).values())
+    assert sum(1 for text in texts if re.fullmatch(r"-?\d\.\d\d", text)) == defined > 800
+    assert texts.count("n/v") == 30 * 29 - defined
+
+
+def test_a_few_annotators_keep_the_heatmap_beside_the_chart(board, lead_client):
+    body = fragment(lead_client.get(board.url("review-dashboard")))
+    assert '<div class="chart-row">' in body
+    assert float(re.search(r'width="([\d.]+)"', heatmap_svg(body)).group(1)) <= 520
+    assert cell_titles(heatmap_svg(body))[
+        f"a0 × a3: too few shared pairs (2 of the {review.MIN_SHARED} needed)"
+    ]
+
+
+def test_median_seconds_and_the_pair_page_show_the_same_wall_time(board, lead_client):
+    """The workbench stores wall time (lease to verdict, server clock) and active time (browser): the
+    dashboard's median and the pair page both show wall time, and say so."""
+    Judgment.objects.update(active_seconds=2.0)  # an active time unlike every wall time
+    Judgment.objects.filter(annotator=board.raters[1], pair=board.pairs[0]).update(seconds_spent=95.4)
+    url = board.url("review-dashboard")
+    body = fragment(lead_client.get(url + "?refresh=1"))
+    assert ">Median wall s</a></th>" in body and "by the server's clock, pauses included" in body
+    rows = {row[0]: row for row in annotator_rows(body)}
+    # a1's wall times: 95.4 on pair 0 and 11 on seven others.
+    assert (rows["a0"][2], rows["a1"][2], rows["a2"][2], rows["a3"][2]) == ("10", "11", "12", "13")
+    page = fragment(lead_client.get(board.url("pair-adjudicate", board.pairs[0].pk)))
+    assert '<th class="num">Wall s</th>' in page and "by the server's clock, pauses included" in page
+    votes = re.search(r'<table class="list" id="votes">(.*?)</table>', page, re.S).group(1)
+    seconds = re.findall(r'<td class="num">([^<]*)</td>', votes)
+    assert seconds == ["10", "95", "12"] and "2" not in seconds
+
+
 # Leaving an annotator out of consensus
 
 
@@ -201,7 +336,7 @@ def test_exclude_and_include_again(board, lead_client):
     assert shown["Krippendorff's α (nominal)"] != before["Krippendorff's α (nominal)"]
     assert "1 annotator excluded" in body
     # The old numbers, with the excluded annotator, are still shown beside them.
-    assert f"Fleiss' κ {number(everyone['fleiss_kappa'])}" in body
+    assert f"Fleiss' κ {number(everyone['fleiss_kappa']['value'])}" in body
     assert f"over {everyone['judgments']} judgments" in body and everyone["judgments"] == 28
     assert "Include again" in body
 
@@ -348,6 +483,101 @@ def test_send_back_makes_a_complete_pair_claimable_again(board, lead_client, mak
     )
 
 
+def test_send_back_on_a_pair_everyone_has_seen_says_no_one_is_left(board, lead_client, make_user):
+    pair9, pair0 = board.pairs[9], board.pairs[0]  # judged by all four annotators; by a0-a2
+    page = fragment(lead_client.get(board.url("pair-adjudicate", pair0.pk)))
+    assert "1 annotator has not seen it yet" in page and "no-one-left" not in page
+    # Seen counts a skip or a lease too, and annotators who are inactive or excluded judge nothing.
+    Membership.objects.filter(user=board.raters[3]).update(excluded=True)
+    assert review.annotators_left(pair0) == 0
+    Membership.objects.filter(user=board.raters[3]).update(excluded=False, active=False)
+    assert review.annotators_left(pair0) == 0
+    Membership.objects.filter(user=board.raters[3]).update(active=True)
+    Assignment.objects.filter(pair=pair0, annotator=board.raters[0]).update(state="skipped")
+    Judgment.objects.filter(pair=pair0, annotator=board.raters[0]).delete()
+    assert review.annotators_left(pair0) == 1  # a3; a0 skipped it and is never handed it again
+
+    page = fragment(lead_client.get(board.url("pair-adjudicate", pair9.pk)))
+    invite = reverse("labeling:project-detail", args=[board.project.slug]) + "#invitations"
+    assert 'id="no-one-left"' in page and "No one is left to judge this pair" in page
+    assert f'<a href="{invite}">Invite more annotators</a>' in page
+    body = fragment(lead_client.post(board.url("pair-send-back", pair9.pk), follow=True))
+    assert 'class="msg warning"' in body
+    # Pair 9 already has 4 judgments (k = 3): one more is its fifth.
+    assert "now wants 5 judgments, but no one is left to judge it" in body
+    assert Pair.objects.get(pk=pair9.pk).extra_wanted == 2  # it waits for a new annotator
+    assert 'id="invitations"' in fragment(lead_client.get(invite))  # the link leads to the invitations
+    # Whoever joins gets it first.
+    newcomer = make_user("newcomer", "annotator")
+    Membership.objects.create(project=board.project, user=newcomer)
+    page = fragment(lead_client.get(board.url("pair-adjudicate", pair9.pk)))
+    assert "1 annotator has not seen it yet" in page
+    assert claim_next_pair(board.project, newcomer).pair == pair9
+    assert review.annotators_left(pair9) == 0
+
+
+def test_excluding_an_annotator_offers_to_requeue_the_pairs_left_under_k(board, lead_client, make_user):
+    """a3 judged pairs 1 and 9. Without a3, pair 1 has 2 counted judgments of k = 3 and no slot left;
+    pair 9 still has 3. One click re-queues pair 1, which then wants one more judgment."""
+    url = board.url("review-dashboard")
+    assert "Re-queue" not in fragment(lead_client.get(url))
+    body = fragment(
+        lead_client.post(board.url("member-exclude", board.membership(3).pk), {"excluded": "1"}, **HX)
+    )
+    assert 'id="requeue"' in body and "keeps <strong>1 pair</strong> under k = 3" in body
+    assert '<button type="submit">Re-queue 1 pair</button>' in body
+    assert list(review.pairs_left_under_k(board.project)) == [board.pairs[1]]
+
+    body = fragment(lead_client.post(board.url("pairs-requeue"), **HX)).strip()
+    assert body.startswith('<div id="review-numbers">')
+    assert "1 pair re-queued: it goes first to annotators who have not seen it, until 3 of its" in body
+    assert 'id="requeue"' not in body
+    assert Pair.objects.get(pk=board.pairs[1].pk).extra_wanted == 1
+    assert Pair.objects.get(pk=board.pairs[9].pk).extra_wanted == 0
+    assert review.pairs_requeue(project=board.project) == 0  # nothing more to re-queue
+
+    # It is handed out first, as a sent-back pair is, and its next judgment makes it complete.
+    newcomer = make_user("newcomer", "annotator")
+    Membership.objects.create(project=board.project, user=newcomer)
+    lease = claim_next_pair(board.project, newcomer)
+    assert lease.pair == board.pairs[1]
+    verdict = Verdict(choice="left" if lease.a_on_left else "right")  # A
+    submit_judgment(assignment_id=lease.pk, annotator=newcomer, project=board.project, verdict=verdict)
+    pair = review.review_report(board.project)
+    assert not review.pairs_left_under_k(board.project).exists()
+    assert review.vote_counts(review.pair_votes(board.project, board.pairs[1]))["a"] == 3
+    assert pair["headline"]["without_excluded"]["complete_pairs"] == 7  # 0-4, 7 and 9, as before a3 left
+
+
+def test_requeue_without_htmx_and_what_it_leaves_alone(board, lead_client):
+    response = lead_client.post(board.url("member-exclude", board.membership(0).pk), {"excluded": "1"})
+    page = fragment(lead_client.get(response["Location"]))
+    # a0 judged pairs 0-5 and 7-9 (6 is gold): without a0, pairs 0-4 and 7 keep 2 of 3, 5 and 8 fewer,
+    # and pair 9 keeps 3.
+    assert "a0&#x27;s judgments are left out of agreement and consensus. 8 pairs now stay under k" in page
+    assert "Re-queue 8 pairs" in page
+    gold = board.pairs[6]
+    response = lead_client.post(board.url("pairs-requeue"))
+    assert response.status_code == 302 and response["Location"].endswith("#headline")
+    assert "8 pairs re-queued: they go first" in fragment(lead_client.get(response["Location"]))
+    wanted = dict(Pair.objects.filter(project=board.project).values_list("pk", "extra_wanted"))
+    assert [wanted[p.pk] for p in board.pairs] == [1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0]
+    assert wanted[gold.pk] == 0  # gold pairs are not capped by k
+    assert lead_client.post(board.url("review-dashboard")).status_code == 405  # the dashboard only shows
+
+
+def test_requeue_is_refused_to_annotators_and_foreign_leads(board, annotator, make_user, other_project):
+    review.membership_set_excluded(membership=board.membership(3), excluded=True)
+    stranger = make_user("otto", "lead")
+    Membership.objects.create(project=other_project, user=stranger, role=Membership.Role.LEAD)
+    for user, status in ((annotator, 403), (stranger, 404)):
+        client = Client()
+        client.force_login(user)
+        assert client.post(board.url("pairs-requeue")).status_code == status
+    assert Pair.objects.get(pk=board.pairs[1].pk).extra_wanted == 0
+    assert review.pairs_left_under_k(board.project).count() == 1
+
+
 # The disagreement queue, audit and leaderboard
 
 
@@ -429,10 +659,11 @@ def test_agreement_report_prints_the_numbers(board):
     out = io.StringIO()
     call_command("agreement_report", board.project.slug, stdout=out)
     text = out.getvalue()
-    h = expected_report(board)["headline"]["without_excluded"]
+    h = review.review_report(board.project)["headline"]["without_excluded"]
     assert "28 judgments on 9 pairs, 7 complete (k = 3), 4 annotators" in text
-    assert f"Krippendorff's alpha (nominal): {number(h['alpha']['value'])}" in text
-    assert f"Fleiss' kappa: {number(h['fleiss_kappa'])}" in text
+    assert f"Krippendorff's alpha (nominal): {estimate(h['alpha'])}\n" in text
+    assert f"Fleiss' kappa: {estimate(h['fleiss_kappa'])}\n" in text and h["fleiss_kappa"]["low"] is not None
+    assert f"percent agreement: {estimate(h['percent_agreement'])}\n" in text
     assert "Split pairs: 4" in text
     assert all(f"\n{u.username} " in text for u in board.raters)
 

@@ -5,8 +5,10 @@ through the importer, and the Dawid–Skene rule."""
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
+import re
 import stat
 from dataclasses import asdict
 from pathlib import Path
@@ -87,11 +89,12 @@ def files_of(snapshot: ExportSnapshot) -> dict[str, Path]:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A file's rows; Parquet's JSON columns (meta.criteria, meta.metadata) decoded, as `datasets` does."""
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
-    import pyarrow.parquet as pq
+    from tests.labeling.test_exporting import read_parquet
 
-    return pq.read_table(path).to_pylist()
+    return read_parquet(path)
 
 
 def create(client: Client, board: Board, **values: Any) -> ExportSnapshot:
@@ -164,7 +167,10 @@ def test_the_preview_updates_in_place(board, lead_client):
     response = lead_client.post(board.url("export-create"), form_data(board.project, min_share=7), **HX)
     assert response.status_code == 200 and "Fix the rules" in response.content.decode()
     response = lead_client.post(board.url("export-create"), form_data(board.project, min_share=7))
-    assert response.status_code == 400 and "Minimum share: Ensure this value" in response.content.decode()
+    assert response.status_code == 400
+    assert (
+        "Minimum share: 7 is outside 0 to 1: write a share such as 2/3 or 0.667" in response.content.decode()
+    )
     page = lead_client.post(
         board.url("export-create"), form_data(board.project, action="preview")
     ).content.decode()
@@ -218,7 +224,8 @@ def test_a_snapshot_writes_its_files_and_records_what_they_hold(board, lead_clie
     assert snapshot.get_absolute_url() in lead_client.get(board.url("export")).content.decode()
 
 
-def test_rows_carry_the_votes_models_and_criteria(project, lead, make_user):
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_rows_carry_the_votes_models_and_criteria(project, lead, make_user, fmt):
     project.criteria = [{"name": "Tone", "question": "Which is kinder?"}, {"name": "a__b", "question": "?"}]
     project.save()
     users = raters(make_user, project, 3)
@@ -227,18 +234,25 @@ def test_rows_carry_the_votes_models_and_criteria(project, lead, make_user):
     Judgment.objects.filter(annotator__in=users[:2]).update(criteria={"Tone": "b", "a__b": "tie"})
     Judgment.objects.filter(annotator=users[2]).update(criteria={"Tone": "a"})
     snapshot = snapshot_start(
-        project=project, user=lead, rules=rules_for(project), shape="standard", fmt="parquet", eval_fraction=0
+        project=project, user=lead, rules=rules_for(project), shape="standard", fmt=fmt, eval_fraction=0
     )
     (row,) = read_rows(files_of(snapshot)["train"])
+    assert list(row) == ["id", "prompt", "chosen", "rejected", "meta"]
     assert (row["prompt"], row["chosen"], row["rejected"]) == ("Q", "A longer answer B0", "Answer A0")
     meta = row["meta"]
     assert meta["models"] == {"chosen": "m-b", "rejected": "m-a"}
     assert meta["votes"] == {"a": 1, "b": 2, "tie": 0, "both_bad": 0} and meta["label"] == "b"
     assert meta["share"] == pytest.approx(2 / 3) and meta["adjudicated"] is False
-    assert json.loads(meta["criteria"]) == {
+    assert meta["criteria"] == {
         "Tone": {"a": 1, "b": 2, "tie": 0}, "a__b": {"a": 0, "b": 0, "tie": 2},
     }  # fmt: skip
-    assert json.loads(meta["metadata"]) == {"source": "arena", "n": 2}
+    assert meta["metadata"] == {"source": "arena", "n": 2}
+    if fmt == "jsonl":  # objects in the line, never JSON text in a string
+        line = files_of(snapshot)["train"].read_text()
+        assert '"criteria":{"Tone":{' in line and '"metadata":{' in line and '\\"' not in line
+    # The preview shows the same row, criteria counts included.
+    [sample] = export_preview(project, rules=rules_for(project), shape="standard", fmt=fmt).samples
+    assert sample == row
 
 
 def test_a_snapshot_is_never_rewritten(board, lead_client):
@@ -381,7 +395,7 @@ def test_files_load_with_datasets_and_pass_trls_checks(board, lead_client, fmt, 
         data = datasets.load_dataset(
             loader, data_files={"train": str(files_of(snapshot)["train"])}, cache_dir=str(tmp_path / "hf")
         )["train"]
-        assert data.column_names == [*TRL_COLUMNS[shape], "id", "meta"]
+        assert data.column_names == ["id", *TRL_COLUMNS[shape], "meta"]
         assert data.num_rows == snapshot.train_rows
         conversational = shape != "standard"
         for row in data:
@@ -433,8 +447,10 @@ def test_export_pairs_refuses_bad_input(board, tmp_path):
         call_command("export_pairs", "nope", *out)
     with pytest.raises(CommandError, match="--eval-fraction"):
         call_command("export_pairs", "alpha", *out, "--eval-fraction", "1.5")
-    with pytest.raises(CommandError, match="Invalid rule: min_share"):
+    with pytest.raises(CommandError, match="Invalid rule: min_share: 2 is outside 0 to 1"):
         call_command("export_pairs", "alpha", *out, "--min-share", "2")
+    with pytest.raises(CommandError, match="Invalid rule: min_share: 'two thirds' is not a share"):
+        call_command("export_pairs", "alpha", *out, "--min-share", "two thirds")
     assert not ExportSnapshot.objects.exists()
 
 
@@ -461,6 +477,233 @@ def test_an_export_reimported_gives_the_same_pairs(board, lead_client):
         row = next(r for r in exported if r["prompt"] == pair.prompt)
         chosen = pair.response_a if pair.original_label == "a" else pair.response_b
         assert (pair.external_id, chosen) == (row["id"], row["chosen"])
+
+
+def reimport(path: Path, fmt: str) -> tuple[Project, Any]:
+    """The file imported into a new project through the importer people use."""
+    again = Project.objects.create(slug=f"again-{fmt}", name="Again")
+    batch = ImportBatch.objects.create(project=again, source_name=path.name, size_bytes=path.stat().st_size)
+    with path.open("rb") as stream:
+        return again, import_stream(batch=batch, stream=stream, fmt=fmt)
+
+
+def chosen_by_hash(pairs, side_of) -> dict[str, str]:
+    """content hash -> the preferred response (as compared), for pairs and which side each prefers."""
+    from labeling.conversations import content_hash, response_key
+
+    return {
+        content_hash(p.prompt, p.response_a, p.response_b): response_key(
+            p.response_a if side_of(p) == "a" else p.response_b
+        )
+        for p in pairs
+    }
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_hosted_shape_previews_exports_and_imports_back_as_the_same_pairs(board, lead_client, fmt):
+    from training.services import TRAINABLE_SHAPES
+
+    hosted = ExportSnapshot.Shape.OPENAI_PREFERENCE
+    assert hosted == exporting.HOSTED and hosted not in TRAINABLE_SHAPES  # for hosted services, not ours
+    response = lead_client.post(board.url("export-create"), form_data(board.project, shape=hosted), **HX)
+    body = response.content.decode().strip()
+    assert response.status_code == 200 and body.startswith('<section id="export-preview"')
+    assert "<dt>Kept</dt><dd>4</dd>" in body  # the chat pair too: its messages go in whole
+    assert "hosted services take these three keys only" in body
+    shown = [
+        json.loads(html.unescape(text))
+        for text in re.findall(r'<pre class="sample-row"[^>]*>(.*?)</pre>', body, re.S)
+    ]
+    assert [list(row) for row in shown] == [["input", "preferred_output", "non_preferred_output"]] * 4
+
+    snapshot = create(lead_client, board, shape=hosted, format=fmt, eval_fraction=0)
+    assert (snapshot.state, snapshot.kept, snapshot.train_rows) == ("done", 4, 4), snapshot.message
+    (path,) = files_of(snapshot).values()
+    rows = read_rows(path)
+    assert rows == shown and all(
+        list(row) == ["input", "preferred_output", "non_preferred_output"] for row in rows
+    )
+    page = lead_client.get(snapshot.get_absolute_url()).content.decode()
+    assert "Hosted preference fine-tuning" in page and "Pair metadata in meta" not in page
+
+    again, summary = reimport(path, fmt)
+    assert (summary.imported, summary.rejected) == (4, 0)
+    kept = [board.pairs[i] for i in (0, 1, 6, 7)]
+    by_votes = {0: "a", 1: "a", 6: "a", 7: "b"}
+    expected = chosen_by_hash(kept, lambda p: by_votes[board.pairs.index(p)])
+    assert chosen_by_hash(again.pairs.all(), lambda p: p.original_label) == expected
+
+
+def test_the_preview_shows_rows_as_json_in_file_order_with_chips_and_reasons_in_words(board, lead_client):
+    data = form_data(board.project, shape="unpaired", keep_both_bad="on")
+    response = lead_client.post(board.url("export-create"), data, **HX)
+    body = response.content.decode().strip()
+    assert response.status_code == 200 and body.startswith('<section id="export-preview"')
+    preview = export_preview(
+        board.project, rules=rules_for(board.project, drop_both_bad=False), shape="unpaired"
+    )
+    texts = [html.unescape(t) for t in re.findall(r'<pre class="sample-row"[^>]*>(.*?)</pre>', body, re.S)]
+    assert [json.loads(text) for text in texts] == preview.samples and len(texts) == 5
+    for text in texts:
+        assert list(json.loads(text)) == ["id", "prompt", "completion", "label", "meta"]
+        assert text.splitlines()[1].startswith('  "id": ')  # one key a line, in the file's order
+    assert "{'" not in html.unescape(body)  # no Python dicts
+    # Vote chips in words, above each row: pairs 0 and 1 give two rows each, then both-bad pair 4.
+    chips = re.findall(r'<span class="badge choice-[a-z_]+">([^<]*)</span>', body)
+    assert chips.count("Both bad 3") == 1 and "A is better 3" in chips and "B is better 1" in chips
+    assert all(re.fullmatch(r"(A is better|B is better|Tie|Both bad) \d+", chip) for chip in chips)
+    # Drop reasons in words, never their codes.
+    assert "Fewer judgments than the minimum" in body and "Judged a tie" in body
+    assert not [code for code in consensus.REASONS if f">{code}<" in body or f">{code} " in body]
+
+
+def test_the_preview_escapes_what_the_rows_hold(board, lead_client):
+    payload = '</pre><script>alert(1)</script><img src=x onerror="alert(2)">'
+    Pair.objects.filter(pk=board.pairs[0].pk).update(prompt=payload, metadata={"note": payload})
+    body = lead_client.post(board.url("export-create"), form_data(board.project), **HX).content.decode()
+    assert "<script>" not in body and "<img" not in body and "&lt;script&gt;alert(1)" in body
+    [first, *_] = re.findall(r'<pre class="sample-row"[^>]*>(.*?)</pre>', body, re.S)
+    row = json.loads(html.unescape(first))
+    assert row["prompt"] == payload and row["meta"]["metadata"] == {"note": payload}
+
+
+def test_min_share_is_shown_as_written_and_reasons_in_words_on_the_snapshot(board, lead_client):
+    page = lead_client.get(board.url("export")).content.decode()
+    assert re.search(r'<input[^>]*name="min_share"[^>]*value="2/3"', page)
+    written = lead_client.post(
+        board.url("export-create"), form_data(board.project, min_share="0.667", action="preview")
+    )
+    assert re.search(r'<input[^>]*name="min_share"[^>]*value="0.667"', written.content.decode())
+
+    default = create(lead_client, board)
+    strict = create(lead_client, board, min_share="0.667")  # above 2/3: pairs won 2 to 1 are dropped
+    assert (default.min_share_text, default.rules["min_share"], default.kept) == ("2/3", 2 / 3, 3)
+    assert (strict.min_share_text, strict.rules["min_share"], strict.kept) == ("0.667", 0.667, 1)
+    for snapshot, shown in ((default, "2/3"), (strict, "0.667")):
+        page = lead_client.get(snapshot.get_absolute_url()).content.decode()
+        assert f"<dt>Minimum share</dt><dd>{shown}</dd>" in page
+        assert (
+            "<dt>Ties</dt><dd>dropped</dd>" in page
+            and "<dt>Pair metadata in meta</dt><dd>included</dd>" in page
+        )
+        assert (
+            "Split vote: no label reaches the minimum share" in page
+            and "Fewer judgments than the minimum" in page
+        )
+        assert "<code>split</code>" not in page and "too_few_votes<" not in page and "drop_ties" not in page
+
+
+def test_pair_metadata_goes_into_meta_only_when_the_export_says_so_and_the_preview_sizes_the_rows(
+    project, lead, lead_client, make_user
+):
+    users = raters(make_user, project, 3)
+    layout = [(f"Question {i}?", "", {0: "a", 1: "a", 2: "b"}) for i in range(6)]
+    pairs = build_pairs(project, layout, users)
+    tokens = list(range(2000))  # token ids, as some datasets carry: about 10 KB of JSON
+    Pair.objects.filter(pk=pairs[2].pk).update(metadata={"input_ids": tokens})
+    Pair.objects.filter(pk__in=[p.pk for p in pairs[3:]]).update(metadata={"source": "arena"})
+    board = Board(project, pairs, users, lead)
+
+    with_metadata = create(lead_client, board, eval_fraction=0)
+    without = create(lead_client, board, eval_fraction=0, include_metadata=None)  # the box unticked
+    assert (with_metadata.include_metadata, without.include_metadata) == (True, False)
+    (path,) = files_of(with_metadata).values()
+    rows = read_rows(path)
+    assert rows[2]["meta"]["metadata"] == {"input_ids": tokens} and rows[3]["meta"]["metadata"] == {
+        "source": "arena"
+    }
+    assert '"metadata":{"input_ids": [0, 1, 2' in path.read_text()  # an object, not JSON text in a string
+    assert all("metadata" not in row["meta"] for row in read_rows(files_of(without)["train"]))
+    page = lead_client.get(without.get_absolute_url()).content.decode()
+    assert "<dt>Pair metadata in meta</dt><dd>left out</dd>" in page
+
+    # The preview's sizes against the rows as written: the mean and the largest, within a few percent.
+    preview = export_preview(project, rules=rules_for(project), shape="standard")
+    lines = [len(line) + 1 for line in path.read_bytes().splitlines()]
+    assert preview.row_sizes.mean == pytest.approx(sum(lines) / len(lines), rel=0.05)
+    assert preview.row_sizes.largest == pytest.approx(max(lines), rel=0.05) and max(lines) > 8000
+    assert preview.row_sizes.metadata_mean > 1000
+    lean = export_preview(project, rules=rules_for(project), shape="standard", include_metadata=False)
+    lean_lines = [len(line) + 1 for line in files_of(without)["train"].read_bytes().splitlines()]
+    assert lean.row_sizes.largest == pytest.approx(max(lean_lines), rel=0.05) and max(lean_lines) < 500
+    assert lean.row_sizes.metadata_mean == 0 and all("metadata" not in row["meta"] for row in lean.samples)
+
+    body = lead_client.post(board.url("export-create"), form_data(project), **HX).content.decode()
+    assert "Rows as JSON: about" in body and "pair metadata makes about" in body
+    assert re.search(r"the largest about <strong>1?\d\.\d\sKB</strong>", body)
+    body = lead_client.post(board.url("export-create"), form_data(project, include_metadata=None), **HX)
+    assert "pair metadata makes" not in body.content.decode()
+
+
+def test_disagreement_counts_only_pairs_with_votes(project, lead, lead_client, make_user, tmp_path):
+    users = raters(make_user, project, 3)
+    pairs = build_pairs(project, [("Q0", "", {}), ("Q1", "", {}), ("Q2", "", {})], users)
+    for pair in pairs[:2]:  # settled by the lead alone
+        review.pair_adjudicate(pair=pair, label="a", note="", user=lead)
+    board = Board(project, pairs, users, lead)
+    preview = export_preview(project, rules=rules_for(project), shape="standard")
+    assert preview.kept == 2 and preview.disagreement == consensus.Disagreement(
+        pairs=2, voted=0, non_unanimous=None, vote_error=0.0, label_noise=0.0
+    )
+    body = lead_client.post(board.url("export-create"), form_data(project), **HX).content.decode()
+    assert "settled by a lead without votes: there is no disagreement to measure" in body
+    assert "1.000" not in body and "100%" not in body
+    snapshot = create(lead_client, board, eval_fraction=0)
+    assert (snapshot.disagreement, snapshot.label_noise, snapshot.suggested_label_smoothing) == (
+        None,
+        0.0,
+        0.0,
+    )
+    page = lead_client.get(snapshot.get_absolute_url()).content.decode()
+    assert "every kept A/B pair was settled by a lead without votes" in page and "1.000" not in page
+    out = io.StringIO()
+    call_command("export_pairs", project.slug, "--out", str(tmp_path), stdout=out, stderr=io.StringIO())
+    assert (
+        "No disagreement to measure" in out.getvalue()
+        and "suggested cDPO label_smoothing 0.0" in out.getvalue()
+    )
+
+    # A voted pair beside them: the share is over the one pair with votes, not over all three.
+    for user, choice in zip(users, "aab", strict=True):
+        vote(pairs[2], user, choice)
+    preview = export_preview(project, rules=rules_for(project), shape="standard")
+    assert (preview.disagreement.pairs, preview.disagreement.voted, preview.disagreement.non_unanimous) == (
+        3,
+        1,
+        1.0,
+    )
+    body = lead_client.post(board.url("export-create"), form_data(project), **HX).content.decode()
+    assert "Of the 1 kept A/B pair with votes, 100% was not unanimous (3 kept in all" in body
+
+
+def test_export_pairs_takes_the_hosted_shape_a_written_share_and_no_metadata(board, tmp_path):
+    out = io.StringIO()
+    options = ["--out", str(tmp_path), "--shape", "openai-preference", "--min-share", "2/3", "--no-metadata"]
+    call_command("export_pairs", "alpha", *options, "--eval-fraction", "0", stdout=out, stderr=io.StringIO())
+    snapshot = ExportSnapshot.objects.get()
+    assert (snapshot.shape, snapshot.min_share_text, snapshot.include_metadata) == (
+        "openai-preference",
+        "2/3",
+        False,
+    )
+    assert snapshot.rules["min_share"] == 2 / 3 and snapshot.kept == 4
+    rows = read_rows(tmp_path / "train.jsonl")
+    assert len(rows) == 4 and all(
+        list(row) == ["input", "preferred_output", "non_preferred_output"] for row in rows
+    )
+    text = out.getvalue()
+    assert "dropped: Fewer judgments than the minimum: 3; " in text and "too_few_votes" not in text
+    call_command(
+        "export_pairs",
+        "alpha",
+        "--out",
+        str(tmp_path / "strict"),
+        "--min-share",
+        "0.667",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+    assert ExportSnapshot.objects.get(min_share_text="0.667").kept == 1
 
 
 # The Dawid–Skene rule
@@ -523,6 +766,7 @@ def test_tool_calls_and_multi_message_responses_are_kept_whole_or_dropped_with_a
     board = Board(project, [pair], users, lead)
     rules = rules_for(project)
     expected = {("standard", "jsonl"): "chat_response", ("conversational", "parquet"): "tool_calls",
+                ("openai-preference", "jsonl"): "chat_response",
                 ("conversational", "jsonl"): None}  # fmt: skip
     for (shape, fmt), reason in expected.items():
         preview = export_preview(project, rules=rules, shape=shape, fmt=fmt)
@@ -531,3 +775,23 @@ def test_tool_calls_and_multi_message_responses_are_kept_whole_or_dropped_with_a
         assert snapshot.dropped == preview.dropped and snapshot.kept == preview.kept, (shape, fmt)
     [row] = read_rows(files_of(snapshot)["train"])  # the conversational JSONL keeps the tool turns
     assert row["chosen"] == turns
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_hosted_shape_drops_messages_with_more_than_role_and_content(
+    project, lead, lead_client, make_user, fmt
+):
+    users = raters(make_user, project, 3)
+    named = [{"role": "user", "content": "Hi", "name": "ann"}]
+    pairs = build_pairs(
+        project, [(named, "", {0: "a", 1: "a", 2: "a"}), ("Q", "", {0: "b", 1: "b", 2: "b"})], users
+    )
+    board = Board(project, pairs, users, lead)
+    preview = export_preview(project, rules=rules_for(project), shape="openai-preference", fmt=fmt)
+    assert (preview.kept, preview.dropped) == (1, {"tool_calls_hosted": 1})
+    body = lead_client.post(
+        board.url("export-create"), form_data(project, shape="openai-preference", format=fmt), **HX
+    )
+    assert consensus.REASONS["tool_calls_hosted"] in body.content.decode()
+    snapshot = create(lead_client, board, shape="openai-preference", format=fmt, eval_fraction=0)
+    assert (snapshot.kept, snapshot.dropped) == (preview.kept, preview.dropped)

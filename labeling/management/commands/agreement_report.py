@@ -50,10 +50,11 @@ class Command(BaseCommand):
         out(f"  Krippendorff's alpha (nominal): {_estimate(h['alpha'])}")
         if h.get("alpha_ordinal"):
             out(f"  Krippendorff's alpha (ordinal): {_estimate(h['alpha_ordinal'])}")
-        out(f"  Fleiss' kappa: {_num(h['fleiss_kappa'])}   percent agreement: {_num(h['percent_agreement'])}")
+        out(f"  Fleiss' kappa: {_estimate(h['fleiss_kappa'])}")
+        out(f"  percent agreement: {_estimate(h['percent_agreement'])}")
         if report["settings"]["excluded"]:
             w = report["headline"]["with_excluded"]
-            kappa = _num(w["fleiss_kappa"])
+            kappa = _estimate(w["fleiss_kappa"])
             out(f"  with excluded annotators: alpha {_estimate(w['alpha'])}, Fleiss' kappa {kappa}")
         for name, c in report["criteria"].items():
             out(f"  criterion {name}: alpha {_estimate(c['without_excluded']['alpha'])}")

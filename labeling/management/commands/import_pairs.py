@@ -9,9 +9,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from labeling.batches import ERRORS_SHOWN, import_stream, sniff_format
+from labeling.batches import ERRORS_SHOWN, import_options, import_stream, sniff_format
 from labeling.importing import FORMATS, ImportFormatError
-from labeling.layouts import TARGETS, parse_mapping
+from labeling.layouts import LABEL_VALUES, TARGETS, parse_label_values, parse_mapping
 from labeling.models import ImportBatch, Project
 from labeling.records import plural
 
@@ -38,7 +38,16 @@ class Command(BaseCommand):
             default="",
             metavar="TARGET=SOURCE[,TARGET=SOURCE...]",
             help=f"read fields of another layout: TARGET is one of {', '.join(TARGETS)}; SOURCE the file's "
-            "field (a dotted path for nested objects), e.g. --map prompt=question,chosen=good,rejected=bad",
+            "field (a path into objects and lists: info.post, summaries.0.text), e.g. "
+            "--map prompt=question,chosen=good,rejected=bad",
+        )
+        parser.add_argument(
+            "--label-values",
+            default="",
+            metavar="VALUE=a|b|tie[,VALUE=...]",
+            help="what each value of the field mapped to label means: a (response A is better), b or tie, "
+            "e.g. --map label=better_response_id --label-values 0=a,1=b. Without it a label reads only "
+            "a, b, tie, model_a, model_b and 'tie (bothbad)'.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -50,9 +59,19 @@ class Command(BaseCommand):
         if not path.is_file():
             raise CommandError(f"{path}: no such file.")
         try:
-            mapping = parse_mapping(options["map"])
+            mapping: dict = parse_mapping(options["map"])
         except ValueError as exc:
             raise CommandError(f"--map: {exc}") from None
+        try:
+            values = parse_label_values(options["label_values"])
+        except ValueError as exc:
+            raise CommandError(f"--label-values: {exc}") from None
+        if values and "label" not in mapping:
+            raise CommandError(
+                "--label-values says what the label's values mean: name its field with --map label=FIELD"
+            )
+        if values:
+            mapping[LABEL_VALUES] = values
         with path.open("rb") as stream:
             try:
                 fmt = sniff_format(stream, path.name) if options["format"] == "auto" else options["format"]
@@ -66,7 +85,9 @@ class Command(BaseCommand):
                         mapping=mapping,
                         state=ImportBatch.State.RUNNING,
                     )
-                    summary = import_stream(batch=batch, stream=stream, fmt=fmt)
+                    summary = import_stream(
+                        batch=batch, stream=stream, fmt=fmt, options=import_options(form=False)
+                    )
                     if options["dry_run"]:
                         transaction.set_rollback(True)
             except ImportFormatError as exc:
