@@ -74,7 +74,10 @@ def simulate_judgments(project: Project) -> str:
     curated = [p for p in pairs if not p.gold and p.external_id in TRUTH]
     # Imported chosen/rejected rows: the better answer is the side the file chose (the direct one).
     labelled = [p for p in pairs if not p.gold and p.external_id not in TRUTH and p.original_label]
-    truth = {p.pk: TRUTH[p.external_id] for p in curated} | {p.pk: p.original_label for p in labelled}
+    # An original label is "a", "b" or "t" (a tie, as the importer keeps it).
+    truth = {p.pk: TRUTH[p.external_id] for p in curated} | {
+        p.pk: "tie" if p.original_label == "t" else p.original_label for p in labelled
+    }
     judged = curated[: max(0, len(curated) - OPEN_PAIRS)] + labelled[: max(0, len(labelled) - OPEN_PAIRS)]
     now = timezone.now()
     assignments, judgments, taken = [], [], {}
