@@ -102,8 +102,20 @@ def project_saving(sender: Any, instance: Project, **kwargs: Any) -> None:
         instance._slug_before = Project.objects.filter(pk=instance.pk).values_list("slug", flat=True).first()
 
 
+def membership_saving(sender: Any, instance: Membership, **kwargs: Any) -> None:
+    """Remember the project and user a membership had, so that a membership moved to another project or
+    user (in the admin) drops the access it gave before too."""
+    if instance.pk is not None:
+        instance._access_before = (
+            Membership.objects.filter(pk=instance.pk).values_list("project_id", "user_id").first()
+        )
+
+
 def membership_changed(sender: Any, instance: Membership, **kwargs: Any) -> None:
-    """A membership saved or deleted: the user's access to that project is read again."""
-    slug = Project.objects.filter(pk=instance.project_id).values_list("slug", flat=True).first()
-    if slug is not None:
-        shared_cache.forget([_member_key(slug, instance.user_id)])
+    """A membership saved or deleted: the user's access to that project, and the access it gave before it
+    was moved, are read again."""
+    places = {(instance.project_id, instance.user_id)}
+    if before := getattr(instance, "_access_before", None):
+        places.add(before)
+    slugs = dict(Project.objects.filter(pk__in=[p for p, _ in places]).values_list("pk", "slug"))
+    shared_cache.forget(_member_key(slugs[p], u) for p, u in places if p in slugs)

@@ -11,7 +11,7 @@ class LabelingConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.models import Group, User
 
-        from labeling.access import membership_changed, project_changed, project_saving
+        from labeling.access import membership_changed, membership_saving, project_changed, project_saving
         from labeling.models import Membership, Project
         from prefstudio.roles import group_changed, groups_changed, sync_role_groups
 
@@ -25,5 +25,6 @@ class LabelingConfig(AppConfig):
         pre_save.connect(project_saving, sender=Project, dispatch_uid="prefstudio-access-project-slug")
         post_save.connect(project_changed, sender=Project, dispatch_uid="prefstudio-access-project")
         pre_delete.connect(project_changed, sender=Project, dispatch_uid="prefstudio-access-project-delete")
+        pre_save.connect(membership_saving, sender=Membership, dispatch_uid="prefstudio-access-member-before")
         post_save.connect(membership_changed, sender=Membership, dispatch_uid="prefstudio-access-member")
         post_delete.connect(membership_changed, sender=Membership, dispatch_uid="prefstudio-access-gone")

@@ -7,7 +7,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import authenticate, login
-from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -17,6 +16,7 @@ from labeling.access import is_admin, project_for
 from labeling.forms import InvitationForm, JoinForm
 from labeling.invitations import (
     InvitationRefused,
+    UsernameTaken,
     invitation_accept,
     invitation_create,
     invitation_for_token,
@@ -97,8 +97,8 @@ def invitation_join(request: HttpRequest, token: str) -> HttpResponse:
                 return _welcome(request, invitation)
         except InvitationRefused as exc:
             return _refused(request, str(exc), invitation=invitation)
-        except IntegrityError:  # the same username taken a moment ago
-            form.add_error("username", "A user with that username already exists.")
+        except UsernameTaken as exc:
+            form.add_error("username", str(exc))
     status = 400 if form is not None and form.errors else 200
     return render(
         request, "labeling/invitation_join.html", {"invitation": invitation, "form": form}, status=status

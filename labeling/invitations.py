@@ -11,8 +11,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core import signing
-from django.db import transaction
-from django.db.models import F
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from labeling.models import Invitation, Membership, Project
@@ -23,6 +23,10 @@ _SIGNER = signing.Signer(salt=SALT)
 
 class InvitationRefused(Exception):
     """The link does not (or no longer) let anyone in; the message says why, for the person holding it."""
+
+
+class UsernameTaken(Exception):
+    """The username was taken between the form's check and the sign-up; nothing was saved or used up."""
 
 
 def invitation_create(
@@ -84,10 +88,20 @@ def invitation_revoke(*, invitation: Invitation) -> None:
 
 
 def invitation_sign_up(*, invitation: Invitation, username: str, password: str) -> Any:
-    """Make the account and its membership, using up one use of the invitation; all or nothing."""
+    """Make the account and its membership, using up one use of the invitation; all or nothing.
+
+    UsernameTaken when the username went to someone else after the form checked it; the use is not spent.
+    """
+    user_model = get_user_model()
+    user = user_model(username=user_model.normalize_username(username))
+    user.set_password(password)  # slow on purpose: done before the invitation row is locked
     with transaction.atomic():
-        _use(invitation)
-        user = get_user_model().objects.create_user(username=username, password=password)
+        _claim(invitation)
+        try:
+            with transaction.atomic():
+                user.save()
+        except IntegrityError:
+            raise UsernameTaken("A user with that username already exists.") from None
         _join(invitation, user)
     return user
 
@@ -95,32 +109,47 @@ def invitation_sign_up(*, invitation: Invitation, username: str, password: str) 
 def invitation_accept(*, invitation: Invitation, user: Any) -> Membership:
     """Let a signed-in user join the project with the invitation's role, using up one use."""
     if Membership.objects.filter(project=invitation.project_id, user=user).exists():
-        raise InvitationRefused(
-            f"You are already a member of {invitation.project.name}; the invitation is left for someone else."
-        )
+        raise InvitationRefused(_already_member(invitation))
     with transaction.atomic():
-        _use(invitation)
+        _claim(invitation)
         return _join(invitation, user)
 
 
-def _use(invitation: Invitation) -> None:
-    """Count one use, if the invitation still has one: one conditional UPDATE, so two people opening a
-    single-use link at once cannot both get in."""
+def _claim(invitation: Invitation) -> None:
+    """Count one use, if the invitation still has one, in the caller's transaction (a failed sign-up gives
+    it back).
+
+    One conditional UPDATE on the invitation row alone: PostgreSQL re-checks its WHERE on the row it
+    waited for, so two people taking the last use at once cannot both get it. A condition on a joined
+    table would make Django move the whole WHERE into an `id IN (subquery)`, which is checked against the
+    rows as they were before the wait; the project is tested with EXISTS for that reason.
+    """
     now = timezone.now()
-    used = Invitation.objects.filter(
+    claimed = Invitation.objects.filter(
+        Exists(Project.objects.filter(pk=OuterRef("project_id"), archived=False)),
         pk=invitation.pk,
         revoked_at__isnull=True,
         expires_at__gt=now,
         uses__lt=F("max_uses"),
-        project__archived=False,
     ).update(uses=F("uses") + 1)
-    if not used:
-        invitation.refresh_from_db()
+    if not claimed:
+        invitation.refresh_from_db()  # and its project, read again when asked for
         problem = invitation_problem(invitation, now=now)
         raise InvitationRefused(problem or "This invitation can no longer be used.")
 
 
 def _join(invitation: Invitation, user: Any) -> Membership:
+    try:
+        with transaction.atomic():
+            membership = Membership.objects.create(
+                project=invitation.project, user=user, role=invitation.role
+            )
+    except IntegrityError:  # joined a moment ago, from another tab
+        raise InvitationRefused(_already_member(invitation)) from None
     # The project role needs the global role of the same name: its permissions open the pages.
     user.groups.add(Group.objects.get(name=invitation.role))
-    return Membership.objects.create(project=invitation.project, user=user, role=invitation.role)
+    return membership
+
+
+def _already_member(invitation: Invitation) -> str:
+    return f"You are already a member of {invitation.project.name}; the invitation is left for someone else."

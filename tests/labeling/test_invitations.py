@@ -4,18 +4,24 @@ account and lands in the project; expired, revoked, used-up and forged links are
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from labeling.forms import JoinForm
 from labeling.invitations import (
     InvitationRefused,
+    UsernameTaken,
     invitation_accept,
     invitation_create,
     invitation_for_token,
+    invitation_sign_up,
     invitation_token,
 )
 from labeling.models import Invitation, Membership
@@ -216,3 +222,93 @@ def test_every_user_can_change_their_password(annotator):
     bad = client.post("/password/", {"old_password": "wrong", "new_password1": "x", "new_password2": "x"})
     assert "Your old password was entered incorrectly" in bad.content.decode()
     assert Client().get("/password/")["Location"] == "/login/?next=/password/"
+
+
+def test_a_username_taken_after_the_form_check_is_refused_and_uses_nothing(project, admin_user, monkeypatch):
+    invitation = make(project, admin_user)
+    with pytest.raises(UsernameTaken):
+        invitation_sign_up(invitation=invitation, username="root", password=NEW_PASSWORD)
+    monkeypatch.setattr(JoinForm, "clean_username", lambda form: form.cleaned_data["username"])
+    response = sign_up(Client(), invitation, "root")  # the form no longer sees the clash; the insert does
+    assert response.status_code == 400
+    assert "A user with that username already exists." in response.content.decode()
+    invitation.refresh_from_db()
+    assert invitation.uses == 0 and Membership.objects.filter(project=project).count() == 0
+
+
+def in_parallel(count: int, request: Callable[[int], object]) -> list:
+    """`request(i)` for i in range(count), each in its own thread with its own database connection,
+    released together; what each returned."""
+    start, results = threading.Barrier(count), [None] * count
+
+    def run(i: int) -> None:
+        try:
+            start.wait()
+            results[i] = request(i)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+USED_UP = "This invitation to Alpha was already used 3 times."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_accepts_by_signed_in_users_fill_the_invitation_exactly(
+    project, admin_user, make_user, settings
+):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # ten users, quickly
+    invitation = make(project, admin_user, max_uses=3)
+    people = [make_user(f"member{i}") for i in range(10)]
+
+    def accept(i: int):
+        client = Client(raise_request_exception=False)
+        client.force_login(people[i])
+        return client.post(link(invitation))
+
+    responses = in_parallel(len(people), accept)
+    assert sorted(r.status_code for r in responses) == [302] * 3 + [410] * 7
+    assert all(USED_UP in r.content.decode() for r in responses if r.status_code != 302)
+    invitation.refresh_from_db()
+    assert invitation.uses == 3 and Membership.objects.filter(project=project).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_sign_ups_fill_the_invitation_exactly_and_refuse_the_rest_as_used_up(
+    project, admin_user, settings
+):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # the race, not hashing
+    invitation = make(project, admin_user, max_uses=3)
+    responses = in_parallel(10, lambda i: sign_up(Client(raise_request_exception=False), invitation, f"u{i}"))
+    assert sorted(r.status_code for r in responses) == [302] * 3 + [410] * 7
+    bodies = [r.content.decode() for r in responses]
+    assert not [b for b in bodies if "already exists" in b]
+    assert all(USED_UP in b for r, b in zip(responses, bodies, strict=True) if r.status_code != 302)
+    invitation.refresh_from_db()
+    joined = {f"u{i}" for i, r in enumerate(responses) if r.status_code == 302}
+    assert invitation.uses == 3
+    new_users = get_user_model().objects.filter(username__startswith="u").values_list("username", flat=True)
+    assert set(new_users) == joined
+    assert set(Membership.objects.filter(project=project).values_list("user__username", flat=True)) == joined
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_to_join_counts_one_use(project, admin_user, annotator, other_project):
+    invitation = make(other_project, admin_user, max_uses=5)
+
+    def accept(i: int):
+        client = Client(raise_request_exception=False)
+        client.force_login(annotator)
+        return client.post(link(invitation))
+
+    responses = in_parallel(4, accept)
+    assert sorted(r.status_code for r in responses) == [302] + [410] * 3
+    assert all("already a member of Bravo" in r.content.decode() for r in responses if r.status_code != 302)
+    invitation.refresh_from_db()
+    assert invitation.uses == 1
