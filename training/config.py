@@ -13,6 +13,7 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "simpo")
 SMOOTHED_LOSS_TYPES = ("sigmoid", "robust", "simpo")
 REFERENCE_FREE_LOSS_TYPES = ("simpo",)
 SYSTEM_TURNS = ("keep", "merge")
+SEED_MAX = 2**32 - 1  # transformers.set_seed seeds NumPy too, whose seeds stop here
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class TrainConfig:
             problems.append("max_prompt_length must be below max_length")
         if not (0 <= self.warmup_ratio < 1 and 0 <= self.lora_dropout < 1):
             problems.append("warmup_ratio and lora_dropout must be in [0, 1)")
+        if not 0 <= self.seed <= SEED_MAX:
+            problems.append(f"seed must be in [0, {SEED_MAX}]")
         if self.system_turn not in SYSTEM_TURNS:
             problems.append(f"system_turn must be one of {', '.join(SYSTEM_TURNS)}")
         if min(self.eval_steps, self.save_steps, self.weight_decay, self.sft_weight) < 0:

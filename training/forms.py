@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from labeling.models import ExportSnapshot
-from training.config import LOSS_TYPES, TrainConfig
+from training.config import LOSS_TYPES, SEED_MAX, TrainConfig
 from training.services import base_models
 
 LOSS_HELP = {
@@ -17,6 +17,10 @@ LOSS_HELP = {
     "robust": "robust DPO (Chowdhury et al. 2024): unbiased under a known label-flip rate",
     "simpo": "SimPO (Meng et al. 2024): reference-free, length-normalized, with a target margin",
 }
+
+# Far beyond the demo's 50 steps, short of weeks: a step takes seconds on a CPU, a fraction of one on a GPU.
+# Eval and save periods share the cap; one longer than the run only means none before its end.
+MAX_STEPS = 100_000
 
 
 def snapshot_label(snapshot: ExportSnapshot) -> str:
@@ -72,8 +76,10 @@ class RunForm(forms.Form):
     )  # fmt: skip
     num_epochs = forms.IntegerField(min_value=1, max_value=100, initial=1, label="Epochs")
     max_steps = forms.IntegerField(
-        min_value=1, required=False, initial=50, help_text="Optimizer steps; overrides epochs when set."
-    )
+        min_value=1, max_value=MAX_STEPS, required=False, initial=50,
+        error_messages={"max_value": "At most %(limit_value)s steps; leave it empty to train by epochs."},
+        help_text="Optimizer steps; overrides epochs when set.",
+    )  # fmt: skip
     batch_size = forms.IntegerField(min_value=1, max_value=512, initial=4, help_text="Pairs per micro-step.")
     gradient_accumulation_steps = forms.IntegerField(
         min_value=1, max_value=512, initial=1, help_text="Micro-steps per optimizer step."
@@ -93,7 +99,10 @@ class RunForm(forms.Form):
     lora_r = forms.IntegerField(min_value=1, max_value=1024, initial=16, label="LoRA rank")
     lora_alpha = forms.IntegerField(min_value=1, max_value=4096, initial=32, label="LoRA alpha")
     lora_dropout = forms.FloatField(min_value=0, max_value=0.9, initial=0.0, label="LoRA dropout")
-    seed = forms.IntegerField(min_value=0, initial=42)
+    seed = forms.IntegerField(
+        min_value=0, max_value=SEED_MAX, initial=42,
+        error_messages={"max_value": "At most %(limit_value)s (2³² − 1), the largest seed NumPy takes."},
+    )  # fmt: skip
     system_turn = forms.ChoiceField(
         label="System turns",
         choices=[
@@ -104,10 +113,10 @@ class RunForm(forms.Form):
         help_text="Some chat templates (Gemma's, for one) refuse a system turn. Check the data to see.",
     )
     eval_steps = forms.IntegerField(
-        min_value=0, initial=25, help_text="Evaluate every N steps (0: start and end)."
+        min_value=0, max_value=MAX_STEPS, initial=25, help_text="Evaluate every N steps (0: start and end)."
     )
     save_steps = forms.IntegerField(
-        min_value=0, initial=25, help_text="Checkpoint every N steps (for resume)."
+        min_value=0, max_value=MAX_STEPS, initial=25, help_text="Checkpoint every N steps (for resume)."
     )
 
     def __init__(self, *args: Any, snapshots: Any, **kwargs: Any) -> None:

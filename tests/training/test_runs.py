@@ -30,6 +30,8 @@ from tests.conftest import worker_for
 from tests.training.conftest import make_snapshot
 from tests.workers import needs_postgres, start_worker, stop_worker, wait_for, worker_log
 from training import runner, services
+from training.config import TrainConfig
+from training.forms import MAX_STEPS, RunForm
 from training.models import TrainingRun
 
 TINY_CONFIG = {
@@ -355,3 +357,38 @@ def test_snapshots_in_the_run_form_are_told_apart(tiny_base, project, admin_user
     page = client.get("/training/runs/new/").content.decode()
     assert f"snapshot #{first.pk} of" in page and "conversational jsonl, 32 train / 8 eval pairs" in page
     assert f"snapshot #{second.pk} of" in page and "standard parquet, 40 train / 10 eval pairs" in page
+
+
+@pytest.mark.django_db
+def test_the_run_form_bounds_the_seed_and_the_steps_and_accepts_the_bounds(tiny_base, project, admin_user):
+    """A seed past NumPy's 2**32 - 1 would fail in the worker; a billion steps would run for months."""
+    snapshot = make_snapshot(project)
+    data = {"snapshot": str(snapshot.uuid), "base_model": "tiny", "loss_type": "sigmoid", "beta": "0.1",
+            "learning_rate": "5e-5", "num_epochs": "1", "batch_size": "2", "gradient_accumulation_steps": "1",
+            "max_length": "64", "lora_r": "4", "lora_alpha": "8", "lora_dropout": "0", "seed": "1",
+            "max_steps": "10", "eval_steps": "0", "save_steps": "0", "system_turn": "keep"}  # fmt: skip
+    client = Client()
+    client.force_login(admin_user)
+    response = client.post("/training/runs/new/", {**data, "seed": str(10**29), "max_steps": str(10**9)})
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "Seed: At most 4294967295 (2³² − 1), the largest seed NumPy takes." in body
+    assert f"Max steps: At most {MAX_STEPS} steps; leave it empty to train by epochs." in body
+    assert not TrainingRun.objects.exists()
+
+    def form(**values: object) -> RunForm:
+        changed = {name: str(value) for name, value in values.items()}
+        return RunForm({**data, **changed}, snapshots=ExportSnapshot.objects.all())
+
+    bad = form(seed=2**32, max_steps=MAX_STEPS + 1, eval_steps=MAX_STEPS + 1, save_steps=-1)
+    assert not bad.is_valid() and set(bad.errors) == {"seed", "max_steps", "eval_steps", "save_steps"}
+
+    # A period longer than the run (12 steps, saves every 25) only means nothing before its end.
+    for edge in (form(seed=2**32 - 1, max_steps=MAX_STEPS, eval_steps=MAX_STEPS, save_steps=MAX_STEPS),
+                 form(seed=0, max_steps=1, eval_steps=1, save_steps=1),
+                 form(max_steps="", eval_steps=MAX_STEPS, save_steps=MAX_STEPS),
+                 form(max_steps=12, eval_steps=3, save_steps=25)):  # fmt: skip
+        assert edge.is_valid(), edge.errors
+        assert TrainConfig.from_dict(edge.config(base_model="tiny")).seed == edge.cleaned_data["seed"]
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\]"):
+        TrainConfig(base_model="tiny", seed=2**32)
