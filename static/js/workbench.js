@@ -1,4 +1,5 @@
-// prefstudio workbench: keyboard shortcuts and active time on task. The page works without it.
+// prefstudio workbench: keyboard shortcuts, active time on task, and saying when a request failed.
+// The page works without it.
 (function () {
   "use strict";
 
@@ -58,6 +59,51 @@
       var heading = document.getElementById("pair-heading");
       if (heading) { heading.focus({ preventScroll: true }); }
     }
+  });
+
+  // htmx swaps no 4xx/5xx answer and nothing comes back from a network error or a timeout: without a
+  // word the page would look as if the verdict had been taken. The form keeps its inputs as they were;
+  // its fault region (role=alert) says it was not saved and offers Retry, a submit button of the same
+  // form: the verdict as it still stands goes to the same URL again. The server counts the same choice
+  // for the same assignment once, so a retry after an answer lost on the way back stores nothing twice.
+  function faultRegion(elt) {
+    return elt && elt.closest && elt.closest("#workbench") && elt.querySelector(".wb-fault");
+  }
+
+  function statusInWords(status) {
+    if (status === 403) { return "The server refused it (403): reload the page if this happens again."; }
+    if (status === 404) { return "The server no longer has this pair for you (404)."; }
+    if (status === 429) { return "The server is too busy just now (429)."; }
+    if (status === 502 || status === 503 || status === 504) {
+      return "The server is not available just now (" + status + ").";
+    }
+    if (status >= 500) { return "The server had an error (" + status + ")."; }
+    return "The server did not accept it (" + status + ").";
+  }
+
+  function showFault(event, reason) {
+    var region = faultRegion(event.detail.elt);
+    if (!region) { return; }
+    var text = document.createElement("span");
+    text.textContent = region.getAttribute("data-not-saved") + " " + reason;
+    var retry = document.createElement("button");
+    retry.type = "submit";
+    retry.textContent = "Retry";
+    region.replaceChildren(text, retry);
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    showFault(event, statusInWords(event.detail.xhr.status));
+  });
+  document.addEventListener("htmx:sendError", function (event) {
+    showFault(event, "Could not reach the server: check the connection.");
+  });
+  document.addEventListener("htmx:timeout", function (event) {
+    showFault(event, "The server did not answer in time.");
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var region = faultRegion(event.detail.elt);
+    if (region) { region.replaceChildren(); }
   });
 
   // What the verdict still lacks, in words (fieldsets say what they need in data-missing); "" if none.

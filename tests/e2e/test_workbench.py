@@ -381,3 +381,139 @@ def test_strength_is_required_for_a_or_b_when_the_project_asks(page, live_server
     page.keyboard.press("Enter")
     wait_for_total(page, 2)
     assert sorted(Judgment.objects.values_list("strength", flat=True)) == ["", "clearly"]
+
+
+JUDGE = "**/projects/kb/label/*/judge/"
+
+
+def checked_choice(page) -> str | None:
+    return page.evaluate("document.querySelector('input[name=choice]:checked')?.value ?? null")
+
+
+def fail_with_500(route) -> None:
+    route.fulfill(status=500, content_type="text/html", body="<h1>Server Error (500)</h1>")
+
+
+def fail_to_connect(route) -> None:
+    route.abort("internetdisconnected")
+
+
+@pytest.mark.parametrize(
+    "fail, reason",
+    [(fail_with_500, "The server had an error (500)."), (fail_to_connect, "Could not reach the server")],
+    ids=["500", "network-down"],
+)
+def test_a_failed_submit_says_not_saved_keeps_the_verdict_and_retry_stores_it_once(
+    page, live_server, login, make_user, fail, reason
+):
+    open_workbench(page, live_server, login, three_pairs(make_user))
+    first = assignment_shown(page)
+    page.route(JUDGE, fail)
+    page.locator("label.choice", has_text="B is better").click()
+    page.fill("#id_rationale", "B answers the question.")
+    page.get_by_role("button", name="Submit").click()
+
+    fault = page.locator("#verdict-fault")
+    expect(fault).to_contain_text(f"Your verdict was not saved. {reason}")
+    assert fault.get_attribute("role") == "alert" and fault.get_attribute("aria-live") == "assertive"
+    assert checked_choice(page) == "right" and page.input_value("#id_rationale") == "B answers the question."
+    assert assignment_shown(page) == first and progress(page)[1] == "0"
+    assert not Judgment.objects.exists()
+    screenshot_of(page, f"workbench-not-saved-{fail.__name__}", full_page=False)
+
+    page.unroute(JUDGE)
+    fault.get_by_role("button", name="Retry").click()
+    wait_for_total(page, 1)
+    expect(page.locator("#verdict-fault")).to_be_empty()
+    assert assignment_shown(page) != first
+    judgment = Judgment.objects.get()
+    assert judgment.rationale == "B answers the question."
+    assert judgment.choice == ("b" if judgment.a_on_left else "a")  # "right" = B as shown
+
+
+def stored_then_500(route) -> None:
+    route.fetch()  # the server stores the vote; its answer never reaches the page
+    fail_with_500(route)
+
+
+def stored_then_lost(route) -> None:
+    route.fetch()
+    route.abort("connectionreset")
+
+
+@pytest.mark.parametrize("lose", [stored_then_500, stored_then_lost], ids=["500", "connection-reset"])
+def test_retry_after_an_answer_lost_on_the_way_back_stores_the_vote_once(
+    page, live_server, login, make_user, lose
+):
+    open_workbench(page, live_server, login, three_pairs(make_user))
+    first = assignment_shown(page)
+    page.route(JUDGE, lose)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    fault = page.locator("#verdict-fault")
+    expect(fault).to_contain_text("Your verdict was not saved.")
+    assert Judgment.objects.count() == 1 and checked_choice(page) == "left"
+
+    page.unroute(JUDGE)
+    fault.get_by_role("button", name="Retry").dblclick()  # twice, even: the server counts it once
+    wait_for_total(page, 1)
+    expect(page.locator("#verdict-fault")).to_be_empty()
+    assert assignment_shown(page) != first
+    assert Judgment.objects.count() == 1
+    assert Assignment.objects.filter(state="leased").count() == 1  # the next pair, leased once
+
+
+def test_a_submit_without_an_answer_in_time_says_so_and_enter_retries(page, live_server, login, make_user):
+    open_workbench(page, live_server, login, three_pairs(make_user))
+    form = page.locator("#judgment-form")
+    assert json.loads(form.get_attribute("hx-request")) == {"timeout": 20000}
+    patience = "(f, ms) => f.setAttribute('hx-request', JSON.stringify({timeout: ms}))"
+    form.evaluate(patience, 300)  # not 20 s here
+    held = []
+    page.route(JUDGE, lambda route: held.append(route))  # never answered
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    fault = page.locator("#verdict-fault")
+    expect(fault).to_contain_text("Your verdict was not saved. The server did not answer in time.")
+    assert checked_choice(page) == "right" and not Judgment.objects.exists()
+
+    page.unroute(JUDGE)
+    form.evaluate(patience, 20000)
+    page.keyboard.press("Enter")  # the keyboard retries as Submit does
+    wait_for_total(page, 1)
+    expect(page.locator("#verdict-fault")).to_be_empty()
+    assert Judgment.objects.count() == 1
+
+
+def test_a_failed_skip_says_so_and_retry_skips(page, live_server, login, make_user):
+    open_workbench(page, live_server, login, three_pairs(make_user))
+    page.route("**/projects/kb/label/*/skip/", fail_with_500)
+    page.keyboard.press("s")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    fault = page.locator("#skip-fault")
+    expect(fault).to_contain_text("This pair was not skipped. The server had an error (500).")
+    assert not Assignment.objects.filter(state="skipped").exists()
+    page.unroute("**/projects/kb/label/*/skip/")
+    fault.get_by_role("button", name="Retry").click()
+    page.wait_for_function("() => document.querySelectorAll('#progress dd')[2].textContent.trim() === '2'")
+    assert Assignment.objects.get(state="skipped").skip_reason == "offensive"
+
+
+def test_without_javascript_a_verdict_posts_as_a_plain_form(browser, live_server, make_user):
+    project = three_pairs(make_user)
+    context = browser.new_context(java_script_enabled=False)
+    plain = context.new_page()
+    workbench = f"{live_server.url}/projects/{project.slug}/label/"
+    plain.goto(workbench)  # to the login page, and back here after it
+    plain.fill("#id_username", "kim")
+    plain.fill("#id_password", PASSWORD)
+    plain.click("button[type=submit]")
+    plain.wait_for_url(workbench)
+    first = assignment_shown(plain)
+    plain.locator("label.choice", has_text="A is better").click()
+    plain.get_by_role("button", name="Submit").click()
+    plain.wait_for_url(workbench)
+    assert progress(plain)[1] == "1" and assignment_shown(plain) != first
+    assert plain.locator("#verdict-fault").inner_text() == ""
+    context.close()
