@@ -5,11 +5,14 @@ Parsing and validation live in `labeling.importing` (pure); this module saves wh
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import json
 import logging
 import re
 import tempfile
+import time
 import uuid
 import zlib
 from collections import Counter
@@ -19,14 +22,13 @@ from datetime import UTC, timedelta
 from typing import IO, Any, BinaryIO
 
 import django_rq
-import redis
 from django.conf import settings
 from django.core.files import File
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Callback, Job, JobStatus
 
 from labeling import tally
 from labeling.display import Shown, render_limits, shown
@@ -42,6 +44,9 @@ from labeling.importing import (
 from labeling.models import Assignment, ImportBatch, Judgment, Pair, Project
 from labeling.records import NOTE_UNAUDITED
 from labeling.rendering import RenderLimits, render_pair
+from prefstudio import jobs
+from prefstudio.jobs import failure_reason
+from prefstudio.uploads import OUT_OF_SPACE
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +136,71 @@ def batch_create(*, project: Project, user: Any, upload: IO[bytes], source_name:
         format=fmt,
         skip_invalid=skip_invalid,
     )
-    batch.file.save("upload", File(upload), save=False)
-    batch.save()
+    name = batch.file.field.generate_filename(batch, "upload")
+    storage = batch.file.storage
+    try:
+        batch.file.name = storage.save(name, File(upload), max_length=batch.file.field.max_length)
+        batch.save()
+    except BaseException as exc:
+        # A partial file (a full disk stops the write half way) must not outlive the failed upload.
+        with contextlib.suppress(OSError):
+            storage.delete(name)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            logger.error("Upload of %s to %s: out of disk space", source_name, name)
+            uploads_sweep(older_than=SWEEP_GRACE)
+            raise OutOfSpace() from exc
+        raise
     return batch
+
+
+class OutOfSpace(Exception):
+    """The server's storage is full; str() is the user's message."""
+
+    def __init__(self) -> None:
+        super().__init__(OUT_OF_SPACE)
+
+
+# Upload files younger than this are never swept: their batch row may still be on its way.
+SWEEP_GRACE = timedelta(minutes=10)
+SWEEP_EVERY = 600.0
+_last_sweep = 0.0
+
+
+def uploads_sweep(*, older_than: timedelta = SWEEP_GRACE) -> int:
+    """Remove upload and report files under `imports/` that belong to no batch (left by a crash or a
+    full disk mid-upload) and are older than `older_than`; how many were removed."""
+    storage = ImportBatch._meta.get_field("file").storage
+    known = set()
+    for upload, report in ImportBatch.objects.values_list("file", "report"):
+        known.update(name for name in (upload, report) if name)
+    cutoff = timezone.now() - older_than
+    removed = 0
+    try:
+        folders, _ = storage.listdir("imports")
+    except FileNotFoundError:
+        return 0
+    for folder in folders:
+        for file_name in storage.listdir(f"imports/{folder}")[1]:
+            name = f"imports/{folder}/{file_name}"
+            if name in known:
+                continue
+            with contextlib.suppress(OSError):
+                if storage.get_modified_time(name) < cutoff:
+                    storage.delete(name)
+                    removed += 1
+    if removed:
+        logger.warning("Removed %d upload files that belonged to no import", removed)
+    return removed
+
+
+def uploads_sweep_now_and_then() -> int:
+    """`uploads_sweep` at most every SWEEP_EVERY seconds per process: a reaper of the job machinery."""
+    global _last_sweep
+    now = time.monotonic()
+    if _last_sweep and now - _last_sweep < SWEEP_EVERY:
+        return 0
+    _last_sweep = now
+    return uploads_sweep()
 
 
 @dataclass
@@ -316,17 +383,29 @@ def batch_claim(batch: ImportBatch, *, background: bool) -> bool:
     return bool(claimed)
 
 
-def batch_run(batch: ImportBatch, *, progress: Progress | None = None) -> ImportSummary:
+def batch_unclaim(batch: ImportBatch) -> None:
+    """Undo `batch_claim(background=True)` when its job could not be enqueued: the batch waits again."""
+    ImportBatch.objects.filter(pk=batch.pk, state=ImportBatch.State.QUEUED, job_id=batch.job_id).update(
+        state=ImportBatch.State.UPLOADED, job_id="", started_at=None
+    )
+    batch.state, batch.job_id, batch.started_at = ImportBatch.State.UPLOADED, "", None
+
+
+def batch_run(batch: ImportBatch, *, progress: Progress | None = None, rerun: bool = False) -> ImportSummary:
     """Import a batch's file, record the outcome on the batch, and return it.
 
-    The batch is claimed first if it is not yet (uploaded -> running; a worker's queued -> running).
-    Raises ImportFailed, with the batch marked failed, when it cannot be claimed or the import stops
-    for any reason: no batch is left running.
+    The batch is claimed first if it is not yet (uploaded -> running; a worker's queued -> running;
+    with `rerun`, running -> running: the job machinery's retry of a job whose first try lost its
+    database connection, and with it the import's transaction). Raises ImportFailed, with the batch
+    marked failed, when it cannot be claimed or the import stops for any reason: no batch is left running.
     """
     if batch.state != ImportBatch.State.RUNNING or batch.job_id:
-        moved = ImportBatch.objects.filter(
-            pk=batch.pk, state__in=(ImportBatch.State.UPLOADED, ImportBatch.State.QUEUED)
-        ).update(state=ImportBatch.State.RUNNING, started_at=timezone.now())
+        states = [ImportBatch.State.UPLOADED, ImportBatch.State.QUEUED]
+        if rerun:
+            states.append(ImportBatch.State.RUNNING)
+        moved = ImportBatch.objects.filter(pk=batch.pk, state__in=states).update(
+            state=ImportBatch.State.RUNNING, started_at=timezone.now()
+        )
         if not moved:
             raise ImportFailed(f"{batch.source_name} is no longer waiting to be imported.")
         batch.state = ImportBatch.State.RUNNING
@@ -334,11 +413,13 @@ def batch_run(batch: ImportBatch, *, progress: Progress | None = None) -> Import
         with batch.file.open("rb") as stream:
             return import_stream(batch=batch, stream=stream, fmt=batch.format, progress=progress)
     except Exception as exc:
+        if jobs.will_retry(exc):  # the job runs again on a fresh connection: nothing is recorded yet
+            raise
         if isinstance(exc, ImportFormatError):
             message = str(exc)
         else:
             logger.exception("Import of batch %s stopped", batch.pk)
-            message = f"The import of {batch.source_name} stopped: {type(exc).__name__}: {exc}"
+            message = failure_reason(exc, what=f"The import of {batch.source_name}")
         batch_fail(batch, message)
         raise ImportFailed(message) from exc
 
@@ -346,8 +427,13 @@ def batch_run(batch: ImportBatch, *, progress: Progress | None = None) -> Import
 def batch_enqueue(batch: ImportBatch) -> None:
     """Hand a claimed import (`batch_claim(background=True)`) to a worker on the default queue; the
     batch page follows its progress."""
-    django_rq.get_queue("default").enqueue(
-        "labeling.tasks.import_batch", batch.pk, job_id=batch.job_id, job_timeout=6 * 3600
+    jobs.enqueue(
+        "default",
+        "labeling.tasks.import_batch",
+        batch.pk,
+        job_id=batch.job_id,
+        job_timeout=6 * 3600,
+        on_failure=Callback("labeling.tasks.import_job_failed"),
     )
 
 
@@ -415,7 +501,7 @@ def _job_lost(job: Job | None, before: Any) -> str | None:
         return "The import job disappeared from the queue (Redis was flushed?). Upload the file again."
     status = job.get_status()
     if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-        return f"The import job {status}: {(job.exc_info or '').strip()[-500:]}"
+        return jobs.reason_from_exc_info(job.exc_info or "", what="The import")
     if status == JobStatus.STARTED:
         beat = job.last_heartbeat or job.started_at
         if beat is not None:
@@ -656,8 +742,8 @@ def _enqueue_render(batch: ImportBatch) -> None:
     """Render the new pairs in a worker. Without Redis the workbench renders each pair when it is
     first handed out, so nothing is lost; say so in the log."""
     try:
-        django_rq.get_queue("default").enqueue("labeling.tasks.render_batch", batch.pk, job_timeout=6 * 3600)
-    except redis.exceptions.RedisError as exc:
+        jobs.enqueue("default", "labeling.tasks.render_batch", batch.pk, job_timeout=6 * 3600)
+    except jobs.QueueUnavailable as exc:
         logger.warning("Batch %s: pairs will be rendered when first shown (no queue: %s)", batch.pk, exc)
 
 

@@ -16,6 +16,7 @@ from labeling.access import project_for
 from labeling.consensus import ConsensusRules
 from labeling.forms import ExportForm
 from labeling.models import ExportSnapshot, Membership, Project
+from prefstudio.jobs import QueueUnavailable
 from prefstudio.roles import EXPORT, requires
 
 _LEADS = (Membership.Role.LEAD,)
@@ -67,16 +68,20 @@ def export_create(request: HttpRequest, slug: str) -> HttpResponse:
     if request.htmx or request.POST.get("action") == "preview" or not form.is_valid():
         return _page(request, project, form, status=200 if form.is_valid() else 400)
     data = form.cleaned_data
-    snapshot = snapshots.snapshot_start(
-        project=project,
-        user=request.user,
-        rules=ConsensusRules(**form.rules()),
-        shape=data["shape"],
-        fmt=data["format"],
-        eval_fraction=data["eval_fraction"],
-        include_metadata=data["include_metadata"],
-        min_share_text=data["min_share"],
-    )
+    try:
+        snapshot = snapshots.snapshot_start(
+            project=project,
+            user=request.user,
+            rules=ConsensusRules(**form.rules()),
+            shape=data["shape"],
+            fmt=data["format"],
+            eval_fraction=data["eval_fraction"],
+            include_metadata=data["include_metadata"],
+            min_share_text=data["min_share"],
+        )
+    except QueueUnavailable as exc:  # a worker's export: nothing stored, the form stays as filled in
+        form.add_error(None, str(exc))
+        return _page(request, project, form, status=503)
     return redirect(snapshot)
 
 

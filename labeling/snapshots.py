@@ -43,12 +43,13 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import Exact
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Callback, Job, JobStatus
 
 from labeling import consensus, exporting
 from labeling.conversations import MESSAGES_MARK
 from labeling.models import ExportSnapshot, Judgment, Pair, Project
 from labeling.review import dawid_skene_posteriors, excluded_annotators
+from prefstudio import jobs
 
 logger = logging.getLogger(__name__)
 
@@ -465,20 +466,23 @@ def snapshot_start(
     the minimum share as the user wrote it ("2/3"), shown with the rules. `in_worker` None: in a worker
     for more than PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS pairs. A failed build is recorded on the snapshot
     (state, message), not raised. Raises ValueError for a bad shape, format or fraction (the message
-    names it)."""
+    names it), and prefstudio.jobs.QueueUnavailable, with nothing stored, when a worker's export cannot
+    be queued."""
     if shape not in ExportSnapshot.Shape.values:
         raise ValueError(f"shape: {shape!r} is not one of {', '.join(ExportSnapshot.Shape.values)}")
     if fmt not in ExportSnapshot.Format.values:
         raise ValueError(f"format: {fmt!r} is not one of {', '.join(ExportSnapshot.Format.values)}")
     exporting.split_of("x", eval_fraction)  # validates the fraction
     pairs = Pair.objects.filter(project=project).count()
+    if in_worker is None:
+        in_worker = pairs > settings.PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS
+    if in_worker and not jobs.queue_available():
+        raise jobs.QueueUnavailable()
     snapshot = ExportSnapshot.objects.create(
         project=project, created_by=user, rules=asdict(rules), shape=shape, format=fmt,
         eval_fraction=eval_fraction, pairs_total=pairs, include_metadata=include_metadata,
         min_share_text=min_share_text.strip(),
     )  # fmt: skip
-    if in_worker is None:
-        in_worker = pairs > settings.PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS
     if not in_worker:
         with contextlib.suppress(Exception):  # recorded on the snapshot, which the caller shows
             snapshot_build(snapshot, progress=progress)
@@ -489,11 +493,17 @@ def snapshot_start(
     job_id = str(uuid.uuid4())
     ExportSnapshot.objects.filter(pk=snapshot.pk).update(job_id=job_id)
     try:
-        django_rq.get_queue("default").enqueue(
-            "labeling.tasks.export_snapshot", snapshot.pk, job_id=job_id, job_timeout=6 * 3600
+        jobs.enqueue(
+            "default",
+            "labeling.tasks.export_snapshot",
+            snapshot.pk,
+            job_id=job_id,
+            job_timeout=6 * 3600,
+            on_failure=Callback("labeling.tasks.export_job_failed"),
         )
-    except redis.RedisError as exc:
-        snapshot_fail(snapshot, f"Could not reach Redis to start the export in a worker: {exc}")
+    except jobs.QueueUnavailable:
+        snapshot.delete()  # nothing was written; the user is told to try again
+        raise
     snapshot.refresh_from_db()
     return snapshot
 
@@ -521,7 +531,7 @@ def snapshot_check(snapshot: ExportSnapshot) -> None:
         return
     else:
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-            snapshot_fail(snapshot, f"The export job {status}: {(job.exc_info or '').strip()[-500:]}")
+            snapshot_fail(snapshot, jobs.reason_from_exc_info(job.exc_info or "", what="The export"))
     snapshot.refresh_from_db()
 
 
@@ -599,20 +609,29 @@ def _criteria_counts(counts: tuple[int, ...] | None, criteria: list[str]) -> dic
     }
 
 
-def snapshot_build(snapshot: ExportSnapshot, *, progress: Callable[[int, int], None] | None = None) -> None:
+def snapshot_build(
+    snapshot: ExportSnapshot, *, progress: Callable[[int, int], None] | None = None, rerun: bool = False
+) -> None:
     """Write the snapshot's files and record what they hold. Runs once: a snapshot that is not queued
-    is left alone. Any error fails it with the reason and removes its partial files."""
-    claimed = ExportSnapshot.objects.filter(pk=snapshot.pk, state=ExportSnapshot.State.QUEUED).update(
+    is left alone (with `rerun`, a running one is taken again: the job machinery's retry after a lost
+    database connection, which starts its files afresh). Any error fails it with the reason and removes
+    its partial files."""
+    states = [ExportSnapshot.State.QUEUED] + ([ExportSnapshot.State.RUNNING] if rerun else [])
+    claimed = ExportSnapshot.objects.filter(pk=snapshot.pk, state__in=states).update(
         state=ExportSnapshot.State.RUNNING
     )
     if not claimed:
         return
     directory = Path(settings.MEDIA_ROOT) / snapshot.directory
+    if rerun:
+        shutil.rmtree(directory, ignore_errors=True)
     try:
         _write(snapshot, directory, progress)
     except Exception as exc:
+        if jobs.will_retry(exc):  # the job runs again on a fresh connection and starts its files afresh
+            raise
         logger.exception("export %s failed", snapshot.uuid)
-        snapshot_fail(snapshot, f"The export stopped: {type(exc).__name__}: {exc}")
+        snapshot_fail(snapshot, jobs.failure_reason(exc, what="The export"))
         raise
 
 

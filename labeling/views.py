@@ -16,6 +16,7 @@ from labeling.access import project_for, projects_for
 from labeling.batches import (
     BatchInUse,
     ImportFailed,
+    OutOfSpace,
     batch_check_lost,
     batch_claim,
     batch_create,
@@ -26,6 +27,7 @@ from labeling.batches import (
     batch_preview,
     batch_progress,
     batch_run,
+    batch_unclaim,
     preview_shown,
 )
 from labeling.forms import MappingForm, MemberAddForm, MemberChangeForm, ProjectForm, UploadForm
@@ -34,6 +36,7 @@ from labeling.invitation_views import invitations_context
 from labeling.layouts import LAYOUTS, describe_mapping
 from labeling.models import ImportBatch, Membership, Pair, Project
 from labeling.progress import own_progress
+from prefstudio.jobs import QueueUnavailable
 from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
 
 _LEADS = (Membership.Role.LEAD,)
@@ -196,6 +199,8 @@ def _batch(request: HttpRequest, slug: str, batch: str) -> tuple[Project, Import
 def batch_upload(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for(request.user, slug, include_archived=True)
     form = UploadForm(request.POST or None, request.FILES or None)
+    if stopped := getattr(request, "upload_stopped", ""):  # prefstudio.uploads: the upload could not be kept
+        form.add_error("file", stopped)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         try:
@@ -207,7 +212,7 @@ def batch_upload(request: HttpRequest, slug: str) -> HttpResponse:
                 size=upload.size,
                 skip_invalid=form.cleaned_data["skip_invalid"],
             )
-        except ImportFormatError as exc:
+        except (ImportFormatError, OutOfSpace) as exc:
             form.add_error("file", str(exc))
         else:
             if shortened := getattr(upload, "shortened_from", ""):
@@ -287,7 +292,11 @@ def batch_commit(request: HttpRequest, slug: str, batch: str) -> HttpResponse:
         messages.info(request, "This file is already being imported, or was imported.")
         return redirect(batch)
     if background:
-        batch_enqueue(batch)
+        try:
+            batch_enqueue(batch)
+        except QueueUnavailable as exc:
+            batch_unclaim(batch)  # back to "uploaded": nothing started, the same click works later
+            messages.error(request, str(exc))
         return redirect(batch)
     with contextlib.suppress(ImportFailed):  # recorded on the batch, which the page shows
         batch_run(batch)

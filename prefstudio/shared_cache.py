@@ -10,6 +10,7 @@ made around the signals (bulk updates, SQL by hand).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from django.core.cache import caches
@@ -42,3 +43,27 @@ def _delete(keys: list[str]) -> None:
         log.warning(
             "shared cache: could not drop %d keys (%s); they expire within %d s", len(keys), exc, SECONDS
         )
+
+
+class RedisDownFilter(logging.Filter):
+    """For the errors django-redis ignores (IGNORE_EXCEPTIONS) and logs with a traceback on every cache
+    call: one line, at most once every SECONDS per process, naming the error."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.last = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True
+        now = time.monotonic()
+        if self.last and now - self.last < SECONDS:
+            return False
+        self.last = now
+        error = record.exc_info[1]
+        cause = error.__cause__ or error.__context__ or error
+        record.msg = "shared cache: Redis does not answer (%s); reading from the database until it does"
+        record.args = (cause,)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

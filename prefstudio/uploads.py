@@ -8,12 +8,14 @@ what it was (`shortened_from`) for the page to tell.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
-from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFileUploadHandler
+from django.core.files.uploadhandler import MemoryFileUploadHandler, StopUpload, TemporaryFileUploadHandler
 
+OUT_OF_SPACE = "The server is out of disk space: the file was not stored. Ask an administrator to free some."
 NAME_CHARS = 120
 EXTENSION_CHARS = 16
 
@@ -48,4 +50,17 @@ class ShortNameMemoryFileUploadHandler(_ShortName, MemoryFileUploadHandler):
 
 
 class ShortNameTemporaryFileUploadHandler(_ShortName, TemporaryFileUploadHandler):
-    """Django's temporary-file handler (large uploads), with the file name shortened."""
+    """Django's temporary-file handler (large uploads), with the file name shortened. A temporary folder
+    that is full stops the upload instead of failing the request: the partial file is removed and the
+    view finds the reason in `request.upload_stopped`."""
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
+        try:
+            return super().receive_data_chunk(raw_data, start)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            self.file.close()  # a NamedTemporaryFile: closing it removes it
+            if self.request is not None:
+                self.request.upload_stopped = OUT_OF_SPACE
+            raise StopUpload(connection_reset=False) from exc

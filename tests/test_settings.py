@@ -73,7 +73,7 @@ def test_environment_overrides_everything(tmp_path):
     assert s["media"] == str(tmp_path / "media")
     assert s["artifacts"] == str(tmp_path / "artifacts")
     url, timeout, serializer = s["queues"]["h100"]
-    assert url == "redis://cache.internal:6380/2"
+    assert url == "redis://cache.internal:6380/2?socket_connect_timeout=2"  # the queue says at once when down
     assert timeout >= 6 * 3600
     assert serializer == "rq.serializers.JSONSerializer"
     assert s["queues"]["default"][2] == "rq.serializers.JSONSerializer"

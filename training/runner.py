@@ -6,6 +6,8 @@ Imports the engine (and so torch) only inside `execute`: the web process never l
 
 from __future__ import annotations
 
+import errno
+import shutil
 import socket
 import threading
 import traceback
@@ -14,15 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from prefstudio import jobs
 from training.models import RunMetric, TrainingRun
 from training.services import LOG_TAIL_LINES, artifact_dir, record_metric, split_files
 
 # Progress rows are written at most this often (seconds), so that fast steps on a GPU do not turn
 # into a database write each; metrics are kept for every step regardless.
 PROGRESS_EVERY = 1.0
+# Free space under which a checkpoint writer's short write is taken for a full disk.
+DISK_FULL_BYTES = 64 * 2**20
 
 
 def _device_name() -> str:
@@ -47,7 +52,12 @@ class _Heartbeat(threading.Thread):
             connection.close()  # this thread's own connection
 
     def beat(self) -> None:
-        TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
+        """One heartbeat. A lost database connection costs this beat, not the thread: the next one
+        connects afresh, so a blip does not make a healthy run look lost."""
+        try:
+            TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
+        except DatabaseError:
+            connection.close()
 
 
 class _Recorder:
@@ -97,12 +107,16 @@ class _Recorder:
         return TrainingRun.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False).exists()
 
 
-def _start(run_id: int, worker: str) -> TrainingRun | None:
-    """Claim the run for this worker: queued -> running. None when it is not queued (canceled before a
-    worker got to it, or already taken by another)."""
+def _start(run_id: int, worker: str, job_id: str = "") -> TrainingRun | None:
+    """Claim the run for this worker: queued -> running, or running -> running when `job_id` is the run's
+    own job taking it up again (prefstudio.jobs' retry after a lost database connection). None when it is
+    neither (canceled before a worker got to it, or already taken by another)."""
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.state != TrainingRun.State.QUEUED:
+        if run is None:
+            return None
+        retry = bool(job_id) and run.job_id == job_id and run.state == TrainingRun.State.RUNNING
+        if run.state != TrainingRun.State.QUEUED and not retry:
             return None
         now = timezone.now()
         run.state, run.started_at, run.heartbeat_at = TrainingRun.State.RUNNING, now, now
@@ -113,14 +127,14 @@ def _start(run_id: int, worker: str) -> TrainingRun | None:
     return run
 
 
-def execute(run_id: int, *, worker: str = "") -> str:
-    """Run the run with this id to its end; a word on how it ended. Never raises for a failed run: the
-    error is written to the row (and re-raised for RQ only by the task, see training/tasks.py)."""
+def execute(run_id: int, *, worker: str = "", job_id: str = "") -> str:
+    """Run the run with this id to its end; a word on how it ended. A failed run's error is written to
+    the row, and the exception re-raised for RQ (its failure callback, see training/tasks.py). `job_id`:
+    the RQ job running it, which may take its own running run up again (a retry)."""
     from training.config import TrainConfig
     from training.engine import Callbacks, Display, train
 
-    close_old_connections()
-    run = _start(run_id, worker)
+    run = _start(run_id, worker, job_id)
     if run is None:
         return "not queued"
     heartbeat = _Heartbeat(run.pk)
@@ -154,6 +168,8 @@ def execute(run_id: int, *, worker: str = "") -> str:
         )
     except Exception as exc:
         recorder.log("".join(traceback.format_exception_only(exc)).strip())
+        if jobs.will_retry(exc):  # taken up again from its checkpoint on a fresh connection
+            raise
         _finish(run, recorder, state=TrainingRun.State.FAILED, error=_explain(exc))
         raise
     finally:
@@ -170,7 +186,33 @@ def execute(run_id: int, *, worker: str = "") -> str:
 
 
 def _explain(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """The run's error in one line. A full disk says so and where: torch's checkpoint writer reports it
+    as "unexpected pos ..." or "PytorchStreamWriter failed writing file", with no errno."""
+    text = str(exc)
+    full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if not full and isinstance(exc, RuntimeError):
+        full = ("unexpected pos" in text or "failed writing file" in text) and _disk_nearly_full()
+    if full:
+        free = _free_bytes(Path(settings.ARTIFACT_ROOT))
+        return (
+            f"The disk is full: the run could not write to {_storage_label()} ({free // 2**20} MiB free). "
+            "Free some space, then Resume: it continues from the last checkpoint."
+        )
+    return f"{type(exc).__name__}: {text}"
+
+
+def _free_bytes(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _disk_nearly_full() -> bool:
+    return _free_bytes(Path(settings.ARTIFACT_ROOT)) < DISK_FULL_BYTES
+
+
+def _storage_label() -> str:
+    return "the artifact storage (ARTIFACT_ROOT)"
 
 
 def _finish(

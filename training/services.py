@@ -29,6 +29,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Callback, Job
 
 from labeling.models import ExportSnapshot
+from prefstudio import jobs
 from training.config import TrainConfig
 from training.models import RunMetric, TrainingRun
 
@@ -165,8 +166,10 @@ def run_create(
     `base_model`, which comes from the allow-list. Raises ValueError for an unknown base model, an invalid
     config (the message names the field), or data the check finds nothing to train on (`data_check`, skipped
     with `check_data=False`; a check that cannot run on this host does not stop the run: its worker checks
-    every pair before it trains)."""
+    every pair before it trains). Raises prefstudio.jobs.QueueUnavailable, with nothing stored, when the
+    training queue does not answer."""
     checked = _config(base_model, config).to_dict()
+    _require_queue()
     if check_data:
         check = data_check(snapshot=snapshot, base_model=base_model, config=config)
         if check.get("usable") is False:
@@ -181,6 +184,13 @@ def run_create(
         run.save(update_fields=["artifact_path"])
         transaction.on_commit(lambda: run_enqueue(run))
     return run
+
+
+def _require_queue() -> None:
+    """Refuse to record work that only the queue can start while the queue does not answer. (A queue that
+    fails between this check and the commit leaves the run queued with a note; `runs_reap` enqueues it.)"""
+    if not jobs.queue_available(settings.PREFSTUDIO_TRAINING_QUEUE):
+        raise jobs.QueueUnavailable()
 
 
 def run_enqueue(run: TrainingRun) -> None:
@@ -225,7 +235,9 @@ def run_cancel(run: TrainingRun) -> TrainingRun:
 
 def run_resume(run: TrainingRun) -> TrainingRun:
     """Queue a failed or canceled run again: it continues from its last checkpoint (or starts over
-    when it has none). Raises ValueError for a run in another state."""
+    when it has none). Raises ValueError for a run in another state, QueueUnavailable (nothing changed)
+    when the training queue does not answer."""
+    _require_queue()
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
         if not locked.resumable:
@@ -303,7 +315,8 @@ def runs_reap(*, now: Any = None) -> int:
     - running, canceled more than FORCE_STOP_AFTER ago: the job is stopped (RQ's stop-job command) and
       the run canceled;
     - queued, and Redis no longer has its job (Redis restarted or flushed): enqueued again.
-    Called by the training pages (each poll of a running run's page) and by `manage.py reap_runs`.
+    Called by the training pages (each poll of a running run's page), by every worker every
+    prefstudio.jobs.MAINTENANCE_SECONDS (its maintenance), and by `manage.py reap_runs`.
     """
     now = now or timezone.now()
     changed = 0

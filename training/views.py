@@ -19,6 +19,7 @@ from django_htmx.http import HttpResponseStopPolling
 from labeling.access import projects_for
 from labeling.models import Membership
 from prefstudio import charts
+from prefstudio.jobs import QueueUnavailable
 from prefstudio.roles import TRAIN, requires
 from training import services
 from training.config import REFERENCE_FREE_LOSS_TYPES
@@ -92,7 +93,7 @@ def run_create(request: HttpRequest) -> HttpResponse:
                     config=form.config(base_model=base_model),
                 )
                 return redirect(run)  # the run page says it is queued, until a worker starts it
-        except ValueError as exc:
+        except (ValueError, QueueUnavailable) as exc:
             form.add_error(None, str(exc))
     context = {
         "form": form,
@@ -241,7 +242,7 @@ def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run(request, run_id)
     try:
         services.run_resume(run)
-    except ValueError as exc:
+    except (ValueError, QueueUnavailable) as exc:
         messages.error(request, str(exc))
     else:
         step = services.checkpoint_step(run)
