@@ -8,27 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from prefstudio.job_rows import JobRow
 
-class TrainingRun(models.Model):
-    class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELED = "canceled", "Canceled"
+
+class TrainingRun(JobRow):
+    """A DPO run: the shared job row (prefstudio.job_rows: state, worker, heartbeat, cancel, attempts,
+    error, log tail) with its snapshot, config, progress and outcome."""
 
     snapshot = models.ForeignKey("labeling.ExportSnapshot", on_delete=models.PROTECT, related_name="runs")
     base_model = models.CharField(max_length=200, help_text="A name from PREFSTUDIO_BASE_MODELS.")
     config = models.JSONField(help_text="training.engine.TrainConfig, as to_dict() gives it.")
-    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
-    job_id = models.CharField(max_length=64, blank=True)
-    worker = models.CharField(max_length=200, blank=True, help_text="The RQ worker running it.")
-    worker_host = models.CharField(max_length=200, blank=True)
-    device = models.CharField(max_length=64, blank=True, help_text='e.g. "cuda:0" or "cpu".')
     phase = models.CharField(
         max_length=32, blank=True,
         help_text="What a running run is doing: loading, reference:<split>, training, evaluating, saving.",
@@ -40,10 +32,6 @@ class TrainingRun(models.Model):
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     tokens_per_second = models.FloatField(null=True, blank=True)
-    eta_seconds = models.FloatField(null=True, blank=True)
-    cancel_requested_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True, help_text="Why it failed, in words.")
-    log_tail = models.TextField(blank=True, help_text="The last lines the engine logged.")
     artifact_path = models.CharField(max_length=500, blank=True, help_text="Relative to ARTIFACT_ROOT.")
     initial_metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation at step 0.")
     final_metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation at the end.")
@@ -56,14 +44,6 @@ class TrainingRun(models.Model):
         help_text="Held-out preference share at step 0 and at the end, with its 95% interval "
         "(training.compare.ShareChange).",
     )
-    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker started it.")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life from its worker.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -74,14 +54,6 @@ class TrainingRun(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("training:run-detail", kwargs={"run_id": self.pk})
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (self.State.SUCCEEDED, self.State.FAILED, self.State.CANCELED)
-
-    @property
-    def resumable(self) -> bool:
-        return self.state in (self.State.FAILED, self.State.CANCELED)
 
     @property
     def outcome(self) -> Any:

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import errno
 import shutil
-import socket
-import threading
 import traceback
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from prefstudio import jobs
+from prefstudio import job_rows, jobs
 from training.models import RunMetric, TrainingRun
 from training.services import LOG_TAIL_LINES, artifact_dir, record_metric, split_files
 
@@ -34,30 +31,6 @@ def _device_name() -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-class _Heartbeat(threading.Thread):
-    """Writes the run's heartbeat every TRAINING_HEARTBEAT_SECONDS, also while a long step runs."""
-
-    def __init__(self, run_id: int) -> None:
-        super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
-        self.run_id = run_id
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.done.wait(settings.TRAINING_HEARTBEAT_SECONDS):
-                self.beat()
-        finally:
-            connection.close()  # this thread's own connection
-
-    def beat(self) -> None:
-        """One heartbeat. A lost database connection costs this beat, not the thread: the next one
-        connects afresh, so a blip does not make a healthy run look lost."""
-        try:
-            TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
-        except DatabaseError:
-            connection.close()
 
 
 class _Recorder:
@@ -104,27 +77,13 @@ class _Recorder:
 
     def should_stop(self) -> bool:
         """Asked before every step: one primary-key lookup, so a cancel ends the run within a step."""
-        return TrainingRun.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False).exists()
+        return job_rows.cancel_requested(TrainingRun, self.run.pk)
 
 
 def _start(run_id: int, worker: str, job_id: str = "") -> TrainingRun | None:
-    """Claim the run for this worker: queued -> running, or running -> running when `job_id` is the run's
-    own job taking it up again (prefstudio.jobs' retry after a lost database connection). None when it is
-    neither (canceled before a worker got to it, or already taken by another)."""
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None:
-            return None
-        retry = bool(job_id) and run.job_id == job_id and run.state == TrainingRun.State.RUNNING
-        if run.state != TrainingRun.State.QUEUED and not retry:
-            return None
-        now = timezone.now()
-        run.state, run.started_at, run.heartbeat_at = TrainingRun.State.RUNNING, now, now
-        run.worker, run.worker_host, run.device = worker, socket.gethostname(), _device_name()
-        run.attempts += 1
-        run.error = ""
-        run.save()
-    return run
+    """Claim the run for this worker (prefstudio.job_rows.claim): queued -> running, or its own job's
+    retry taking it up again. None when it is neither."""
+    return job_rows.claim(TrainingRun, run_id, worker=worker, job_id=job_id, device=_device_name())
 
 
 def execute(run_id: int, *, worker: str = "", job_id: str = "") -> str:
@@ -137,7 +96,7 @@ def execute(run_id: int, *, worker: str = "", job_id: str = "") -> str:
     run = _start(run_id, worker, job_id)
     if run is None:
         return "not queued"
-    heartbeat = _Heartbeat(run.pk)
+    heartbeat = job_rows.Heartbeat(TrainingRun, run.pk)
     recorder = _Recorder(run)
     heartbeat.start()
     output = artifact_dir(run)
@@ -241,4 +200,4 @@ def _finish(
                 "data_report": data, "device": device, "share_change": share_change}  # fmt: skip
     fields.update({name: value for name, value in optional.items() if value is not None})
     # Only a run still marked running is finished here: a reaper may have failed it meanwhile.
-    TrainingRun.objects.filter(pk=run.pk, state=TrainingRun.State.RUNNING).update(**fields)
+    job_rows.finish(TrainingRun, run.pk, **fields)

@@ -29,7 +29,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Callback, Job
 
 from labeling.models import ExportSnapshot
-from prefstudio import jobs
+from prefstudio import job_rows, jobs
 from training.config import TrainConfig
 from training.models import RunMetric, TrainingRun
 
@@ -301,11 +301,7 @@ def _job_exists(job_id: str) -> bool | None:
 
 def run_fail(run_id: int, error: str, *, states: tuple[str, ...] = (TrainingRun.State.RUNNING,)) -> bool:
     """Mark the run failed with `error` if it is still in one of `states`; whether it was."""
-    return bool(
-        TrainingRun.objects.filter(pk=run_id, state__in=states).update(
-            state=TrainingRun.State.FAILED, error=error, finished_at=timezone.now()
-        )
-    )
+    return job_rows.fail(TrainingRun, run_id, error, states=states)
 
 
 def runs_reap(*, now: Any = None) -> int:
@@ -320,14 +316,7 @@ def runs_reap(*, now: Any = None) -> int:
     """
     now = now or timezone.now()
     changed = 0
-    lost_before = now - timedelta(seconds=settings.TRAINING_LOST_SECONDS)
-    for run in TrainingRun.objects.filter(state=TrainingRun.State.RUNNING, heartbeat_at__lt=lost_before):
-        seconds = int((now - run.heartbeat_at).total_seconds())
-        changed += run_fail(
-            run.pk,
-            f"Worker lost: no heartbeat from {run.worker_host or 'its worker'} for {seconds} s "
-            "(the worker or its host stopped). Resume continues from the last checkpoint.",
-        )
+    changed += job_rows.reap_lost(TrainingRun, now=now, then="Resume continues from the last checkpoint.")
     stuck = TrainingRun.objects.filter(
         state=TrainingRun.State.RUNNING, cancel_requested_at__lt=now - FORCE_STOP_AFTER
     )
