@@ -38,7 +38,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Called (no arguments) by every worker every MAINTENANCE_SECONDS; each settles what a dead worker or
 # request left behind (runs of a killed work horse or a lost host, files of a failed upload) and must be
 # cheap when there is nothing to do.
-REAPERS = ("training.services.runs_reap", "labeling.batches.uploads_sweep_now_and_then")
+REAPERS = (
+    "training.services.runs_reap",
+    "generation.services.jobs_reap",
+    "labeling.batches.uploads_sweep_now_and_then",
+)
 MAINTENANCE_SECONDS = 30
 
 QUEUE_UNAVAILABLE = (

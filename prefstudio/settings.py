@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     # Before django_rq: training's `rqworker` command (JSON serializer by default) wins.
     "labeling",
     "training",
+    "generation",
     "django_rq",
 ]
 
@@ -305,5 +306,8 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         # django-axes logs every login at INFO; its lockouts are warnings.
         "axes": {"level": env.str("AXES_LOG_LEVEL", default="WARNING")},
+        # The endpoint backend's HTTP client logs every request at INFO.
+        "httpx2": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
     },
 }
