@@ -15,6 +15,9 @@ from django.urls import reverse
 
 from prefstudio.job_rows import JobRow
 
+BASE_URL = RegexValidator(
+    r"^https?://[^\s/?#]+(/[^\s?#]*)?$", "An http:// or https:// address, e.g. http://gpu-host:8000/v1."
+)
 ENV_NAME = RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name: capitals, digits and _.")
 
 
@@ -23,7 +26,9 @@ class Endpoint(models.Model):
     stored: `api_key_env` names the environment variable of the workers that holds it."""
 
     name = models.SlugField(max_length=64, unique=True, help_text="Referred to as endpoint:NAME.")
-    base_url = models.URLField(max_length=500, help_text="e.g. http://gpu-host:8000/v1")
+    base_url = models.CharField(
+        max_length=500, validators=[BASE_URL], help_text="e.g. http://gpu-host:8000/v1"
+    )  # an internal host name has no dot, which URLField refuses
     model = models.CharField(
         max_length=200, help_text="The model name the server expects (a LoRA module's name)."
     )

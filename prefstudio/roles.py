@@ -155,6 +155,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Review", "labeling:review-index", REVIEW),
     NavItem("Export", "labeling:export-index", EXPORT),
     NavItem("Training", "training:run-index", TRAIN),
+    NavItem("Generation", "generation:job-index", EXPORT),
     NavItem("Admin", "admin:index", None),
 )
 

@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
+from generation.models import Endpoint, GenerationJob
 from labeling.invitations import invitation_create, invitation_token
 from labeling.models import Assignment, ExportSnapshot, Invitation, Judgment, Membership, Project
 from tests.conftest import label_status
@@ -60,6 +61,16 @@ def concrete(route: str, project, batch, user=None) -> str:
         )
         path = path.replace("<int:member_id>", str(member.pk))
         path = path.replace("<int:invitation_id>", str(sample_invitation(project, user).pk))
+        if "<int:job_id>" in path:
+            playground = path.startswith("/generation/playground/")
+            path = path.replace(
+                "<int:job_id>", str(sample_generation_job(project, user, playground=playground).pk)
+            )
+        if "<int:endpoint_id>" in path:
+            endpoint, _ = Endpoint.objects.get_or_create(
+                name="sample", base_url="http://x:8000/v1", model="m"
+            )
+            path = path.replace("<int:endpoint_id>", str(endpoint.pk))
     if "<str:token>" in path:
         path = path.replace("<str:token>", invitation_token(sample_invitation(project, user)))
     if "<uuid:export>" in path:
@@ -88,6 +99,18 @@ def sample_invitation(project, user) -> Invitation:
     invitation = Invitation.objects.filter(project=project).first()
     return invitation or invitation_create(
         project=project, role="annotator", max_uses=1, days=7, created_by=user
+    )
+
+
+def sample_generation_job(project, user, *, playground: bool) -> GenerationJob:
+    """A generation job in the project (the playground's: of this user)."""
+    if playground:
+        kind, fields = GenerationJob.Kind.PLAYGROUND, {"created_by": user, "project": None}
+    else:
+        kind, fields = GenerationJob.Kind.SAMPLES, {"project": project}
+    job = GenerationJob.objects.filter(kind=kind, **fields).first()
+    return job or GenerationJob.objects.create(
+        kind=kind, model_refs=["base:tiny"], params={}, prompts=["x"], source="t", **fields
     )
 
 
@@ -183,8 +206,8 @@ def test_admin_and_queue_dashboard_are_for_admins_only(path, users):
 def test_navigation_follows_roles(users):
     expected = {
         "annotator": ["Label"],
-        "lead": ["Label", "Review", "Export"],
-        "admin": ["Label", "Review", "Export", "Training", "Admin"],
+        "lead": ["Label", "Review", "Export", "Generation"],
+        "admin": ["Label", "Review", "Export", "Training", "Generation", "Admin"],
         "none": [],
     }
     for role, user in users.items():

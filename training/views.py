@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from generation.registry import vllm_command
 from labeling.access import projects_for
 from labeling.models import Membership
 from prefstudio import charts
@@ -207,6 +208,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "curves": _curves(run),
         "comparison": _comparison(run),
         "files": services.artifact_files(run) if run.state == TrainingRun.State.SUCCEEDED else [],
+        "vllm_command": vllm_command(run) if run.state == TrainingRun.State.SUCCEEDED else "",
         "data": [(name, report, _reasons(report)) for name, report in (run.data_report or {}).items()],
         "queue_name": services.queue_name(),
         "resume_from": services.checkpoint_step(run) if run.resumable or run.attempts else None,

@@ -25,27 +25,6 @@ def save_random_adapter(base_dir: Path, target: Path, *, seed: int = 0) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
-def lively_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with its weights drawn again (std 0.3) and a louder end of turn: the untrained tiny
-    model answers every prompt with blank lines, which decode to empty text and prove nothing."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = tmp_path_factory.mktemp("lively-model")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim == 2:
-                parameter.normal_(0.0, 0.3)
-        model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("<|im_end|>")] *= 2
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def tiny_base(settings, lively_model_dir):
     """The lively tiny model on the allow-list as "tiny"."""
