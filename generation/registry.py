@@ -50,11 +50,20 @@ class EndpointSpec:
 Spec = LocalSpec | EndpointSpec
 
 
-def resolve(ref: str) -> Spec:
-    """The model behind `ref`; UnknownModel names what is wrong."""
+def resolve(ref: str, *, allow_paths: bool = False) -> Spec:
+    """The model behind `ref`; UnknownModel names what is wrong. `allow_paths`: also `path:FOLDER`, a
+    model folder on this host (the command line's; pages offer only the allow-list)."""
     kind, _, name = ref.partition(":")
     if not name:
         kind, name = "base", ref
+    if kind == "path":
+        if not allow_paths:
+            raise UnknownModel(f"{ref}: a model folder is accepted on the command line only")
+        if not (Path(name) / "config.json").is_file():
+            raise UnknownModel(f"{ref}: no model folder (with a config.json) there")
+        return LocalSpec(
+            ref=f"path:{Path(name).resolve()}", label=Path(name).name, base_path=str(Path(name).resolve())
+        )
     if kind == "base":
         models = base_models()
         if name not in models:

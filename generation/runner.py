@@ -99,7 +99,7 @@ def _answer_all(job: GenerationJob, log: _Log) -> None:
     from generation.backends.base import SamplingParams
 
     params = SamplingParams(**job.params)
-    specs = [resolve(ref) for ref in job.model_refs]
+    specs = [resolve(ref, allow_paths=True) for ref in job.model_refs]  # checked when the job was made
     total = len(job.prompts) * len(specs)
     done = sum(len(_answered(job, spec.ref)) for spec in specs)
     GenerationJob.objects.filter(pk=job.pk).update(total=total, done=done)

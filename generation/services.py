@@ -141,6 +141,7 @@ def job_create(
     project: Any = None,
     run: Any = None,
     enqueue: bool = True,
+    allow_paths: bool = False,
 ) -> GenerationJob:
     """Record a generation job and (with `enqueue`) put it on the GPU queue once the transaction commits;
     without, it waits queued for `generation.runner.execute` here (the command line). ValueError
@@ -153,7 +154,7 @@ def job_create(
     refs = []
     for ref in model_refs:
         try:
-            refs.append(resolve(ref).ref)
+            refs.append(resolve(ref, allow_paths=allow_paths).ref)
         except UnknownModel as exc:
             raise ValueError(f"model: {exc}") from None
     if kind in (GenerationJob.Kind.SAMPLES, GenerationJob.Kind.NEXT_ROUND) and (

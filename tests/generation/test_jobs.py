@@ -178,6 +178,71 @@ def test_next_round_samples_the_tuned_model_on_prompts_it_was_not_trained_on(pro
     job = services.next_round(tuned_run, admin_user, max_new_tokens=8)
     assert job.kind == "next-round" and job.model_refs == [f"run:{tuned_run.pk}"] and job.samples == 2
     assert job.prompts == ["Q0", "Q1"] and job.project == project and job.run == tuned_run
+    assert runner.execute(job.pk) == "succeeded"
+    job = state(job)
+    pairs = Pair.objects.filter(batch=job.batch)
+    assert job.pairs_made == pairs.count() > 0 and job.pairs_made + job.identical_skipped == 2
+    assert {(p.model_a, p.model_b) for p in pairs} == {(f"run:{tuned_run.pk}", f"run:{tuned_run.pk}")}
+    assert {p.prompt for p in pairs} <= {"Q0", "Q1"}
+
+
+def test_a_job_against_an_endpoint_and_a_local_model(project, admin_user, tiny_base):
+    from generation.models import Endpoint
+    from tests.generation.chat_server import ChatServer
+
+    with ChatServer(models=["echo-model"]) as server:
+        Endpoint.objects.create(name="echo", base_url=server.base_url, model="echo-model")
+        job = services.job_create(
+            kind="versus",
+            user=admin_user,
+            model_refs=["endpoint:echo", tiny_base],
+            prompts=["Q0", "Q1"],
+            source="test",
+            params=GREEDY,
+            project=project,
+            enqueue=False,
+        )
+        assert runner.execute(job.pk) == "succeeded", state(job).error
+    answers = GenerationAnswer.objects.filter(job=job, model_ref="endpoint:echo").order_by("prompt_index")
+    assert [a.text.split(" #")[0] for a in answers] == ["echo: Q0", "echo: Q1"]
+    assert server.completions[0]["model"] == "echo-model" and server.completions[0]["max_tokens"] == 12
+    pair = Pair.objects.filter(batch=state(job).batch).first()
+    assert {pair.model_a, pair.model_b} == {"endpoint:echo", "base:tiny"}
+
+
+def test_a_model_folder_is_a_model_on_the_command_line_only(project, admin_user, lively_model_dir):
+    with pytest.raises(ValueError, match="on the command line only"):
+        services.job_create(
+            kind="samples",
+            user=admin_user,
+            model_refs=[f"path:{lively_model_dir}"],
+            prompts=["x"],
+            source="t",
+            params=GREEDY,
+            samples=2,
+            project=project,
+            enqueue=False,
+        )
+    call_command(
+        "generate_pairs",
+        project.slug,
+        "--model",
+        str(lively_model_dir),
+        "--samples",
+        "2",
+        "--prompts",
+        str(_prompt_file(lively_model_dir.parent)),
+        "--max-new-tokens",
+        "6",
+    )
+    job = GenerationJob.objects.get()
+    assert job.model_refs == [f"path:{lively_model_dir.resolve()}"] and job.state == "succeeded"
+
+
+def _prompt_file(folder):
+    path = folder / "one-prompt.jsonl"
+    path.write_text(json.dumps({"prompt": "Hello"}) + "\n")
+    return path
 
 
 def test_models_that_cannot_be_called_are_refused_by_name(project, admin_user, tiny_base, tuned_run):

@@ -18,9 +18,9 @@ from prefstudio.jobs import QueueUnavailable
 class Command(BaseCommand):
     help = (
         "Generate pairs for PROJECT: N samples from one --model (--samples N, at least 2), or one answer "
-        "each from two or more --model. MODEL is a base model's name, base:NAME, run:ID or endpoint:NAME. "
-        "Prompts are the project's own unless --prompts FILE (JSONL with a prompt field, or CSV with a "
-        "prompt column). Prints the batch it created."
+        "each from two or more --model. MODEL is a base model's name or folder, base:NAME, run:ID or "
+        "endpoint:NAME. Prompts are the project's own unless --prompts FILE (JSONL with a prompt field, or "
+        "CSV with a prompt column). Prints the batch it created."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -43,6 +43,8 @@ class Command(BaseCommand):
         project = Project.objects.filter(slug=o["project"]).first()
         if project is None:
             raise CommandError(f"No project {o['project']!r}.")
+        # A folder on this host is a model too, here (pages and workers elsewhere offer only the allow-list).
+        o["models"] = [f"path:{m}" if Path(m).is_dir() else m for m in o["models"]]
         several = len(o["models"]) > 1
         samples = o["samples"] if o["samples"] is not None else (1 if several else 2)
         if o["prompts"]:
@@ -62,7 +64,7 @@ class Command(BaseCommand):
                 model_refs=o["models"], prompts=prompts, source=source, samples=samples, project=project,
                 params={"max_new_tokens": o["max_new_tokens"], "temperature": temperature,
                         "top_p": o["top_p"], "seed": o["seed"]},
-                enqueue=o["enqueue"],
+                enqueue=o["enqueue"], allow_paths=not o["enqueue"],
             )  # fmt: skip
         except (ValueError, QueueUnavailable) as exc:
             raise CommandError(str(exc)) from None
