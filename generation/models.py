@@ -55,6 +55,7 @@ class GenerationJob(JobRow):
         SAMPLES = "samples", "N samples from one model"
         VERSUS = "versus", "One answer each from two or more models"
         NEXT_ROUND = "next-round", "Next round: two samples from a tuned model"
+        EVALUATION = "evaluation", "Blind evaluation: one answer each from two or more models"
         PLAYGROUND = "playground", "Playground"
 
     kind = models.CharField(max_length=12, choices=Kind.choices)

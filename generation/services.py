@@ -161,7 +161,8 @@ def job_create(
         len(refs) != 1 or samples < 2
     ):
         raise ValueError("samples: N samples come from one model, with N at least 2")
-    if kind == GenerationJob.Kind.VERSUS and (len(set(refs)) < 2 or samples != 1):
+    versus = (GenerationJob.Kind.VERSUS, GenerationJob.Kind.EVALUATION)
+    if kind in versus and (len(set(refs)) < 2 or samples != 1):
         raise ValueError("models: a comparison needs two or more different models, one answer each")
     if kind != GenerationJob.Kind.PLAYGROUND and project is None:
         raise ValueError("project: the pairs need a project to go to")

@@ -125,8 +125,9 @@ def sniff_format(stream: BinaryIO, name: str) -> str:
 
 
 def batch_create(*, project: Project, user: Any, upload: IO[bytes], source_name: str, size: int,
-                 skip_invalid: bool) -> ImportBatch:  # fmt: skip
-    """Store an uploaded file under a server-chosen name, after checking its content is a dataset."""
+                 skip_invalid: bool, evaluation: bool = False) -> ImportBatch:  # fmt: skip
+    """Store an uploaded file under a server-chosen name, after checking its content is a dataset.
+    `evaluation`: its pairs are blind evaluation pairs, which no training export holds."""
     fmt = sniff_format(upload, source_name)
     batch = ImportBatch(
         project=project,
@@ -135,6 +136,7 @@ def batch_create(*, project: Project, user: Any, upload: IO[bytes], source_name:
         size_bytes=size,
         format=fmt,
         skip_invalid=skip_invalid,
+        evaluation=evaluation,
     )
     name = batch.file.field.generate_filename(batch, "upload")
     storage = batch.file.storage

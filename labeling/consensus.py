@@ -32,6 +32,7 @@ METHODS = ("majority", "dawid-skene")
 # is decided by the export shape (labeling/exporting.py), not by the rules here.
 REASONS: dict[str, str] = {
     "gold": "Gold pair",
+    "evaluation": "Blind evaluation pair: never in a training export",
     "too_few_votes": "Fewer judgments than the minimum",
     "split": "Split vote: no label reaches the minimum share",
     "low_posterior": "Dawid–Skene posterior below the minimum",

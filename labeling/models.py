@@ -167,6 +167,10 @@ class ImportBatch(models.Model):
     size_bytes = models.BigIntegerField(default=0)
     format = models.CharField(max_length=16, blank=True)
     skip_invalid = models.BooleanField(default=False)
+    evaluation = models.BooleanField(
+        default=False,
+        help_text="Pairs of a blind evaluation round (model vs model): never in a training export.",
+    )
     mapping = models.JSONField(
         default=dict,
         blank=True,

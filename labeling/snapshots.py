@@ -267,7 +267,7 @@ def _decisions(
     the very same Decision and `_Shape` objects, so callers may count them by identity.
     """
     pairs = (
-        Pair.objects.filter(project=project)
+        training_pairs(project)
         .order_by("id")
         .alias(prompt_text=Cast("prompt", TextField()))
         .annotate(
@@ -357,6 +357,8 @@ def export_preview(
     by_identity: dict[int, Any] = {id(d): d for d in decisions}
     by_identity.update((id(t), t) for t in shapes)
     dropped: dict[str, int] = {}
+    if evaluation := evaluation_pairs(project).count():
+        dropped["evaluation"] = evaluation
     kept_ids, kept_sizes = [], []
     for pair_id, decision, texts, size in zip(ids, decisions, shapes, sizes, strict=True):
         reason = reason_for(id(decision), id(texts))
@@ -473,7 +475,7 @@ def snapshot_start(
     if fmt not in ExportSnapshot.Format.values:
         raise ValueError(f"format: {fmt!r} is not one of {', '.join(ExportSnapshot.Format.values)}")
     exporting.split_of("x", eval_fraction)  # validates the fraction
-    pairs = Pair.objects.filter(project=project).count()
+    pairs = training_pairs(project).count()
     if in_worker is None:
         in_worker = pairs > settings.PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS
     if in_worker and not jobs.queue_available():
@@ -535,6 +537,17 @@ def snapshot_check(snapshot: ExportSnapshot) -> None:
     snapshot.refresh_from_db()
 
 
+def training_pairs(project: Project) -> QuerySet[Pair]:
+    """The pairs an export may hold: every pair of the project but the blind evaluation pairs (of
+    batches marked `evaluation`), which no export rule lets through."""
+    return Pair.objects.filter(project=project).exclude(batch__evaluation=True)
+
+
+def evaluation_pairs(project: Project) -> QuerySet[Pair]:
+    """The project's blind evaluation pairs, which exports leave out (and count)."""
+    return Pair.objects.filter(project=project, batch__evaluation=True)
+
+
 def _streamed_pairs(
     project: Project, excluded: frozenset[int], criteria: list[str], *, include_metadata: bool
 ) -> Iterator[tuple[tuple[Any, ...], str, str | None, tuple[int, ...] | None]]:
@@ -543,7 +556,7 @@ def _streamed_pairs(
     merged, so only a chunk of each is in memory."""
     pairs = _raw_rows(
         _exported(
-            Pair.objects.filter(project=project).order_by("id"), "gold", "adjudication__label",
+            training_pairs(project).order_by("id"), "gold", "adjudication__label",
             include_metadata=include_metadata,
         )
     )  # fmt: skip
@@ -647,6 +660,7 @@ def _write(snapshot: ExportSnapshot, directory: Path, progress: Callable[[int, i
     no_votes = (0,) * len(LABELS)
     newest = Judgment.objects.filter(pair__project=project).exclude(annotator_id__in=excluded)
     last_judgment = newest.aggregate(last=Max("created_at"))["last"]
+    evaluation = evaluation_pairs(project).count()
     directory.mkdir(parents=True, exist_ok=False)
     done = judgments = 0
     counter = consensus.DisagreementCounter()  # a few histogram cells, however many pairs
@@ -685,7 +699,7 @@ def _write(snapshot: ExportSnapshot, directory: Path, progress: Callable[[int, i
         finished_at=timezone.now(),
         pairs_done=done,
         kept=writer.kept,
-        dropped=writer.dropped,
+        dropped={**writer.dropped, **({"evaluation": evaluation} if evaluation else {})},
         train_rows=by_split.get("train", 0),
         eval_rows=by_split.get("eval", 0),
         files=[asdict(info) for info in files],

@@ -156,6 +156,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Export", "labeling:export-index", EXPORT),
     NavItem("Training", "training:run-index", TRAIN),
     NavItem("Generation", "generation:job-index", EXPORT),
+    NavItem("Evaluations", "evaluation:round-index", EXPORT),
     NavItem("Admin", "admin:index", None),
 )
 

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "labeling",
     "training",
     "generation",
+    "evaluation",
     "django_rq",
 ]
 

@@ -22,6 +22,7 @@ urlpatterns = [
     path("", include("labeling.urls")),
     path("training/", include("training.urls")),
     path("generation/", include("generation.urls")),
+    path("evaluation/", include("evaluation.urls")),
     # django-rq's dashboard: every view is staff_member_required; only admins are staff here.
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

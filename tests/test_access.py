@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
+from evaluation.models import EvaluationRound
 from generation.models import Endpoint, GenerationJob
 from labeling.invitations import invitation_create, invitation_token
 from labeling.models import Assignment, ExportSnapshot, Invitation, Judgment, Membership, Project
@@ -66,6 +67,11 @@ def concrete(route: str, project, batch, user=None) -> str:
             path = path.replace(
                 "<int:job_id>", str(sample_generation_job(project, user, playground=playground).pk)
             )
+        if "<int:round_id>" in path:
+            round_, _ = EvaluationRound.objects.get_or_create(
+                project=project, defaults={"model_refs": ["base:a", "base:b"], "prompts_note": "t"}
+            )
+            path = path.replace("<int:round_id>", str(round_.pk))
         if "<int:endpoint_id>" in path:
             endpoint, _ = Endpoint.objects.get_or_create(
                 name="sample", base_url="http://x:8000/v1", model="m"
@@ -206,8 +212,8 @@ def test_admin_and_queue_dashboard_are_for_admins_only(path, users):
 def test_navigation_follows_roles(users):
     expected = {
         "annotator": ["Label"],
-        "lead": ["Label", "Review", "Export", "Generation"],
-        "admin": ["Label", "Review", "Export", "Training", "Generation", "Admin"],
+        "lead": ["Label", "Review", "Export", "Generation", "Evaluations"],
+        "admin": ["Label", "Review", "Export", "Training", "Generation", "Evaluations", "Admin"],
         "none": [],
     }
     for role, user in users.items():

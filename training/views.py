@@ -158,6 +158,14 @@ def _reasons(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _latest_evaluation(run: TrainingRun) -> dict[str, Any] | None:
+    """The run's newest blind evaluation round with its results, or None."""
+    from evaluation.services import round_results
+
+    round_ = run.evaluation_rounds.select_related("project", "generation_job").first()
+    return {"round": round_, "results": round_results(round_)} if round_ is not None else None
+
+
 def _zero_at_start(run: TrainingRun, name: str) -> bool:
     """Whether `name` is an implicit reward, zero for every pair at step 0 by construction (every loss with a
     reference model; SimPO's rewards are the policy's own and mean something from the start)."""
@@ -209,6 +217,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "comparison": _comparison(run),
         "files": services.artifact_files(run) if run.state == TrainingRun.State.SUCCEEDED else [],
         "vllm_command": vllm_command(run) if run.state == TrainingRun.State.SUCCEEDED else "",
+        "evaluation": _latest_evaluation(run),
         "data": [(name, report, _reasons(report)) for name, report in (run.data_report or {}).items()],
         "queue_name": services.queue_name(),
         "resume_from": services.checkpoint_step(run) if run.resumable or run.attempts else None,
