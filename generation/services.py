@@ -203,34 +203,14 @@ def job_enqueue(job: GenerationJob) -> None:
 
 def job_cancel(job: GenerationJob) -> GenerationJob:
     """Ask the job to stop: a queued one at once, a running one between two chunks of prompts."""
-    now = timezone.now()
-    with transaction.atomic():
-        locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
-        if locked.finished:
-            return locked
-        locked.cancel_requested_at = now
-        fields = ["cancel_requested_at"]
-        if locked.state == GenerationJob.State.QUEUED:
-            locked.state, locked.finished_at = GenerationJob.State.CANCELED, now
-            fields += ["state", "finished_at"]
-        locked.save(update_fields=fields)
-    return locked
+    return job_rows.request_cancel(GenerationJob, job.pk, queue=settings.PREFSTUDIO_TRAINING_QUEUE)
 
 
 def job_resume(job: GenerationJob) -> GenerationJob:
     """Queue a failed or canceled job again: it answers only the prompts not answered yet."""
     if not jobs.queue_available(settings.PREFSTUDIO_TRAINING_QUEUE):
         raise jobs.QueueUnavailable()
-    with transaction.atomic():
-        locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
-        if not locked.resumable:
-            raise ValueError(f"Only failed or canceled jobs can be resumed; this one is {locked.state}.")
-        locked.state = GenerationJob.State.QUEUED
-        locked.cancel_requested_at = locked.finished_at = None
-        locked.error = ""
-        locked.save(update_fields=["state", "cancel_requested_at", "finished_at", "error"])
-        transaction.on_commit(lambda: job_enqueue(locked))
-    return locked
+    return job_rows.requeue(GenerationJob, job.pk, enqueue=job_enqueue, what="jobs")
 
 
 def next_round(run: Any, user: Any, *, samples: int = 2, max_new_tokens: int = 256) -> GenerationJob:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -156,3 +157,39 @@ def reap_lost(model: type[JobRow], *, now: Any = None, then: str = "") -> int:
             f"(the worker or its host stopped). {then}".strip(),
         )
     return changed
+
+
+def request_cancel(model: type[Row], pk: int, *, queue: str = "") -> Row:
+    """Ask a job to stop: a queued one is canceled at once (and its RQ job on `queue` with it), a running
+    one stops at its next check of `cancel_requested`. The row as it is now."""
+    now = timezone.now()
+    with transaction.atomic():
+        row = model.objects.select_for_update().get(pk=pk)
+        if row.finished:
+            return row
+        row.cancel_requested_at = now
+        fields = ["cancel_requested_at"]
+        if row.state == JobRow.State.QUEUED:
+            row.state, row.finished_at = JobRow.State.CANCELED, now
+            fields += ["state", "finished_at"]
+        row.save(update_fields=fields)
+    if row.state == JobRow.State.CANCELED and row.job_id and queue:
+        from prefstudio.jobs import cancel_rq_job
+
+        cancel_rq_job(queue, row.job_id)
+    return row
+
+
+def requeue(model: type[Row], pk: int, *, enqueue: Callable[[Row], None], what: str = "jobs") -> Row:
+    """Queue a failed or canceled job again (`enqueue` runs once the transaction commits). ValueError
+    for a job in another state, naming it."""
+    with transaction.atomic():
+        row = model.objects.select_for_update().get(pk=pk)
+        if not row.resumable:
+            raise ValueError(f"Only failed or canceled {what} can be resumed; this one is {row.state}.")
+        row.state = JobRow.State.QUEUED
+        row.cancel_requested_at = row.finished_at = None
+        row.error = ""
+        row.save(update_fields=["state", "cancel_requested_at", "finished_at", "error"])
+        transaction.on_commit(lambda: enqueue(row))
+    return row

@@ -70,6 +70,20 @@ def enqueue(queue_name: str, func: str, *args: Any, **kwargs: Any) -> Any:
         raise QueueUnavailable(str(exc)) from exc
 
 
+def cancel_rq_job(queue_name: str, job_id: str) -> None:
+    """Take a job off its queue (RQ's cancel); one already gone, or a Redis that does not answer, is
+    left as it is: the worker that picks it up finds its row canceled and does nothing."""
+    import django_rq
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.job import Job
+
+    try:
+        queue = django_rq.get_queue(queue_name)
+        Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer).cancel()
+    except (NoSuchJobError, InvalidJobOperation, redis.RedisError):
+        pass
+
+
 def queue_available(queue_name: str = "default") -> bool:
     """Whether the job queue answers a PING now (one round trip)."""
     import django_rq

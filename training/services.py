@@ -217,20 +217,7 @@ def run_enqueue(run: TrainingRun) -> None:
 def run_cancel(run: TrainingRun) -> TrainingRun:
     """Ask the run to stop. A queued run is canceled at once; a running one stops between two steps
     (its worker checks the flag), saving a checkpoint so it can be resumed."""
-    now = timezone.now()
-    with transaction.atomic():
-        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        if locked.finished:
-            return locked
-        locked.cancel_requested_at = now
-        fields = ["cancel_requested_at"]
-        if locked.state == TrainingRun.State.QUEUED:
-            locked.state, locked.finished_at = TrainingRun.State.CANCELED, now
-            fields += ["state", "finished_at"]
-        locked.save(update_fields=fields)
-    if locked.state == TrainingRun.State.CANCELED and locked.job_id:
-        _cancel_job(locked.job_id)
-    return locked
+    return job_rows.request_cancel(TrainingRun, run.pk, queue=settings.PREFSTUDIO_TRAINING_QUEUE)
 
 
 def run_resume(run: TrainingRun) -> TrainingRun:
@@ -238,16 +225,7 @@ def run_resume(run: TrainingRun) -> TrainingRun:
     when it has none). Raises ValueError for a run in another state, QueueUnavailable (nothing changed)
     when the training queue does not answer."""
     _require_queue()
-    with transaction.atomic():
-        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        if not locked.resumable:
-            raise ValueError(f"Only failed or canceled runs can be resumed; this one is {locked.state}.")
-        locked.state = TrainingRun.State.QUEUED
-        locked.cancel_requested_at = locked.finished_at = None
-        locked.error = ""
-        locked.save(update_fields=["state", "cancel_requested_at", "finished_at", "error"])
-        transaction.on_commit(lambda: run_enqueue(locked))
-    return locked
+    return job_rows.requeue(TrainingRun, run.pk, enqueue=run_enqueue, what="runs")
 
 
 def artifact_files(run: TrainingRun) -> list[Path]:
@@ -280,14 +258,6 @@ def full_data_report(run: TrainingRun) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
             return json.loads(path.read_text())
     return run.data_report or {}
-
-
-def _cancel_job(job_id: str) -> None:
-    try:
-        queue = django_rq.get_queue(settings.PREFSTUDIO_TRAINING_QUEUE)
-        Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer).cancel()
-    except (NoSuchJobError, InvalidJobOperation, redis.RedisError):
-        pass  # gone already: the worker finds the run canceled and does nothing
 
 
 def _job_exists(job_id: str) -> bool | None:
