@@ -1,6 +1,7 @@
-"""What leads review: the project's agreement report (from one query, cached until judgments change),
-the disagreement queue, adjudication, sending pairs back (and who is left to judge them), leaving
-annotators out of consensus, and re-queueing the pairs that leaves under k.
+"""What leads review: the project's agreement report (the latest one kept for every process, recomputed at
+most once per interval while judgments stream in), the disagreement queue, adjudication, sending pairs back
+(and who is left to judge them), leaving annotators out of consensus, and re-queueing the pairs that leaves
+under k.
 
 The statistics themselves are pure (labeling/agreement.py); this module gathers their input from the
 database and records the lead's decisions.
@@ -9,18 +10,26 @@ database and records the lead's decisions.
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from django.core.cache import cache
+from django.conf import settings
+from django.core.cache import cache, caches
+from django.core.signals import request_finished
 from django.db import transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet
 from django.db.models.functions import Greatest, Length, TruncDate
+from django.dispatch import receiver
 from django.utils import timezone
 
 from labeling.models import Adjudication, Assignment, Choice, Judgment, Membership, Pair, Project
+from prefstudio import shared_cache
 
 if TYPE_CHECKING:
     from labeling import review_stats
@@ -28,7 +37,11 @@ if TYPE_CHECKING:
 # The statistics modules load scipy (60 MB) and are imported where they are used: an export worker
 # imports this module for the exclusions, and only a Dawid–Skene export needs them.
 
-REPORT_TTL = 24 * 3600  # the key changes with every judgment, so the time only bounds stale entries
+log = logging.getLogger(__name__)
+
+REPORT_TTL = 24 * 3600  # a project nobody reviews for a day gives its report's memory back
+REFRESH_SECONDS = 30  # the default of settings.PREFSTUDIO_REVIEW_REFRESH_SECONDS
+REFRESH_LOCK_SECONDS = 120  # a recompute whose process died is tried again after this
 BOOTSTRAP_SAMPLES = 1000
 MIN_SHARED = 5  # pairs two annotators must share for their Cohen's kappa to be shown
 QUEUE_LIMIT = 1000  # pairs listed in the disagreement queue (the report gives the total too)
@@ -61,21 +74,19 @@ def judgment_table(project: Project) -> review_stats.JudgmentTable:
     return review_stats.JudgmentTable.from_rows(rows, criteria=[c["name"] for c in project.criteria or []])
 
 
-def _version(project: Project) -> str:
-    """Changes whenever anything the report reads changes: judgments (new or edited), adjudications,
-    exclusions, the project's settings."""
-    judgments = Judgment.objects.filter(pair__project=project).aggregate(
-        n=Count("id"), last=Max("updated_at")
-    )
-    adjudications = Adjudication.objects.filter(pair__project=project).aggregate(
-        n=Count("id"), last=Max("decided_at")
-    )
-    excluded = sorted(
-        Membership.objects.filter(project=project, excluded=True).values_list("user_id", flat=True)
-    )
-    parts = (judgments, adjudications, excluded, project.overlap, project.use_strength, project.criteria,
-             project.updated_at)  # fmt: skip
+def _settings_version(project: Project, excluded: frozenset[int]) -> str:
+    """What a lead changes and must see at once: the exclusions and the project's settings (any save of the
+    project; created_at tells a project from an earlier one that had its id)."""
+    parts = (project.created_at, project.updated_at, project.overlap, project.use_strength, project.criteria,
+             sorted(excluded))  # fmt: skip
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+def _judgments_version(project: Project) -> tuple[int, str]:
+    """(how many judgments, when the last one was made or edited): one aggregate over the project's
+    judgments. Both only grow (judgments are never deleted), so an equal pair means nothing changed."""
+    row = Judgment.objects.filter(pair__project=project).aggregate(n=Count("id"), last=Max("updated_at"))
+    return row["n"], row["last"].isoformat() if row["last"] else ""
 
 
 def excluded_annotators(project: Project) -> frozenset[int]:
@@ -84,30 +95,131 @@ def excluded_annotators(project: Project) -> frozenset[int]:
     )
 
 
-def review_report(project: Project, *, refresh: bool = False) -> dict[str, Any]:
-    """`review_stats.project_report` for the project, with the time it was computed (`computed_at`).
+def refresh_seconds() -> float:
+    return getattr(settings, "PREFSTUDIO_REVIEW_REFRESH_SECONDS", REFRESH_SECONDS)
 
-    Cached per project under a key that changes with every new or edited judgment, adjudication and
-    exclusion, so a cached report is never stale; `refresh` recomputes it anyway.
+
+Prepare = Callable[[Project, dict[str, Any]], Any]
+
+
+def _report_key(project_id: int) -> str:
+    return f"review:{project_id}"
+
+
+def _lock_key(project_id: int) -> str:
+    return f"review:{project_id}:computing"
+
+
+def review_report(project: Project, *, refresh: bool = False) -> dict[str, Any]:
+    """`review_stats.project_report` for the project, with `computed_at` (ISO, UTC) and `newer_judgments`:
+    None when the report counts every judgment; else how many were made since (0 when some were only
+    edited).
+
+    The latest report of each project is kept in the shared cache, for every process, and served while no
+    judgment comes in. While judgments stream in, it is served until it is `refresh_seconds()` old; a page
+    that shows it older than that has it recomputed once its response is sent (`report_refresh_start`),
+    and the next load gets the new one. A report nobody has looked at for two intervals is recomputed
+    before it is shown. Either way one process at a time recomputes a project's report (a lock in the
+    shared cache; the others serve the old one meanwhile). The lead's own changes (exclusions, the
+    project's settings) and `refresh` (the Refresh button) recompute it at once, as does a cold or
+    unanswering shared cache.
     """
+    shared = caches[shared_cache.ALIAS]
+    excluded = excluded_annotators(project)
+    version, judgments = _settings_version(project, excluded), _judgments_version(project)
+    entry = None if refresh else shared.get(_report_key(project.pk))
+    if entry is None or entry["settings"] != version:
+        return _report_compute(project, excluded, version, judgments)
+    report = entry["report"]
+    if entry["judgments"] == judgments:
+        return {**report, "newer_judgments": None}
+    if _age(report) < 2 * refresh_seconds() or not shared.add(_lock_key(project.pk), 1, REFRESH_LOCK_SECONDS):
+        return {**report, "newer_judgments": max(0, judgments[0] - entry["judgments"][0])}
+    try:
+        return _report_compute(project, excluded, version, judgments)
+    finally:
+        shared.delete(_lock_key(project.pk))
+
+
+def report_refresh_start(project: Project, report: dict[str, Any], *, prepare: Prepare | None = None) -> bool:
+    """After a page showed `report` (from `review_report`): if it is out of date and `refresh_seconds()`
+    old, recompute it once this request's response has been sent, one at a time per project across
+    processes; whether one was planned. `prepare(project, new_report)` then runs too, so that what the
+    page derives from the report (its rendered heatmap) is ready for the next load.
+
+    After the response, not on a thread beside the next requests: a gunicorn sync worker takes no other
+    request meanwhile, and the statistics (long numpy calls that hold the GIL) slow no page."""
+    if report["newer_judgments"] is None or _age(report) < refresh_seconds():
+        return False
+    if not caches[shared_cache.ALIAS].add(_lock_key(project.pk), 1, REFRESH_LOCK_SECONDS):
+        return False
+    _after_response.work.append(lambda: _report_refresh(project.pk, prepare))
+    return True
+
+
+class _AfterResponse(threading.local):
+    """What this thread runs once its response has been sent (request_finished)."""
+
+    def __init__(self) -> None:
+        self.work: list[Callable[[], None]] = []
+
+
+_after_response = _AfterResponse()
+
+
+@receiver(request_finished, dispatch_uid="labeling.review.after_response")
+def _run_after_response(**kwargs: Any) -> None:
+    work, _after_response.work = _after_response.work, []
+    for run in work:
+        run()
+
+
+def _age(report: dict[str, Any]) -> float:
+    return (timezone.now() - datetime.fromisoformat(report["computed_at"])).total_seconds()
+
+
+def _report_compute(
+    project: Project,
+    excluded: frozenset[int],
+    version: str,
+    judgments: tuple[int, str],
+    prepare: Prepare | None = None,
+) -> dict[str, Any]:
+    """Compute the report and keep it with the versions read before it (a judgment made meanwhile makes
+    the kept report look older than it is, never newer); `prepare(project, report)` runs before it is
+    kept, so that no page shows it before what it derives from it is ready."""
     from labeling import review_stats
 
-    key = f"prefstudio:review:{project.pk}:{_version(project)}"
-    report = None if refresh else cache.get(key)
-    if report is None:
-        report = review_stats.project_report(
-            judgment_table(project),
-            excluded=excluded_annotators(project),
-            overlap=project.overlap,
-            use_strength=project.use_strength,
-            n_boot=BOOTSTRAP_SAMPLES,
-            seed=0,
-            list_limit=QUEUE_LIMIT,
-            min_shared=MIN_SHARED,
-        )
-        report["computed_at"] = timezone.now().isoformat()
-        cache.set(key, report, REPORT_TTL)
-    return report
+    computed_at = timezone.now()  # what "as of" means: the judgments are read after this
+    report = review_stats.project_report(
+        judgment_table(project),
+        excluded=excluded,
+        overlap=project.overlap,
+        use_strength=project.use_strength,
+        n_boot=BOOTSTRAP_SAMPLES,
+        seed=0,
+        list_limit=QUEUE_LIMIT,
+        min_shared=MIN_SHARED,
+    )
+    report["computed_at"] = computed_at.isoformat()
+    if prepare is not None:
+        prepare(project, {**report, "newer_judgments": None})
+    entry = {"settings": version, "judgments": judgments, "report": report}
+    caches[shared_cache.ALIAS].set(_report_key(project.pk), entry, REPORT_TTL)
+    return {**report, "newer_judgments": None}
+
+
+def _report_refresh(project_id: int, prepare: Prepare | None) -> None:
+    """Recompute a project's report after a response, then let the next one start."""
+    try:
+        project = Project.objects.get(pk=project_id)
+        excluded = excluded_annotators(project)
+        version, judgments = _settings_version(project, excluded), _judgments_version(project)
+        _report_compute(project, excluded, version, judgments, prepare)
+    except Exception:  # the page was answered: nobody to raise to; the next stale page load tries again
+        log.exception("review report of project %s: the background recompute failed", project_id)
+    finally:
+        caches[shared_cache.ALIAS].delete(_lock_key(project_id))
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,10 +275,11 @@ def dawid_skene_posteriors(project: Project) -> Posteriors:
     posterior over labels, for the export's "dawid-skene" rule and its noise estimate."""
     from labeling import agreement
 
-    key = f"prefstudio:ds:{project.pk}:{_version(project)}"
+    excluded = excluded_annotators(project)
+    n, last = _judgments_version(project)
+    key = f"prefstudio:ds:{project.pk}:{_settings_version(project, excluded)}:{n}:{last}"
     if (cached := cache.get(key)) is not None:
         return cached
-    excluded = excluded_annotators(project)
     item, rater, label = _ratings(project, excluded)
     if len(item) == 0:
         return Posteriors(np.empty(0, np.int64), tuple(Choice.values), np.empty((0, 4)), None)

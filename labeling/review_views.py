@@ -8,10 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import messages
+from django.core.cache import caches
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling import review
@@ -19,7 +22,7 @@ from labeling.access import project_for
 from labeling.display import shown
 from labeling.forms import AdjudicationForm
 from labeling.models import Adjudication, Membership, Pair, Project
-from prefstudio import charts
+from prefstudio import charts, shared_cache
 from prefstudio.roles import REVIEW, requires
 
 _LEADS = (Membership.Role.LEAD,)
@@ -54,6 +57,7 @@ SORTABLE = {
 HEATMAP_CELL, HEATMAP_MIN_CELL, HEATMAP_FIT_WIDTH, HEATMAP_MARGIN = 34, 26, 1100, 110
 HEATMAP_HALF_WIDTH = 520  # wider than this, the heatmap takes the whole row instead of half of it
 NO_VARIATION_MARK = "n/v"
+HEATMAP_TITLE = "Pairwise Cohen's kappa between annotators"
 
 
 def _lead_project(request: HttpRequest, slug: str) -> Project:
@@ -84,21 +88,11 @@ def _dashboard_context(request: HttpRequest, project: Project, report: dict[str,
         m.user_id: m
         for m in Membership.objects.filter(project=project).select_related("user").order_by("user__username")
     }
-    rows = []
-    for row in report["annotators"]:
-        member = members.get(row["rater"])
-        rows.append({**row, "name": member.user.username if member else f"user {row['rater']}",
-                     "membership": member})  # fmt: skip
+    names = {user_id: m.user.username for user_id, m in members.items()}
+    rows = [{**row, "name": _name(names, row["rater"]), "membership": members.get(row["rater"])}
+            for row in report["annotators"]]  # fmt: skip
     annotators, sort = _sorted_annotators(rows, request.GET.get("sort", ""))
-    names = {row["rater"]: row["name"] for row in rows}
-    kappa = report["cohen_kappa"]
-    heat = (
-        _kappa_heatmap(
-            [names.get(r, str(r)) for r in kappa["raters"]], kappa, report["settings"]["min_shared"]
-        )
-        if len(kappa["raters"]) >= 2
-        else None
-    )
+    heat = _rendered_heatmap(project, report, names)
     days = report["over_time"]
     x_labels = {float(i): d["day"][5:] for i, d in enumerate(days)}
     over_time = charts.line_chart(
@@ -112,6 +106,7 @@ def _dashboard_context(request: HttpRequest, project: Project, report: dict[str,
         y_label="agreement on the pairs last judged that day",
     )  # fmt: skip
     board = report["leaderboard"]
+    computed_at = datetime.fromisoformat(report["computed_at"])
     win_rows = []
     if board:
         table = board["win_rate"]
@@ -124,13 +119,44 @@ def _dashboard_context(request: HttpRequest, project: Project, report: dict[str,
         "annotator_columns": ANNOTATOR_COLUMNS,
         "sort": sort,
         "heatmap": heat,
-        "heatmap_wide": heat is not None and heat.width > HEATMAP_HALF_WIDTH,
+        "heatmap_wide": heat is not None and heat["width"] > HEATMAP_HALF_WIDTH,
         "no_variation_mark": NO_VARIATION_MARK,
         "under_k": review.pairs_left_under_k(project).count() if report["settings"]["excluded"] else 0,
         "over_time": over_time,
         "win_rows": win_rows,
-        "computed_at": datetime.fromisoformat(report["computed_at"]),
+        "computed_at": computed_at,
+        "computed_today": timezone.localdate(computed_at) == timezone.localdate(),
+        "refresh_seconds": review.refresh_seconds(),
     }
+
+
+def _name(names: dict[int, str], user_id: int) -> str:
+    return names.get(user_id, f"user {user_id}")  # someone no longer a member
+
+
+def _rendered_heatmap(
+    project: Project, report: dict[str, Any], names: dict[int, str]
+) -> dict[str, Any] | None:
+    """The kappa heatmap, rendered: {"labels", "svg", "width"}; None under two annotators.
+
+    Its cells (2,500 for 50 annotators) take most of the page's rendering time, so renderings are kept in
+    the shared cache by the time their report was computed: the newest two, the one pages show and the
+    next one, rendered before its report is kept (`_heatmap_prepare`)."""
+    kappa = report["cohen_kappa"]
+    if len(kappa["raters"]) < 2:
+        return None
+    labels = [_name(names, rater) for rater in kappa["raters"]]
+    shared, key = caches[shared_cache.ALIAS], f"review:{project.pk}:heatmaps"
+    kept = shared.get(key) or {}
+    heat = kept.get(report["computed_at"])
+    if heat is not None and heat["labels"] == labels:
+        return heat
+    chart = _kappa_heatmap(labels, kappa, report["settings"]["min_shared"])
+    svg = render_to_string("partials/_heatmap.html", {"chart": chart, "title": HEATMAP_TITLE})
+    heat = {"labels": labels, "svg": svg, "width": chart.width}
+    newest = dict(sorted({**kept, report["computed_at"]: heat}.items())[-2:])
+    shared.set(key, newest, review.REPORT_TTL)
+    return heat
 
 
 def _undefined_kappa(why: str | None, shared: int, min_shared: int) -> tuple[str, str] | None:
@@ -160,14 +186,28 @@ def _kappa_heatmap(names: list[str], kappa: dict[str, Any], min_shared: int) -> 
 
 
 @requires(REVIEW)
-@require_GET
+@require_http_methods(["GET", "POST"])
 def review_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    """The dashboard, from the project's latest report (review.review_report says when it is recomputed);
+    a POST is the Refresh button, which recomputes it now."""
     project = _lead_project(request, slug)
-    report = review.review_report(project, refresh=request.GET.get("refresh") == "1")
+    refresh = request.method == "POST"
+    report = review.review_report(project, refresh=refresh)
+    if refresh and not request.htmx:  # back to a GET, so that reloading the page does not recompute again
+        return redirect(request.get_full_path())
     context = _dashboard_context(request, project, report)
-    if request.htmx:  # the refresh button, the sortable table and the re-queue swap only the numbers
-        return render(request, "labeling/review.html#review-numbers", context)
-    return render(request, "labeling/review.html", context)
+    # The refresh button, the sortable table and the re-queue swap only the numbers.
+    template = "labeling/review.html#review-numbers" if request.htmx else "labeling/review.html"
+    response = render(request, template, context)
+    review.report_refresh_start(project, report, prepare=_heatmap_prepare)
+    return response
+
+
+def _heatmap_prepare(project: Project, report: dict[str, Any]) -> None:
+    """The heatmap of a report recomputed after a response, rendered there too, before the report is kept
+    (review.report_refresh_start's `prepare`), so that no page load waits for it."""
+    names = dict(Membership.objects.filter(project=project).values_list("user_id", "user__username"))
+    _rendered_heatmap(project, report, names)
 
 
 @requires(REVIEW)

@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0013_pair_original_label_ties'),
+        ("labeling", "0013_pair_original_label_ties"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='importbatch',
-            name='evaluation',
-            field=models.BooleanField(default=False, help_text='Pairs of a blind evaluation round (model vs model): never in a training export.'),
+            model_name="importbatch",
+            name="evaluation",
+            field=models.BooleanField(
+                default=False,
+                help_text="Pairs of a blind evaluation round (model vs model): never in a training export.",
+            ),
         ),
     ]

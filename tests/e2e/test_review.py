@@ -15,7 +15,7 @@ from labeling.review import review_report
 from labeling.templatetags.prefstudio_review import number
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import SCREENSHOTS
-from tests.labeling.boards import build_pairs, raters
+from tests.labeling.boards import build_pairs, raters, vote
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 DEMO_PASSWORD = "prefstudio-demo"
@@ -60,6 +60,19 @@ def test_a_lead_reviews_adjudicates_sends_back_and_excludes(page, live_server, l
     assert without["judgments"] < headline["judgments"]
     expect(stat(page, "Judgments")).to_have_text(str(without["judgments"]))
     expect(page.locator("#headline")).to_contain_text("1 annotator excluded")
+    assert page.evaluate("window.notReloaded") is True
+
+    # A judgment made since: within the refresh interval the page keeps its numbers and says so; the
+    # Refresh button recomputes them in place.
+    judge = Membership.objects.get(project=project, user__username="sim-ana").user
+    vote(Pair.objects.filter(project=project).exclude(judgments__annotator=judge).first(), judge, "a")
+    page.reload()
+    expect(page.locator("#as-of")).to_contain_text("1 newer judgment since")
+    expect(stat(page, "Judgments")).to_have_text(str(without["judgments"]))
+    page.evaluate("window.notReloaded = true")
+    page.locator("#as-of").get_by_role("button", name="Refresh").click()
+    expect(stat(page, "Judgments")).to_have_text(str(without["judgments"] + 1))
+    expect(page.locator("#as-of")).not_to_contain_text("newer")
     assert page.evaluate("window.notReloaded") is True
 
     # The disagreement queue, then the first pair in it.

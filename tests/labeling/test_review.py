@@ -8,14 +8,17 @@ import io
 import json
 import random
 import re
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from django.core.cache import cache, caches
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
-from labeling import agreement, review, review_stats
+from labeling import agreement, review, review_stats, review_views
 from labeling.assignment import claim_next_pair
 from labeling.consensus import ConsensusRules
 from labeling.judging import Verdict, submit_judgment
@@ -185,12 +188,13 @@ def test_fleiss_kappa_and_percent_agreement_show_their_intervals(board, lead_cli
 
 
 def test_the_refresh_returns_only_the_numbers(board, lead_client):
-    response = lead_client.get(board.url("review-dashboard") + "?refresh=1", **HX)
+    response = lead_client.post(board.url("review-dashboard"), **HX)
     body = fragment(response).strip()
     assert response.status_code == 200
     assert body.startswith('<div id="review-numbers">') and body.endswith("</div>")
-    assert "<html" not in body and "page-head" not in body and "Refresh numbers" not in body
+    assert "<html" not in body and "page-head" not in body
     assert stats(body)["Judgments"] == "28"
+    assert '<button type="submit" class="small">Refresh</button>' in body  # it swaps with the numbers
 
 
 def test_the_annotator_table_sorts_by_a_column(board, lead_client):
@@ -220,7 +224,7 @@ def test_the_annotator_table_sorts_by_a_column(board, lead_client):
 
 def heatmap_svg(body: str) -> str:
     found = re.search(
-        r"<svg[^>]*aria-label=\"Pairwise Cohen's kappa between annotators\".*?</svg>", body, re.S
+        r'<svg[^>]*aria-label="Pairwise Cohen(?:\'|&#x27;)s kappa between annotators".*?</svg>', body, re.S
     )
     assert found, "no kappa heatmap"
     return found.group(0)
@@ -296,6 +300,27 @@ def test_a_few_annotators_keep_the_heatmap_beside_the_chart(board, lead_client):
     assert cell_titles(heatmap_svg(body))[
         f"a0 × a3: too few shared pairs (2 of the {review.MIN_SHARED} needed)"
     ]
+
+
+def test_the_heatmap_is_rendered_once_per_report_and_names(board, lead_client, monkeypatch):
+    """Its cells are most of the page's rendering time: it is kept beside the report it shows."""
+    rendered = []
+    original = review_views.render_to_string
+
+    def render_to_string(name, *args, **kwargs):
+        rendered.append(name)
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(review_views, "render_to_string", render_to_string)
+    url = board.url("review-dashboard")
+    first = fragment(lead_client.get(url))
+    assert heatmap_svg(fragment(lead_client.get(url, **HX))) == heatmap_svg(first)
+    assert rendered == ["partials/_heatmap.html"]
+    board.raters[0].username = "zed"
+    board.raters[0].save()
+    assert ">zed</text>" in heatmap_svg(fragment(lead_client.get(url)))
+    lead_client.post(url, **HX)  # Refresh: a new report
+    assert rendered == ["partials/_heatmap.html"] * 3
 
 
 def test_median_seconds_and_the_pair_page_show_the_same_wall_time(board, lead_client):
@@ -381,29 +406,191 @@ def test_an_exclusion_in_another_project_is_404(board, lead_client, other_projec
 # The cache
 
 
-def test_the_report_is_cached_and_a_new_judgment_changes_it(board):
-    first = review.review_report(board.project)
-    assert review.review_report(board.project)["computed_at"] == first["computed_at"]  # from the cache
+def as_of(body: str) -> str:
+    """When the report shown was computed (the `datetime` of the "As of" line)."""
+    found = re.search(r'<div class="as-of" id="as-of">\s*<p>As of <time datetime="([^"]+)">', body)
+    assert found, "no as-of line"
+    return found.group(1)
+
+
+def age_report(project, seconds: float) -> None:
+    """Make the kept report `seconds` older, as if it had been computed that long ago."""
+    shared, key = caches["shared"], review._report_key(project.pk)
+    entry = shared.get(key)
+    then = datetime.fromisoformat(entry["report"]["computed_at"]) - timedelta(seconds=seconds)
+    entry["report"]["computed_at"] = then.isoformat()
+    shared.set(key, entry)
+
+
+@pytest.fixture
+def refresh_interval(settings) -> int:
+    settings.PREFSTUDIO_REVIEW_REFRESH_SECONDS = 30
+    return 30
+
+
+def test_judgments_within_the_interval_keep_the_report_and_the_page_says_so(
+    board, lead_client, refresh_interval
+):
+    url = board.url("review-dashboard")
+    first = fragment(lead_client.get(url))
+    assert stats(first)["Judgments"] == "28" and "newer judgment" not in first
     vote(board.pairs[5], board.raters[1], "a")
-    second = review.review_report(board.project)
-    assert second["headline"]["without_excluded"]["judgments"] == 29
-    assert second["headline"]["without_excluded"]["complete_pairs"] == 7  # pair 5 has 2 of 3 now
+    vote(board.pairs[8], board.raters[1], "b")
+    body = fragment(lead_client.get(url))
+    assert stats(body)["Judgments"] == "28"  # the numbers kept, not recomputed
+    assert as_of(body) == as_of(first)
+    assert "<strong>2 newer judgments since</strong>" in body
     judgment = Judgment.objects.get(pair=board.pairs[0], annotator=board.raters[0])
     judgment.choice = "b"
-    judgment.save()  # an edit
-    third = review.review_report(board.project)
-    assert third["disagreements"]["total"] == second["disagreements"]["total"] + 1
+    judgment.save()  # an edit: one more change, no more judgments
+    assert "<strong>2 newer judgments since</strong>" in fragment(lead_client.get(url, **HX))
+    assert review.review_report(board.project)["newer_judgments"] == 2
+    assert caches["shared"].get(review._report_key(board.project.pk))["report"]["computed_at"] == as_of(first)
 
 
-def test_an_adjudication_and_the_projects_settings_change_the_report(board):
-    first = review.review_report(board.project)
-    review.pair_adjudicate(pair=board.pairs[2], label="a", note="", user=board.lead)
-    second = review.review_report(board.project)
-    assert second["computed_at"] != first["computed_at"]
+def test_an_edit_alone_says_newer_judgments_without_a_count(board, lead_client, refresh_interval):
+    url = board.url("review-dashboard")
+    lead_client.get(url)
+    judgment = Judgment.objects.get(pair=board.pairs[0], annotator=board.raters[0])
+    judgment.choice = "b"
+    judgment.save()
+    assert "<strong>newer judgments since</strong>" in fragment(lead_client.get(url))
+
+
+def test_after_the_interval_the_report_is_recomputed(board, lead_client, settings):
+    url = board.url("review-dashboard")
+    first = fragment(lead_client.get(url))
+    vote(board.pairs[5], board.raters[1], "a")
+    settings.PREFSTUDIO_REVIEW_REFRESH_SECONDS = 0
+    body = fragment(lead_client.get(url))
+    assert stats(body)["Judgments"] == "29" and "newer judgment" not in body
+    assert as_of(body) > as_of(first)
+
+
+def test_a_report_someone_watches_is_recomputed_after_their_page_is_sent(
+    board, lead_client, refresh_interval
+):
+    """Under two intervals old, the page that finds it out of date still gets it at once, and has it
+    recomputed once its response is sent; the next load gets the new report."""
+    url = board.url("review-dashboard")
+    first = fragment(lead_client.get(url))
+    vote(board.pairs[5], board.raters[1], "a")
+    age_report(board.project, 1.5 * refresh_interval)
+    body = fragment(lead_client.get(url))
+    assert stats(body)["Judgments"] == "28" and "<strong>1 newer judgment since</strong>" in body
+    kept = review.review_report(board.project)
+    assert kept["newer_judgments"] is None and kept["computed_at"] > as_of(first)
+    assert kept["headline"]["without_excluded"]["judgments"] == 29
+    assert caches["shared"].get(review._lock_key(board.project.pk)) is None  # the next one may start
+    # The heatmap of the new report was rendered with it, so the next page does not wait for that either.
+    assert kept["computed_at"] in caches["shared"].get(f"review:{board.project.pk}:heatmaps")
+    body = fragment(lead_client.get(url))
+    assert stats(body)["Judgments"] == "29" and "newer judgment" not in body and as_of(body) > as_of(first)
+
+
+def test_a_report_nobody_watched_is_recomputed_before_it_is_shown(board, lead_client, refresh_interval):
+    url = board.url("review-dashboard")
+    lead_client.get(url)
+    vote(board.pairs[5], board.raters[1], "a")
+    age_report(board.project, 3600)  # the lead comes back an hour later
+    body = fragment(lead_client.get(url))
+    assert stats(body)["Judgments"] == "29" and "newer judgment" not in body
+    assert caches["shared"].get(review._lock_key(board.project.pk)) is None
+
+
+def test_one_recompute_at_a_time(board, lead_client, refresh_interval):
+    url = board.url("review-dashboard")
+    lead_client.get(url)
+    vote(board.pairs[5], board.raters[1], "a")
+    age_report(board.project, 3600)
+    caches["shared"].add(review._lock_key(board.project.pk), 1, 60)  # another process is computing it
+    body = fragment(lead_client.get(url))
+    assert stats(body)["Judgments"] == "28" and "<strong>1 newer judgment since</strong>" in body
+    assert review.review_report(board.project)["newer_judgments"] == 1  # nor after the page
+    caches["shared"].delete(review._lock_key(board.project.pk))
+    assert stats(fragment(lead_client.get(url)))["Judgments"] == "29"
+
+
+def test_refresh_recomputes_at_once_with_and_without_htmx(board, lead_client, refresh_interval):
+    url = board.url("review-dashboard")
+    lead_client.get(url)
+    vote(board.pairs[5], board.raters[1], "a")
+    response = lead_client.post(url + "?sort=time")  # the form, without JavaScript
+    assert response.status_code == 302 and response["Location"] == url + "?sort=time"
+    page = fragment(lead_client.get(response["Location"]))
+    assert stats(page)["Judgments"] == "29" and "newer judgment" not in page
+    assert f'action="{url}?sort=time"' in page  # the next Refresh keeps the order too
+    vote(board.pairs[8], board.raters[1], "b")
+    assert "<strong>1 newer judgment since</strong>" in fragment(lead_client.get(url))
+    body = fragment(lead_client.post(url, **HX))
+    assert body.strip().startswith('<div id="review-numbers">') and stats(body)["Judgments"] == "30"
+
+
+def test_an_exclusion_shows_at_once_while_judgments_stream_in(board, lead_client, refresh_interval):
+    url = board.url("review-dashboard")
+    lead_client.get(url)
+    vote(board.pairs[5], board.raters[1], "a")
+    assert "1 newer judgment since" in fragment(lead_client.get(url))
+    response = lead_client.post(board.url("member-exclude", board.membership(3).pk), {"excluded": "1"})
+    page = fragment(lead_client.get(response["Location"]))
+    assert stats(page)["Judgments"] == "27"  # 28 + 1, less a3's 2
+    assert "1 annotator excluded" in page and "newer judgment" not in page
+    body = fragment(
+        lead_client.post(board.url("member-exclude", board.membership(3).pk), {"excluded": "0"}, **HX)
+    )
+    assert stats(body)["Judgments"] == "29" and "excluded</span>" not in body
+
+
+def test_the_projects_settings_show_at_once(board, refresh_interval):
+    review.review_report(board.project)
+    vote(board.pairs[5], board.raters[1], "a")
+    assert review.review_report(board.project)["newer_judgments"] == 1
     board.project.overlap = 2
     board.project.save()
-    third = review.review_report(board.project)
-    assert third["headline"]["without_excluded"]["complete_pairs"] == 8  # pair 8's two votes complete it
+    report = review.review_report(board.project)
+    assert report["newer_judgments"] is None and report["settings"]["overlap"] == 2
+    # Pairs 5 and 8 now have their two votes: 0-5, 7, 8 and 9 are complete.
+    assert report["headline"]["without_excluded"]["complete_pairs"] == 9
+
+
+def test_an_adjudication_leaves_the_report_alone_and_shows_in_the_queue(board, lead_client, refresh_interval):
+    """The report does not read adjudications (they decide the export), so it is not recomputed; the queue
+    reads them on every load."""
+    first = review.review_report(board.project)
+    review.pair_adjudicate(pair=board.pairs[2], label="a", note="", user=board.lead)
+    assert review.review_report(board.project)["computed_at"] == first["computed_at"]
+    body = fragment(lead_client.get(board.url("disagreement-list")))
+    row = next(r for r in body.split("<tr")[1:] if board.url("pair-adjudicate", board.pairs[2].pk) in r)
+    assert '<span class="badge">set</span>' in row
+
+
+def test_the_report_is_kept_for_every_process(board, refresh_interval):
+    """It lives in the shared cache (Redis), not in this process's memory."""
+    first = review.review_report(board.project)
+    cache.clear()  # this process's own cache
+    assert review.review_report(board.project)["computed_at"] == first["computed_at"]
+    kept = caches["shared"].get(review._report_key(board.project.pk))
+    assert kept["report"]["computed_at"] == first["computed_at"]
+
+
+def test_without_the_shared_cache_the_page_still_renders(board, lead_client, settings):
+    shared = {**settings.CACHES["shared"], "LOCATION": "redis://127.0.0.1:1/0"}  # nothing listens there
+    settings.CACHES = {**settings.CACHES, "shared": shared}
+    url = board.url("review-dashboard")
+    response = lead_client.get(url)
+    assert response.status_code == 200 and stats(fragment(response))["Judgments"] == "28"
+    vote(board.pairs[5], board.raters[1], "a")
+    body = fragment(lead_client.get(url))  # nothing was kept: computed again
+    assert stats(body)["Judgments"] == "29" and "newer judgment" not in body
+    assert lead_client.post(url, **HX).status_code == 200
+
+
+def test_as_of_is_the_servers_local_time(board, lead_client, settings):
+    settings.TIME_ZONE = "Asia/Kolkata"  # UTC+05:30: never the UTC clock
+    body = fragment(lead_client.get(board.url("review-dashboard")))
+    computed = datetime.fromisoformat(review.review_report(board.project)["computed_at"])
+    local = computed.astimezone(ZoneInfo("Asia/Kolkata"))
+    assert f'">{local:%H:%M:%S}</time>' in body and f"{local:%H:%M:%S}" != f"{computed:%H:%M:%S}"
 
 
 # Adjudication
@@ -543,7 +730,7 @@ def test_excluding_an_annotator_offers_to_requeue_the_pairs_left_under_k(board, 
     assert lease.pair == board.pairs[1]
     verdict = Verdict(choice="left" if lease.a_on_left else "right")  # A
     submit_judgment(assignment_id=lease.pk, annotator=newcomer, project=board.project, verdict=verdict)
-    pair = review.review_report(board.project)
+    pair = review.review_report(board.project, refresh=True)
     assert not review.pairs_left_under_k(board.project).exists()
     assert review.vote_counts(review.pair_votes(board.project, board.pairs[1]))["a"] == 3
     assert pair["headline"]["without_excluded"]["complete_pairs"] == 7  # 0-4, 7 and 9, as before a3 left
@@ -563,7 +750,7 @@ def test_requeue_without_htmx_and_what_it_leaves_alone(board, lead_client):
     wanted = dict(Pair.objects.filter(project=board.project).values_list("pk", "extra_wanted"))
     assert [wanted[p.pk] for p in board.pairs] == [1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0]
     assert wanted[gold.pk] == 0  # gold pairs are not capped by k
-    assert lead_client.post(board.url("review-dashboard")).status_code == 405  # the dashboard only shows
+    assert lead_client.put(board.url("review-dashboard")).status_code == 405
 
 
 def test_requeue_is_refused_to_annotators_and_foreign_leads(board, annotator, make_user, other_project):
@@ -599,8 +786,7 @@ def test_the_audit_section_appears_for_imported_labels(board, lead_client):
     assert "Audit of the imported dataset" not in fragment(lead_client.get(url))
     Pair.objects.filter(pk__in=[board.pairs[0].pk, board.pairs[1].pk]).update(original_label="a")
     Pair.objects.filter(pk=board.pairs[7].pk).update(original_label="a")  # its annotators chose B
-    vote(board.pairs[10], board.raters[0], "a")  # a new judgment: the cached report is replaced
-    body = fragment(lead_client.get(url))
+    body = fragment(lead_client.post(url, **HX))  # imported labels are not in the version: Refresh
     assert "Audit of the imported dataset" in body
     assert "On 3 of 3 audited pairs with a majority" in body and "67% of the time" in body
     assert board.url("pair-adjudicate", board.pairs[7].pk) in body.split("Audit of")[1]
@@ -610,7 +796,7 @@ def test_the_leaderboard_appears_when_pairs_name_their_models(board, lead_client
     url = board.url("review-dashboard")
     assert "Model leaderboard" not in fragment(lead_client.get(url))
     Pair.objects.update(model_a="alpaca-7b", model_b="vicuna-13b")
-    body = fragment(lead_client.get(url + "?refresh=1"))  # model names are not in the cache key
+    body = fragment(lead_client.post(url, **HX))  # model names are not in the version: Refresh
     assert "Model leaderboard" in body
     board_section = body.split("Model leaderboard")[1]
     assert "alpaca-7b" in board_section and "vicuna-13b" in board_section

@@ -36,7 +36,7 @@ class Command(BaseCommand):
             project = Project.objects.get(slug=options["project"])
         except Project.DoesNotExist:
             raise CommandError(f"No project with slug '{options['project']}'.") from None
-        report = review_report(project)
+        report = review_report(project, refresh=True)  # a script wants the numbers as of now
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2, ensure_ascii=False))
             return
