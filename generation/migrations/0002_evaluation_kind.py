@@ -4,15 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('generation', '0001_initial'),
+        ("generation", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='generationjob',
-            name='kind',
-            field=models.CharField(choices=[('samples', 'N samples from one model'), ('versus', 'One answer each from two or more models'), ('next-round', 'Next round: two samples from a tuned model'), ('evaluation', 'Blind evaluation: one answer each from two or more models'), ('playground', 'Playground')], max_length=12),
+            model_name="generationjob",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("samples", "N samples from one model"),
+                    ("versus", "One answer each from two or more models"),
+                    ("next-round", "Next round: two samples from a tuned model"),
+                    ("evaluation", "Blind evaluation: one answer each from two or more models"),
+                    ("playground", "Playground"),
+                ],
+                max_length=12,
+            ),
         ),
     ]
