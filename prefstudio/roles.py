@@ -38,7 +38,7 @@ GROUP_PERMISSIONS: dict[Role, tuple[str, ...]] = {
 }
 # Admins also manage projects, members, imports and users in Django admin.
 ADMIN_MODELS = ("labeling.project", "labeling.membership", "labeling.importbatch", "labeling.pair",
-                "auth.user", "auth.group")  # fmt: skip
+                "auth.user", "auth.group", "api.apitoken")  # fmt: skip
 
 
 def sync_role_groups(**kwargs: Any) -> None:

@@ -58,6 +58,9 @@ INSTALLED_APPS = [
     "training",
     "generation",
     "evaluation",
+    "api",
+    # django-ninja: its Swagger UI files (static/ninja/) serve the API docs from our own origin.
+    "ninja",
     "django_rq",
 ]
 
@@ -174,6 +177,11 @@ CACHES = {
 }
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 DJANGO_REDIS_LOGGER = "prefstudio.shared_cache"
+# The Review page recomputes its report at most this often while judgments stream in (it says "as of" and
+# offers Refresh); a lead's own changes (exclusions, settings) show at once.
+PREFSTUDIO_REVIEW_REFRESH_SECONDS = env.int("PREFSTUDIO_REVIEW_REFRESH_SECONDS", default=30)
+# JSON API (api/): requests per token per window (N/s, N/min, N/hour, N/day, or e.g. 100/5min).
+PREFSTUDIO_API_RATE = env.str("PREFSTUDIO_API_RATE", default="600/min")
 PREFSTUDIO_TRAINING_QUEUE = env.str("PREFSTUDIO_TRAINING_QUEUE", default="gpu")
 TRAINING_JOB_TIMEOUT = env.int("TRAINING_JOB_TIMEOUT", default=24 * 3600)
 # Base models admins may train, as NAME=PATH: a local folder (relative to the project root; offered once

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from api.v1 import api
 from prefstudio import views
 from prefstudio.roles import public, requires
 
@@ -23,6 +24,8 @@ urlpatterns = [
     path("training/", include("training.urls")),
     path("generation/", include("generation.urls")),
     path("evaluation/", include("evaluation.urls")),
+    path("account/api-tokens/", include("api.urls_account")),
+    path("api/v1/", api.urls),
     # django-rq's dashboard: every view is staff_member_required; only admins are staff here.
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

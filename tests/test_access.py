@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
+from api.tokens import create_token
 from evaluation.models import EvaluationRound
 from generation.models import Endpoint, GenerationJob
 from labeling.invitations import invitation_create, invitation_token
@@ -24,7 +25,8 @@ from training.models import TrainingRun
 from training.services import artifact_dir
 
 # Third-party URL trees with their own guards, tested separately below.
-EXTERNAL_NAMESPACES = {"admin", "django_rq"}
+# The JSON API guards its operations with tokens (api.auth.TokenAuth), tested in tests/api/.
+EXTERNAL_NAMESPACES = {"admin", "django_rq", "api-v1"}
 
 
 def walk(patterns, prefix="", namespace=None):
@@ -67,6 +69,8 @@ def concrete(route: str, project, batch, user=None) -> str:
             path = path.replace(
                 "<int:job_id>", str(sample_generation_job(project, user, playground=playground).pk)
             )
+        if "<int:token_id>" in path:
+            path = path.replace("<int:token_id>", str(create_token(user, name="sample")[1].pk))
         if "<int:round_id>" in path:
             round_, _ = EvaluationRound.objects.get_or_create(
                 project=project, defaults={"model_refs": ["base:a", "base:b"], "prompts_note": "t"}
