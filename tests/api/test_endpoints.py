@@ -553,3 +553,13 @@ def test_every_operation_declares_its_errors_with_the_error_schema(client):
             for code in codes - {200, 201, 202}:
                 content = operation["responses"][str(code)]["content"]["application/json"]
                 assert content["schema"] == {"$ref": "#/components/schemas/ErrorOut"}, (method, path, code)
+
+
+def test_the_real_docs_page_loads_its_assets_from_our_origin(client):
+    """/api/v1/docs: Swagger UI from /static/, no CDN, no inline script (the page's CSP forbids both)."""
+    response = client.get(f"{API}/docs")
+    body = response.content.decode()
+    assert response.status_code == 200 and "swagger" in body.lower()
+    assert "cdn" not in body.lower() and "unpkg" not in body.lower()
+    scripts = re.findall(r"<script([^>]*)>", body)
+    assert scripts and all("src=" in attrs or "application/json" in attrs for attrs in scripts)
