@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from jinja2 import TemplateError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -125,6 +126,46 @@ class LocalBackend:
                 if on_progress is not None:
                     on_progress(done, len(prompts))
         return answers
+
+    def choice_probabilities(
+        self,
+        prompts: Sequence[Prompt],
+        options: Sequence[str],
+        *,
+        adapter: str | None = None,
+        on_progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> np.ndarray:
+        """For each prompt, the model's probabilities of answering with each of `options` (e.g. "A", "B",
+        "tie"): shape (len(prompts), len(options)), rows summing to 1. Read from the next-token
+        distribution after the prompt (chat template with its generation prompt): each option's first
+        token's probability, renormalized over the options (so a verdict needs no parsing of free text).
+        One forward pass per `batch_size` prompts (left padding: the last position is every row's own).
+        ValueError when two options start with the same token; GenerationError names a bad prompt;
+        GenerationStopped (its `done` empty) when `should_stop` asks between batches."""
+        firsts = []
+        for option in options:
+            ids = self.tokenizer(option, add_special_tokens=False).input_ids
+            if not ids:
+                raise ValueError(f"option {option!r} encodes to no token")
+            firsts.append(ids[0])
+        if len(set(firsts)) != len(firsts):
+            raise ValueError(f"options {list(options)} must start with different tokens")
+        selected = self._select(adapter)
+        encoded = [self._encode(i, prompt, 1) for i, prompt in enumerate(prompts)]
+        out = np.zeros((len(prompts), len(options)))
+        with selected, torch.inference_mode():
+            for start in range(0, len(encoded), self.batch_size):
+                if should_stop is not None and should_stop():
+                    raise GenerationStopped([])
+                batch = encoded[start : start + self.batch_size]
+                inputs = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
+                logits = self.model(**inputs).logits[:, -1, :].float()
+                picked = torch.log_softmax(logits, dim=-1)[:, firsts]
+                out[start : start + len(batch)] = torch.softmax(picked, dim=-1).cpu().numpy()
+                if on_progress is not None:
+                    on_progress(start + len(batch), len(encoded))
+        return out
 
     def _select(self, adapter: str | None) -> contextlib.AbstractContextManager:
         """Make `adapter` (None: the base model) the one that answers; a context to generate within."""

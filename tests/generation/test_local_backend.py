@@ -249,3 +249,27 @@ def test_the_local_backend_imports_no_django() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={"PATH": "/usr/bin:/bin"})
+
+
+def test_choice_probabilities_batched_equal_one_prompt_at_a_time(
+    backend: LocalBackend, lively_model_dir: Path, adapter_dirs: dict[str, Path]
+) -> None:
+    """A judge's verdict probabilities: the next-token distribution after each prompt, over the options'
+    first tokens, renormalized; a padded batch gives what each prompt alone gives."""
+    options = ["A", "B", "tie"]
+    probabilities = backend.choice_probabilities(PROMPTS, options)
+    assert probabilities.shape == (len(PROMPTS), 3)
+    assert abs(probabilities.sum(1) - 1).max() < 1e-6 and (probabilities >= 0).all()
+    tokenizer = AutoTokenizer.from_pretrained(lively_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(lively_model_dir).eval()
+    firsts = [tokenizer(o, add_special_tokens=False).input_ids[0] for o in options]
+    for i, prompt in enumerate(PROMPTS):
+        text = tokenizer.apply_chat_template(as_messages(prompt), add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            logits = model(ids).logits[0, -1, firsts]
+        assert torch.allclose(torch.softmax(logits, -1), torch.tensor(probabilities[i]).float(), atol=1e-4)
+    tuned = backend.choice_probabilities(PROMPTS, options, adapter="tuned")
+    assert abs(tuned - probabilities).max() > 1e-3  # the adapter judges differently
+    with pytest.raises(ValueError, match="must start with different tokens"):
+        backend.choice_probabilities(PROMPTS[:1], ["A", "A"])
