@@ -5,17 +5,25 @@ Retries are ours, not the `openai` client's (its own are off): 408, 429, 5xx, ti
 errors are tried again, up to `max_retries` times, after the server's `Retry-After` when it sends one,
 otherwise after an exponential backoff with jitter; any other 4xx fails at once. Every failure becomes a
 `GenerationError` that names the prompt, the HTTP status and the server's own message.
+
+As a pairwise judge (`choice_probabilities`), the verdict's probabilities come from the log-probabilities of
+the answer's first token where the server sends them (vLLM, SGLang, OpenAI); otherwise from a strict reading
+of the whole answer, which must be one of the options and nothing more. An answer that cannot be read is a
+row of NaN, never a guess.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
+import numpy as np
 import openai
 
 from generation.backends.base import (
@@ -31,6 +39,29 @@ from generation.backends.base import (
 
 # A rough token count where the server reports no usage: about four characters a token in English.
 CHARS_PER_TOKEN = 4
+# A verdict's length, at most: enough for "tie" and a period, or "Answer: tie".
+JUDGE_MAX_TOKENS = 8
+# Alternatives for the first token of a verdict; 20 is the most OpenAI and vLLM (by default) give.
+JUDGE_TOP_LOGPROBS = 20
+# Characters of an answer kept beside its verdict, for a person to read why it could not be read.
+JUDGE_TEXT_CHARS = 200
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019"
+_ANSWER_LABEL = re.compile(r"^answer\s*:", re.IGNORECASE)
+
+T = TypeVar("T")
+ReadMethod = Literal["logprobs", "parsed", "unparseable"]
+
+
+@dataclass(frozen=True)
+class ChoiceReadings:
+    """Verdicts and how each was read. `probabilities`: shape (prompts, options), each row summing to 1, or
+    all NaN where the answer could not be read. For row i, `methods[i]`: "logprobs" (from the first
+    token's log-probabilities), "parsed" (the answer is exactly one option: a one-hot row) or "unparseable"
+    (a NaN row); `texts[i]`: the answer, its first 200 characters."""
+
+    probabilities: np.ndarray
+    methods: list[ReadMethod]
+    texts: list[str]
 
 
 class EndpointBackend:
@@ -67,6 +98,8 @@ class EndpointBackend:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # Set when the server refused `logprobs` with HTTP 400 and took the request without: not asked again.
+        self.logprobs_refused = False
         # "EMPTY": vLLM's convention for "no key"; the client refuses to start without one.
         self._client = openai.OpenAI(
             base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0
@@ -106,12 +139,82 @@ class EndpointBackend:
         first prompt (by index) that failed."""
         if n < 1:
             raise ValueError("n must be at least 1")
+        answers, stopped = self._each_prompt(
+            prompts, lambda i, prompt: self._answer(i, prompt, params, n), on_progress, should_stop
+        )
+        if stopped:
+            raise GenerationStopped(answers)
+        return answers
+
+    def choice_probabilities(
+        self,
+        prompts: Sequence[Prompt],
+        options: Sequence[str],
+        *,
+        on_progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> np.ndarray:
+        """For each prompt, the probabilities of answering with each of `options` (e.g. "A", "B", "tie"):
+        shape (len(prompts), len(options)), rows summing to 1, or a row of NaN where the answer could not be
+        read. `choice_probabilities_detailed` says how each row was read; errors and stopping as there."""
+        return self.choice_probabilities_detailed(
+            prompts, options, on_progress=on_progress, should_stop=should_stop
+        ).probabilities
+
+    def choice_probabilities_detailed(
+        self,
+        prompts: Sequence[Prompt],
+        options: Sequence[str],
+        *,
+        on_progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> ChoiceReadings:
+        """The verdicts on `prompts`, each one greedy chat completion of at most `JUDGE_MAX_TOKENS` tokens
+        asked with `logprobs` and `top_logprobs` 20, and how each was read.
+
+        With log-probabilities: an option's probability is the sum of exp(logprob) over the first token's top
+        alternatives whose text, stripped of whitespace and compared case-insensitively, is the option or a
+        non-empty prefix of it ("t", " Tie" for "tie"); a token that is a prefix of two options counts for
+        neither. The sums are renormalized over the options ("logprobs"). Where none of the options is among
+        the top tokens, or the server sends no log-probabilities, the whole answer, stripped of whitespace,
+        quotes, a trailing period and a leading "Answer:", must equal one option (case-insensitively): a
+        one-hot row ("parsed"); anything else is a row of NaN ("unparseable"), never an option picked out of a
+        sentence. A server that answers HTTP 400 to a request with `logprobs` is asked once more without; if
+        that succeeds, `logprobs_refused` is set and no later request asks for them.
+
+        Prompts run as in `generate` (in order, `concurrency` at once, `on_progress` after each). ValueError
+        when an option is empty or two are equal ignoring case; `GenerationError` for the first prompt (by
+        index) that failed; `GenerationStopped` (its `done` empty) when `should_stop` asks, once the running
+        prompts are done."""
+        keys = [option.strip().lower() for option in options]
+        if not all(keys) or len(set(keys)) != len(keys):
+            raise ValueError(f"options {list(options)} must be non-empty and differ ignoring case")
+        rows, stopped = self._each_prompt(
+            prompts, lambda i, prompt: self._verdict(i, prompt, keys), on_progress, should_stop
+        )
+        if stopped:
+            raise GenerationStopped([])
+        probabilities = np.array([row for row, _, _ in rows], dtype=float).reshape(len(rows), len(keys))
+        return ChoiceReadings(probabilities, [m for _, m, _ in rows], [t for _, _, t in rows])
+
+    def _each_prompt(
+        self,
+        prompts: Sequence[Prompt],
+        answer: Callable[[int, Prompt], T],
+        on_progress: Progress | None,
+        should_stop: ShouldStop | None,
+    ) -> tuple[list[T], bool]:
+        """`answer(index, prompt)` for each prompt on a pool of `concurrency` threads: prompts start in order,
+        `should_stop` is asked before each one starts, and `on_progress` is told after each one finishes,
+        both on the calling thread. On a stop or a failure no further prompt starts and the running ones are
+        awaited. Returns the answers of every prompt started (the leading prompts, in order) and whether
+        `should_stop` stopped it; raises the `GenerationError` of the first prompt (by index) that failed."""
         failures: dict[int, GenerationError] = {}
-        answers: dict[int, list[Generation]] = {}
+        answers: dict[int, T] = {}
         stopped = False
         started = 0
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="endpoint") as pool:
-            running: dict[Future[list[Generation]], int] = {}
+            running: dict[Future[T], int] = {}
             while True:
                 while (
                     not (stopped or failures) and started < len(prompts) and len(running) < self.concurrency
@@ -119,7 +222,7 @@ class EndpointBackend:
                     if should_stop is not None and should_stop():
                         stopped = True
                         break
-                    future = pool.submit(self._answer, started, prompts[started], params, n)
+                    future = pool.submit(answer, started, prompts[started])
                     running[future] = started
                     started += 1
                 if not running:
@@ -136,10 +239,42 @@ class EndpointBackend:
                             on_progress(len(answers), len(prompts))
         if failures:
             raise failures[min(failures)]
-        results = [answers[i] for i in range(started)]
-        if stopped:
-            raise GenerationStopped(results)
-        return results
+        return [answers[i] for i in range(started)], stopped
+
+    def _verdict(self, index: int, prompt: Prompt, keys: list[str]) -> tuple[list[float], ReadMethod, str]:
+        """One prompt's verdict over the options `keys` (stripped, lower case): (row, method, answer text)."""
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": as_messages(prompt),
+            "max_tokens": JUDGE_MAX_TOKENS,
+            "temperature": 0.0,
+        }
+        if self.logprobs_refused:
+            completion = self._create(index, prompt, request)
+        else:
+            try:
+                completion = self._create(
+                    index, prompt, {**request, "logprobs": True, "top_logprobs": JUDGE_TOP_LOGPROBS}
+                )
+            except GenerationError as error:
+                if not isinstance(error.__cause__, openai.BadRequestError):
+                    raise
+                # Some hosted APIs refuse logprobs for some models; a 400 for another reason fails here again.
+                completion = self._create(index, prompt, request)
+                self.logprobs_refused = True
+        if not completion.choices:
+            raise GenerationError(
+                f"{_name(index, prompt)}: the server returned no answer", prompt_index=index
+            )
+        choice = completion.choices[0]
+        text = choice.message.content or ""
+        row = _from_logprobs(_first_top_logprobs(choice), keys)
+        if row is not None:
+            return row, "logprobs", text[:JUDGE_TEXT_CHARS]
+        picked = _strict_choice(text, keys)
+        if picked is None:
+            return [math.nan] * len(keys), "unparseable", text[:JUDGE_TEXT_CHARS]
+        return [float(j == picked) for j in range(len(keys))], "parsed", text[:JUDGE_TEXT_CHARS]
 
     def _answer(self, index: int, prompt: Prompt, params: SamplingParams, n: int) -> list[Generation]:
         """`n` answers to one prompt. A server that returns fewer choices than asked for (some ignore `n`)
@@ -283,3 +418,38 @@ def _shares(total: int, weights: list[int]) -> list[int]:
     for i in by_remainder[: total - sum(shares)]:
         shares[i] += 1
     return shares
+
+
+def _first_top_logprobs(choice: Any) -> list[tuple[str, float]]:
+    """The (token, logprob) alternatives for the answer's first token; empty when the server sent none."""
+    logprobs = getattr(choice, "logprobs", None)
+    content = getattr(logprobs, "content", None) or []
+    if not content:
+        return []
+    return [(top.token, top.logprob) for top in getattr(content[0], "top_logprobs", None) or []]
+
+
+def _from_logprobs(top: list[tuple[str, float]], keys: list[str]) -> list[float] | None:
+    """Each option's share of the probability of the top tokens that spell it or a prefix of it only (see
+    `choice_probabilities_detailed`), renormalized; None when no top token stands for an option."""
+    mass = [0.0] * len(keys)
+    for token, logprob in top:
+        spelled = token.strip().lower()
+        matches = [j for j, key in enumerate(keys) if spelled and key.startswith(spelled)]
+        if len(matches) == 1:
+            mass[matches[0]] += math.exp(logprob)
+    total = sum(mass)
+    if total <= 0.0:
+        return None
+    return [m / total for m in mass]
+
+
+def _strict_choice(text: str, keys: list[str]) -> int | None:
+    """The index of the option the whole answer is, once whitespace, quotes, a trailing period and a leading
+    "Answer:" are taken away (compared in lower case); None for anything else."""
+    answer, previous = text, None
+    while answer != previous:
+        previous = answer
+        answer = _ANSWER_LABEL.sub("", answer.strip().strip(_QUOTES).removesuffix(".")).strip()
+    answer = answer.lower()
+    return keys.index(answer) if answer in keys else None

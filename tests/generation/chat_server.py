@@ -6,6 +6,11 @@
 `fail(k, status, ...)` answers the next k requests with an error, `hang(k, seconds)` sleeps before
 answering them. Every request is recorded (`requests`), and so is the most requests in flight at once.
 
+As a judge: `judge(body)` gives (text, top) for a request, which is answered with that one choice; `top`, the
+[(token, logprob)] alternatives for its first token, is sent as the choice's `logprobs` when the request asks
+for them (cut to its `top_logprobs`), and `logprobs` is null when `top` is None (a server that does not do
+them). `refuse_logprobs`: a request carrying `logprobs` gets 400, as some hosted APIs answer.
+
     with ChatServer(delay=0.05) as server:
         backend = EndpointBackend(server.base_url, "base")
 """
@@ -31,6 +36,10 @@ class Fault:
     sleep: float = 0.0
 
 
+# What a scripted judge answers: the text, and its first token's alternatives (None: no log-probabilities).
+Judge = Callable[[dict[str, Any]], tuple[str, list[tuple[str, float]] | None]]
+
+
 @dataclass(frozen=True)
 class Received:
     method: str
@@ -42,7 +51,8 @@ class Received:
 class ChatServer:
     """`delay`: seconds (or a function of the request body giving them) each completion takes.
     `api_key`: when set, requests without `Authorization: Bearer <api_key>` get 401.
-    `max_choices`: the most choices one response holds, as servers that ignore `n` do (1)."""
+    `max_choices`: the most choices one response holds, as servers that ignore `n` do (1).
+    `judge`, `refuse_logprobs`: see the module's docstring."""
 
     def __init__(
         self,
@@ -51,11 +61,15 @@ class ChatServer:
         delay: float | Callable[[dict[str, Any]], float] = 0.0,
         api_key: str | None = None,
         max_choices: int | None = None,
+        judge: Judge | None = None,
+        refuse_logprobs: bool = False,
     ) -> None:
         self.models = list(models)
         self.delay = delay
         self.api_key = api_key
         self.max_choices = max_choices
+        self.judge = judge
+        self.refuse_logprobs = refuse_logprobs
         self.requests: list[Received] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -136,6 +150,10 @@ class ChatServer:
     def _completion(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if body.get("model") not in self.models:
             return 404, _error(f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        if self.refuse_logprobs and "logprobs" in body:
+            return 400, _error("logprobs is not supported with this model.", "invalid_request_error")
+        if self.judge is not None:
+            return 200, self._verdict(body)
         messages = body.get("messages") or []
         last_user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         n = body.get("n") or 1
@@ -167,6 +185,35 @@ class ChatServer:
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             },
+        }
+
+    def _verdict(self, body: dict[str, Any]) -> dict[str, Any]:
+        text, top = self.judge(body)
+        logprobs = None
+        if top is not None and body.get("logprobs"):
+            entries = [
+                {"token": token, "logprob": logprob, "bytes": list(token.encode())} for token, logprob in top
+            ]
+            # The sampled first token: the likeliest one (greedy); an empty `top` sends no token at all.
+            content = (
+                [{**entries[0], "top_logprobs": entries[: body.get("top_logprobs") or 0]}] if entries else []
+            )
+            logprobs = {"content": content}
+        tokens = len(text.split())
+        return {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                    "logprobs": logprobs,
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": tokens, "total_tokens": 1 + tokens},
         }
 
 
