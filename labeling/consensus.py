@@ -105,6 +105,8 @@ class Decision:
     0.0 without votes. `adjudicated`: a lead's label was used. `posterior`: the Dawid–Skene
     probability of `label` (None under majority, for an adjudicated pair or without a label).
     `kept`: the rules keep the pair, and `reason` is None; otherwise `reason` is a code of REASONS.
+    `judge_probability`: set when an AI judge's label filled the pair (`judge_filled`): the judge's
+    order-averaged probability of `label`; None for people's decisions.
     A kept tie or both-bad pair may still give no row in an export shape (exporting.drop_reason).
     """
 
@@ -116,6 +118,13 @@ class Decision:
     kept: bool
     reason: str | None
     posterior: float | None = None
+    judge_probability: float | None = None
+
+    @property
+    def source(self) -> str:
+        """Who labelled the pair: "people", or "judge" when an AI judge filled a pair people left
+        unsettled (`judge_filled`)."""
+        return "people" if self.judge_probability is None else "judge"
 
     @property
     def rejected(self) -> str | None:
@@ -207,6 +216,29 @@ def decide(
         reason=reason,
         posterior=probability,
     )
+
+
+# The reasons a pair has no human consensus yet: the ones an AI judge may fill (`judge_filled`).
+UNSETTLED = ("too_few_votes", "split", "low_posterior")
+
+
+def judge_filled(
+    decision: Decision, *, label: str, probability: float, min_probability: float, rules: ConsensusRules
+) -> Decision:
+    """An AI judge's label for a pair people left unsettled (its reason one of UNSETTLED), when the
+    judge's probability of it is at least `min_probability`; `decision` itself otherwise (people's
+    labels always come first: a kept pair, a lead's adjudication, a gold pair are never filled).
+    `label` is "a", "b" or "tie" (a tie is then dropped as the rules drop ties). The votes stay those
+    people gave; `share` is the judge's probability."""
+    if decision.kept or decision.reason not in UNSETTLED or probability < min_probability:
+        return decision
+    if label not in ("a", "b", "tie"):
+        raise ValueError(f"a judge's label must be a, b or tie, got {label!r}")
+    reason = "tie" if label == "tie" and rules.drop_ties else None
+    return Decision(
+        label=label, chosen=label if label in SIDES else None, votes=decision.votes, share=probability,
+        adjudicated=False, kept=reason is None, reason=reason, judge_probability=probability,
+    )  # fmt: skip
 
 
 def decide_all(

@@ -40,6 +40,7 @@ def _preview(project: Project, form: ExportForm) -> snapshots.Preview | None:
         shape=data["shape"],
         fmt=data["format"],
         include_metadata=data["include_metadata"],
+        fill=form.judge_fill,
     )
 
 
@@ -78,6 +79,7 @@ def export_create(request: HttpRequest, slug: str) -> HttpResponse:
             eval_fraction=data["eval_fraction"],
             include_metadata=data["include_metadata"],
             min_share_text=data["min_share"],
+            fill=form.judge_fill,
         )
     except QueueUnavailable as exc:  # a worker's export: nothing stored, the form stays as filled in
         form.add_error(None, str(exc))

@@ -27,7 +27,9 @@ The preference shapes have no row for a tie or a both-bad pair, even when the ru
 `meta` has the same keys on every row of a file: `pair_pk` (int), `label` (the consensus label: "a",
 "b" or "both_bad"), `votes` ({"a", "b", "tie", "both_bad"}: counted votes, in the pair's A/B order),
 `share` (float), `adjudicated` (bool), `criteria` (an object: criterion -> label -> votes, in A/B
-order), then, when the export includes pair metadata, `metadata` (the pair's imported metadata, an
+order), then, when the export lets an AI judge fill the pairs people left unsettled, `source`
+("people" or "judge") and `judge` ({"name", "probability"} on a judge's rows, {} on people's), then,
+when the export includes pair metadata, `metadata` (the pair's imported metadata, an
 object as imported); preference shapes add `models` ({"chosen", "rejected"}: model names, "" when
 unknown); unpaired shapes add `side` ("a" or "b": which response the completion is) and `model`.
 In JSONL `criteria` and `metadata` are JSON objects, never JSON text inside a string. Parquet has no
@@ -206,9 +208,12 @@ _META_FIELDS = (
     ("meta.adjudicated", "bool"),
     ("meta.criteria", "json"),
 )
+# With an AI judge filling pairs people left unsettled: who labelled each row, and the judge's name and
+# probability ({} on people's rows).
+_JUDGE_FIELDS = (("meta.source", "text"), ("meta.judge", "json"))
 
 
-def _shape_fields(shape: str, metadata: bool) -> tuple[tuple[str, str], ...]:
+def _shape_fields(shape: str, metadata: bool, judged: bool = False) -> tuple[tuple[str, str], ...]:
     # Kinds: "messages" holds a prompt as given (a string is one user message), "reply" a response
     # text that is written as one assistant message, "json" an object (or its JSON text); the other
     # kinds are plain values.
@@ -219,7 +224,11 @@ def _shape_fields(shape: str, metadata: bool) -> tuple[tuple[str, str], ...]:
             ("non_preferred_output", "reply"),
         )
     prompt, reply = ("text", "text") if shape in _TEXT_SHAPES else ("messages", "reply")
-    meta = (*_META_FIELDS, ("meta.metadata", "json")) if metadata else _META_FIELDS
+    meta = (
+        *_META_FIELDS,
+        *(_JUDGE_FIELDS if judged else ()),
+        *((("meta.metadata", "json"),) if metadata else ()),
+    )
     if shape in _UNPAIRED:
         head = (("id", "text"), ("prompt", prompt), ("completion", reply), ("label", "bool"))
         tail = (("meta.side", "text"), ("meta.model", "text"))
@@ -230,7 +239,10 @@ def _shape_fields(shape: str, metadata: bool) -> tuple[tuple[str, str], ...]:
 
 
 _FIELDS = {
-    (shape, metadata): _shape_fields(shape, metadata) for shape in SHAPES for metadata in (True, False)
+    (shape, metadata, judged): _shape_fields(shape, metadata, judged)
+    for shape in SHAPES
+    for metadata in (True, False)
+    for judged in (True, False)
 }
 
 
@@ -332,8 +344,11 @@ def _line_template(fields: Sequence[tuple[str, str]]) -> str:
     return text
 
 
-def _flat_rows(pair: ExportPair, decision: Decision, shape: str, metadata: bool) -> list[tuple[Any, ...]]:
-    """The leaf values of the rows of a pair that gives rows, in the order of _FIELDS[shape, metadata]."""
+def _flat_rows(
+    pair: ExportPair, decision: Decision, shape: str, metadata: bool, judge: str | None = None
+) -> list[tuple[Any, ...]]:
+    """The leaf values of the rows of a pair that gives rows, in the order of
+    _FIELDS[shape, metadata, judge is not None]."""
     prompt: Any = pair.prompt
     if shape in _TEXT_SHAPES and not isinstance(prompt, str):
         prompt = prompt[0]["content"]
@@ -355,6 +370,10 @@ def _flat_rows(pair: ExportPair, decision: Decision, shape: str, metadata: bool)
         decision.adjudicated,
         pair.criteria,
     )
+    if judge is not None:
+        filled = decision.judge_probability is not None
+        marks = {"name": judge, "probability": decision.judge_probability} if filled else {}
+        meta = (*meta, decision.source, marks)
     if metadata:
         meta = (*meta, pair.metadata)
     if shape not in _UNPAIRED:
@@ -369,7 +388,7 @@ def _flat_rows(pair: ExportPair, decision: Decision, shape: str, metadata: bool)
 
 
 def _checked_rows(
-    pair: ExportPair, decision: Decision, shape: str, include_metadata: bool
+    pair: ExportPair, decision: Decision, shape: str, include_metadata: bool, judge: str | None = None
 ) -> list[tuple[Any, ...]]:
     reason = drop_reason(
         decision,
@@ -380,31 +399,43 @@ def _checked_rows(
     )
     if reason is not None:
         raise ValueError(f"pair {pair.id!r} gives no rows in the {shape} shape: {reason}")
-    return _flat_rows(pair, decision, shape, include_metadata)
+    return _flat_rows(pair, decision, shape, include_metadata, judge)
 
 
 def build_rows(
-    pair: ExportPair, decision: Decision, *, shape: str, include_metadata: bool = True
+    pair: ExportPair,
+    decision: Decision,
+    *,
+    shape: str,
+    include_metadata: bool = True,
+    judge: str | None = None,
 ) -> list[dict[str, Any]]:
     """The rows `pair` gives in `shape` (see the module docstring), as the files hold them, keys in file
     order: one for the preference shapes, two for the unpaired ones. `include_metadata`: whether `meta`
-    holds the pair's metadata. Raises ValueError when `drop_reason` names a reason."""
-    fields = _FIELDS[shape, include_metadata]
+    holds the pair's metadata; `judge`: the name of the AI judge the export lets fill unsettled pairs
+    (rows then say their `source` and `judge` in meta). Raises ValueError when `drop_reason` names a
+    reason."""
+    fields = _FIELDS[shape, include_metadata, judge is not None]
     paths = [path for path, _ in fields]
     convert = [_VALUES.get(kind) for _, kind in fields]
     return [
         _nest(paths, [value if to is None else to(value) for to, value in zip(convert, values, strict=True)])
-        for values in _checked_rows(pair, decision, shape, include_metadata)
+        for values in _checked_rows(pair, decision, shape, include_metadata, judge)
     ]
 
 
 def encode_rows(
-    pair: ExportPair, decision: Decision, *, shape: str, include_metadata: bool = True
+    pair: ExportPair,
+    decision: Decision,
+    *,
+    shape: str,
+    include_metadata: bool = True,
+    judge: str | None = None,
 ) -> list[str]:
     """The lines `pair` gives in a JSONL file of `shape`, without their line breaks (`build_rows` for the
     same rows as dicts). Raises ValueError when `drop_reason` names a reason."""
-    encoder = _LineEncoder(_FIELDS[shape, include_metadata])
-    return [encoder.line(values) for values in _checked_rows(pair, decision, shape, include_metadata)]
+    encoder = _LineEncoder(_FIELDS[shape, include_metadata, judge is not None])
+    return [encoder.line(values) for values in _checked_rows(pair, decision, shape, include_metadata, judge)]
 
 
 def row_text(row: Mapping[str, Any]) -> str:
@@ -418,7 +449,7 @@ def columns(shape: str) -> tuple[str, ...]:
     """The columns of a row in `shape`, in order."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
-    return tuple(dict.fromkeys(path.split(".")[0] for path, _ in _FIELDS[shape, True]))
+    return tuple(dict.fromkeys(path.split(".")[0] for path, _ in _FIELDS[shape, True, False]))
 
 
 def _tree(fields: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -496,11 +527,11 @@ def _schema(fields: Sequence[tuple[str, str]]) -> Any:
     return pa.schema([(name, _struct_type(node, kinds)) for name, node in _tree(fields).items()])
 
 
-def schema(shape: str, *, include_metadata: bool = True) -> Any:
+def schema(shape: str, *, include_metadata: bool = True, judged: bool = False) -> Any:
     """The pyarrow schema of `shape` (a `pyarrow.Schema`; typed Any so that importing this module
     does not import pyarrow). Raises ValueError for an unknown shape."""
     columns(shape)
-    return _schema(_FIELDS[shape, include_metadata])
+    return _schema(_FIELDS[shape, include_metadata, judged])
 
 
 class _HashingFile:
@@ -635,6 +666,7 @@ class SnapshotWriter:
         shape: str,
         eval_fraction: float = DEFAULT_EVAL_FRACTION,
         include_metadata: bool = True,
+        judge: str | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -642,6 +674,7 @@ class SnapshotWriter:
         _check_fraction(eval_fraction)
         self.fmt, self.shape, self.eval_fraction = fmt, shape, eval_fraction
         self.include_metadata = include_metadata
+        self.judge = judge
         self.directory = Path(directory)
         self.kept = 0
         self.dropped: dict[str, int] = {}
@@ -651,7 +684,7 @@ class SnapshotWriter:
         self._files: dict[str, _JsonlFile | _ParquetFile] = {}
         self._infos: list[FileInfo] | None = None
         kind = _JsonlFile if fmt == "jsonl" else _ParquetFile
-        fields = _FIELDS[shape, include_metadata]
+        fields = _FIELDS[shape, include_metadata, judge is not None]
         try:
             for split in SPLITS if eval_fraction > 0 else SPLITS[:1]:
                 path = self.directory / f"{split}.{fmt}"
@@ -677,7 +710,7 @@ class SnapshotWriter:
         if reason is not None:
             self.dropped[reason] = self.dropped.get(reason, 0) + 1
             return reason
-        rows = _flat_rows(pair, decision, self.shape, self.include_metadata)
+        rows = _flat_rows(pair, decision, self.shape, self.include_metadata, self.judge)
         split = _split(pair.id, self.eval_fraction) if self.eval_fraction else "train"
         prompt, metadata = pair.prompt, pair.metadata
         chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)

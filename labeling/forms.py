@@ -43,13 +43,13 @@ class ProjectForm(forms.ModelForm):
         model = Project
         fields = [
             "name", "slug", "description", "rubric", "allow_tie", "allow_both_bad", "use_strength",
-            "require_strength", "overlap", "lease_minutes", "gold_rate",
+            "require_strength", "overlap", "lease_minutes", "gold_rate", "queue_order",
         ]  # fmt: skip
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "rubric": forms.Textarea(attrs={"rows": 12}),
         }
-        labels = {"overlap": "Overlap k", "gold_rate": "Gold-item rate"}
+        labels = {"overlap": "Overlap k", "gold_rate": "Gold-item rate", "queue_order": "Queue order"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +58,8 @@ class ProjectForm(forms.ModelForm):
         slug.help_text = (
             "The project's address: letters, digits, hyphens. Left empty, it is made from the name."
         )
+        # A form sent without it (a script written before the setting) keeps the project's order.
+        self.fields["queue_order"].required = False
         if self.instance.pk:
             self.fields["criteria_text"].initial = "\n".join(
                 f"{c['name']}: {c['question']}" for c in self.instance.criteria
@@ -84,6 +86,9 @@ class ProjectForm(forms.ModelForm):
         elif not data.get("slug") and "slug" not in self.errors:
             self.add_error("slug", "Write a slug, or a name to make it from.")
         return data
+
+    def clean_queue_order(self) -> str:
+        return self.cleaned_data["queue_order"] or self.instance.queue_order
 
     def clean_criteria_text(self) -> list[dict[str, str]]:
         criteria, seen = [], set()
@@ -553,10 +558,36 @@ class ExportForm(forms.Form):
     include_metadata = forms.BooleanField(
         required=False, initial=True, label="Include pair metadata in meta (not in the hosted shape)"
     )
+    judge = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="People only", label="Unsettled pairs",
+        help_text="Let an AI judge label the pairs people left without a consensus (too few votes, a "
+        "split vote), if it agrees well enough with people where they did reach one. Its rows say "
+        "source: judge in meta.",
+    )  # fmt: skip
+    judge_min_kappa = forms.FloatField(
+        min_value=-1, max_value=1, initial=0.6, label="Judge's κ with people at least",
+        help_text="Cohen's κ between the judge and people's consensus on the pairs both labelled.",
+    )  # fmt: skip
+    judge_min_shared = forms.IntegerField(
+        min_value=1, initial=50, label="…on at least this many pairs", help_text="Pairs both labelled."
+    )
+    judge_min_probability = forms.FloatField(
+        min_value=0, max_value=1, initial=0.8, label="Judge's probability at least",
+        help_text="A pair is filled only where the judge's order-averaged probability of its label is at "
+        "least this.",
+    )  # fmt: skip
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        from django.apps import apps
+
         super().__init__(*args, **kwargs)
         self.fields["min_judgments"].initial = project.overlap
+        judges = apps.get_model("evaluation", "Judge").objects.filter(project=project, state="succeeded")
+        self.fields["judge"].queryset = judges
+        self.fields["judge"].label_from_instance = lambda j: (
+            f"AI judge “{j.name}” ({j.model_ref}, {j.done} pairs)"
+        )
+        self.judge_fill: Any = None
 
     def groups(self) -> dict[str, list[forms.BoundField]]:
         """The fields as the page lays them out."""
@@ -565,6 +596,7 @@ class ExportForm(forms.Form):
             "switches": ["keep_ties", "keep_both_bad", "adjudication_overrides", "drop_gold"],
             "files": ["shape", "format", "eval_fraction"],
             "file_switches": ["include_metadata"],
+            "judge": ["judge", "judge_min_kappa", "judge_min_shared", "judge_min_probability"],
         }
         return {group: [self[name] for name in fields] for group, fields in names.items()}
 
@@ -576,6 +608,25 @@ class ExportForm(forms.Form):
             name: field.initial for name, field in form.fields.items() if field.initial not in (None, False)
         }
         return {k: ("on" if v is True else v) for k, v in data.items()}
+
+    def clean(self) -> dict[str, Any]:
+        """With a judge: the export rule letting it fill unsettled pairs (`judge_fill`), refused with the
+        judge's numbers when it falls short of the κ bar."""
+        data = super().clean()
+        judge = data.get("judge")
+        numbers = [
+            data.get(name) for name in ("judge_min_kappa", "judge_min_shared", "judge_min_probability")
+        ]
+        if judge is not None and None not in numbers:
+            from evaluation.calibration import export_fill
+
+            try:
+                self.judge_fill = export_fill(
+                    judge, min_kappa=numbers[0], min_shared=numbers[1], min_probability=numbers[2]
+                )
+            except ValueError as exc:
+                self.add_error("judge", str(exc).removeprefix("judge: "))
+        return data
 
     def clean_min_share(self) -> str:
         text = self.cleaned_data["min_share"].strip()

@@ -48,6 +48,28 @@ class Project(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
         help_text="Share of assignments drawn from gold pairs (0 to 0.5).",
     )
+
+    class QueueOrder(models.TextChoices):
+        OLDEST = "oldest", "Oldest pairs first"
+        JUDGE_UNCERTAIN = "judge-uncertain", "Where the AI judge is least sure first"
+        JUDGE_INCONSISTENT = "judge-inconsistent", "Where the AI judge contradicts itself first"
+
+    queue_order = models.CharField(
+        max_length=24,
+        choices=QueueOrder.choices,
+        default=QueueOrder.OLDEST,
+        help_text="Which new pairs annotators get first. The AI judge orders put first the pairs a judge "
+        "is least sure of (its probability, averaged over both sides, nearest one half) or contradicts "
+        "itself on when the responses swap sides; pairs it has not judged count as least sure. Pairs sent "
+        "back or partly judged still come first, and overlap k holds in every order.",
+    )
+    # Written by labeling.assignment.set_queue_ranks: blank while no pair is ranked.
+    queue_ranked_by = models.CharField(
+        max_length=255,
+        blank=True,
+        editable=False,
+        help_text="Which judge ranked the pairs for the queue, and when.",
+    )
     archived = models.BooleanField(default=False)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -236,6 +258,10 @@ class Pair(models.Model):
     # Judgments wanted beyond the project's k: a lead sent the pair back for more votes. Claims offer
     # such pairs first (index pair_sent_back).
     extra_wanted = models.PositiveSmallIntegerField(default=0, db_default=0)
+    # Where the pair stands in the queue of fresh pairs when the project orders it by an AI judge
+    # (Project.queue_order): smaller first, then oldest. 0 is unranked: the judge has not judged it, so
+    # it counts as least sure and comes first (index pair_fresh_rank; labeling.assignment.set_queue_ranks).
+    queue_rank = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     # The texts as sanitized HTML, rendered when the pair is first shown and kept: with overlap k
     # every pair is shown k times (labeling/display.py).
     rendered = models.JSONField(null=True, blank=True, editable=False)
@@ -255,6 +281,13 @@ class Pair(models.Model):
             models.Index(fields=["project", "gold", "-taken", "id"], name="pair_claim_order"),
             models.Index(
                 fields=["project", "id"], condition=models.Q(extra_wanted__gt=0), name="pair_sent_back"
+            ),
+            # Fresh regular pairs in the order a judge ranked them: the claim walks it without sorting.
+            # Partial, so a pair leaves it with its first claim.
+            models.Index(
+                fields=["project", "queue_rank", "id"],
+                condition=models.Q(gold="", taken=0),
+                name="pair_fresh_rank",
             ),
         ]
         ordering = ["id"]
@@ -446,6 +479,11 @@ class ExportSnapshot(models.Model):
     disagreement = models.FloatField(null=True, blank=True, help_text="Share of kept pairs not unanimous.")
     label_noise = models.FloatField(null=True, blank=True, help_text="Dawid–Skene estimate of label noise.")
     suggested_label_smoothing = models.FloatField(null=True, blank=True)
+    judge_fill = models.JSONField(
+        null=True, blank=True,
+        help_text="The AI judge let fill unsettled pairs (labeling.snapshots.JudgeFill); none: people only.",
+    )  # fmt: skip
+    judge_rows = models.PositiveIntegerField(default=0, help_text="Kept pairs the AI judge labelled.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -56,6 +56,32 @@ logger = logging.getLogger(__name__)
 CHUNK = 2000  # rows per fetch from the server-side cursors
 PROGRESS_EVERY = 5000  # pairs between progress writes
 SAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class JudgeFill:
+    """An export's rule letting an AI judge fill the pairs people left without a consensus: the judge
+    (evaluation.models.Judge) and its name, the probability its label needs, and the bar it cleared
+    when the export was made (kappa with people at least `min_kappa` on at least `min_shared` pairs;
+    `kappa` and `shared` as measured then). Stored on the snapshot as `judge_fill`."""
+
+    judge_id: int
+    name: str
+    min_probability: float
+    min_kappa: float
+    min_shared: int
+    kappa: float
+    shared: int
+
+    def labels(self) -> dict[int, tuple[str, float]]:
+        """Pair id -> (label, probability) of the judge's readable verdicts."""
+        from django.apps import apps
+
+        verdicts = apps.get_model("evaluation", "JudgeVerdict").objects.filter(judge_id=self.judge_id)
+        rows = verdicts.exclude(label="").values_list("pair_id", "label", "probability")
+        return {pair_id: (label, probability) for pair_id, label, probability in rows.iterator()}
+
+
 LABELS = consensus.LABELS
 CRITERION_LABELS = ("a", "b", "tie")
 
@@ -171,6 +197,7 @@ class Preview:
     suggested_label_smoothing: float
     judgments: int
     row_sizes: RowSizes | None
+    judge_rows: int = 0  # kept pairs an AI judge labelled (JudgeFill)
 
     @property
     def dropped_total(self) -> int:
@@ -209,7 +236,19 @@ def rules_in_words(snapshot: ExportSnapshot) -> list[tuple[str, str]]:
     ]
     if snapshot.shape != exporting.HOSTED:
         words.append(("Pair metadata in meta", "included" if snapshot.include_metadata else "left out"))
+    words.append(("Unsettled pairs", judge_fill_in_words(snapshot.judge_fill)))
     return words
+
+
+def judge_fill_in_words(fill: dict[str, Any] | None) -> str:
+    """How an export's unsettled pairs were treated, in words (`JudgeFill` as stored, or None)."""
+    if not fill:
+        return "left out (people only)"
+    return (
+        f"filled by the AI judge “{fill['name']}” where its probability is at least "
+        f"{fill['min_probability']:g} (its κ with people {fill['kappa']:.2f} on {fill['shared']} pairs; "
+        f"the rule asked for at least {fill['min_kappa']:g} on {fill['min_shared']})"
+    )
 
 
 def rules_for(project: Project, **values: Any) -> consensus.ConsensusRules:
@@ -222,11 +261,34 @@ def _vote_list(counts: tuple[int, ...]) -> list[str]:
 
 
 def _decider(
-    project: Project, rules: consensus.ConsensusRules
+    project: Project, rules: consensus.ConsensusRules, fill: JudgeFill | None = None
 ) -> Callable[[int, tuple[int, ...], str | None, bool], consensus.Decision]:
     """`consensus.decide` for one pair from (pair id, vote counts in LABELS order, adjudication, gold).
     Under majority the decision depends only on the last three, so equal inputs share one Decision, as
-    in `consensus.decide_all`: a project has few distinct combinations, and a million pairs few calls."""
+    in `consensus.decide_all`: a project has few distinct combinations, and a million pairs few calls.
+    With `fill`, a pair people left unsettled takes the judge's label where `consensus.judge_filled`
+    allows it."""
+    decide = _people_decider(project, rules)
+    if fill is None:
+        return decide
+    labels = fill.labels()
+
+    def filled(pair_id: int, counts: tuple[int, ...], adjudication: str | None, gold: bool):
+        decision = decide(pair_id, counts, adjudication, gold)
+        verdict = labels.get(pair_id) if decision.reason in consensus.UNSETTLED else None
+        if verdict is None:
+            return decision
+        return consensus.judge_filled(
+            decision, label=verdict[0], probability=verdict[1], min_probability=fill.min_probability,
+            rules=rules,
+        )  # fmt: skip
+
+    return filled
+
+
+def _people_decider(
+    project: Project, rules: consensus.ConsensusRules
+) -> Callable[[int, tuple[int, ...], str | None, bool], consensus.Decision]:
     if rules.method == "dawid-skene":
         posteriors = dawid_skene_posteriors(project)
 
@@ -255,7 +317,12 @@ class _Shape:
 
 
 def _decisions(
-    project: Project, rules: consensus.ConsensusRules, excluded: frozenset[int], *, include_metadata: bool
+    project: Project,
+    rules: consensus.ConsensusRules,
+    excluded: frozenset[int],
+    *,
+    include_metadata: bool,
+    fill: JudgeFill | None = None,
 ) -> tuple[list[int], list[consensus.Decision], list[_Shape], list[tuple[int, ...]], int]:
     """(pair ids, decisions, what their texts are like, their sizes, judgments counted) for every pair of
     the project. Sizes, in bytes: (prompt as JSON, response A, response B, id and model names, metadata as
@@ -279,7 +346,7 @@ def _decisions(
         .values_list("id", "gold", "adjudication__label", "not_flat", "several", "tools", "prompt_bytes",
                      "a_bytes", "b_bytes", "names_bytes", "metadata_bytes", "external_id")
     )  # fmt: skip
-    decide = _decider(project, rules)
+    decide = _decider(project, rules, fill)
     no_votes = (0,) * len(LABELS)
     shape_of = functools.cache(_Shape)
     ids, decisions, shapes, sizes, judgments = [], [], [], [], 0
@@ -337,12 +404,13 @@ def export_preview(
     shape: str,
     fmt: str = "jsonl",
     include_metadata: bool = True,
+    fill: JudgeFill | None = None,
 ) -> Preview:
-    """Counts of what `rules` keep and drop in `shape` and `fmt`, with the first kept rows as samples and
-    how large the rows are."""
+    """Counts of what `rules` (and an AI judge's `fill`) keep and drop in `shape` and `fmt`, with the
+    first kept rows as samples and how large the rows are."""
     excluded = excluded_annotators(project)
     ids, decisions, shapes, sizes, judgments = _decisions(
-        project, rules, excluded, include_metadata=include_metadata and shape != exporting.HOSTED
+        project, rules, excluded, include_metadata=include_metadata and shape != exporting.HOSTED, fill=fill
     )
 
     @functools.cache
@@ -359,12 +427,13 @@ def export_preview(
     dropped: dict[str, int] = {}
     if evaluation := evaluation_pairs(project).count():
         dropped["evaluation"] = evaluation
-    kept_ids, kept_sizes = [], []
+    kept_ids, kept_sizes, judge_rows = [], [], 0
     for pair_id, decision, texts, size in zip(ids, decisions, shapes, sizes, strict=True):
         reason = reason_for(id(decision), id(texts))
         if reason is None:
             kept_ids.append(pair_id)
             kept_sizes.append(size)
+            judge_rows += decision.judge_probability is not None
         else:
             dropped[reason] = dropped.get(reason, 0) + 1
     by_id = dict(zip(ids, decisions, strict=True))
@@ -372,11 +441,12 @@ def export_preview(
     shown = kept_ids[:SAMPLE_ROWS]
     counts = {row[0]: row[1:] for row in _vote_counts(project, excluded, criteria=criteria, pairs=shown)}
     sample_rows: list[SampleRow] = []
+    judge_name = fill.name if fill is not None else None
     for row in _exported(Pair.objects.filter(pk__in=shown).order_by("id"), include_metadata=include_metadata):
         decision = by_id[row[0]]
         export_pair = _export_pair(row, _criteria_counts(counts.get(row[0]), criteria))
         for built in exporting.build_rows(
-            export_pair, decision, shape=shape, include_metadata=include_metadata
+            export_pair, decision, shape=shape, include_metadata=include_metadata, judge=judge_name
         ):
             text = exporting.row_text(built)
             sample_rows.append(SampleRow(built, text, decision.votes, decision.label, decision.adjudicated))
@@ -387,11 +457,12 @@ def export_preview(
             criteria=_criteria_counts(None, criteria),
         )  # fmt: skip
         skeleton = exporting.encode_rows(
-            empty, by_id[kept_ids[0]], shape=shape, include_metadata=include_metadata
+            empty, by_id[kept_ids[0]], shape=shape, include_metadata=include_metadata, judge=judge_name
         )
     counter = consensus.DisagreementCounter()
     for decision_id, times in Counter(map(id, decisions)).items():
-        counter.add(by_identity[decision_id], times=times)
+        if by_identity[decision_id].judge_probability is None:  # the noise measured is people's
+            counter.add(by_identity[decision_id], times=times)
     disagreement = counter.result()
     noise = _label_noise(project, ids, decisions) if rules.method == "dawid-skene" else None
     return Preview(
@@ -408,6 +479,7 @@ def export_preview(
         ),
         judgments=judgments,
         row_sizes=_row_sizes(shape, include_metadata, skeleton, kept_sizes),
+        judge_rows=judge_rows,
     )
 
 
@@ -462,10 +534,12 @@ def snapshot_start(
     min_share_text: str = "",
     in_worker: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
+    fill: JudgeFill | None = None,
 ) -> ExportSnapshot:
     """Record a snapshot and build it: here, or in a worker (queue `default`) while its page shows the
     progress. `include_metadata`: whether rows carry each pair's metadata in `meta`; `min_share_text`:
-    the minimum share as the user wrote it ("2/3"), shown with the rules. `in_worker` None: in a worker
+    the minimum share as the user wrote it ("2/3"), shown with the rules. `fill`: an AI judge may label
+    the pairs people left unsettled (the default is people only). `in_worker` None: in a worker
     for more than PREFSTUDIO_EXPORT_SYNC_MAX_PAIRS pairs. A failed build is recorded on the snapshot
     (state, message), not raised. Raises ValueError for a bad shape, format or fraction (the message
     names it), and prefstudio.jobs.QueueUnavailable, with nothing stored, when a worker's export cannot
@@ -483,7 +557,7 @@ def snapshot_start(
     snapshot = ExportSnapshot.objects.create(
         project=project, created_by=user, rules=asdict(rules), shape=shape, format=fmt,
         eval_fraction=eval_fraction, pairs_total=pairs, include_metadata=include_metadata,
-        min_share_text=min_share_text.strip(),
+        min_share_text=min_share_text.strip(), judge_fill=asdict(fill) if fill is not None else None,
     )  # fmt: skip
     if not in_worker:
         with contextlib.suppress(Exception):  # recorded on the snapshot, which the caller shows
@@ -656,19 +730,20 @@ def _write(snapshot: ExportSnapshot, directory: Path, progress: Callable[[int, i
     # The noise estimate follows the method, as the preview's does; a majority export fits no model.
     dawid_skene = rules.method == "dawid-skene"
     posterior = dawid_skene_posteriors(project) if dawid_skene else None
-    decide = _decider(project, rules)
+    fill = JudgeFill(**snapshot.judge_fill) if snapshot.judge_fill else None
+    decide = _decider(project, rules, fill)
     no_votes = (0,) * len(LABELS)
     newest = Judgment.objects.filter(pair__project=project).exclude(annotator_id__in=excluded)
     last_judgment = newest.aggregate(last=Max("created_at"))["last"]
     evaluation = evaluation_pairs(project).count()
     directory.mkdir(parents=True, exist_ok=False)
-    done = judgments = 0
+    done = judgments = judge_rows = 0
     counter = consensus.DisagreementCounter()  # a few histogram cells, however many pairs
     noise_sum = 0.0
     include_metadata = snapshot.include_metadata and snapshot.shape != exporting.HOSTED
     writer = exporting.SnapshotWriter(
         directory, fmt=snapshot.format, shape=snapshot.shape, eval_fraction=snapshot.eval_fraction,
-        include_metadata=include_metadata,
+        include_metadata=include_metadata, judge=fill.name if fill is not None else None,
     )  # fmt: skip
     with transaction.atomic(), writer:  # one transaction: the two cursors see the same data
         for pair, gold, adjudication, counts in _streamed_pairs(
@@ -677,8 +752,10 @@ def _write(snapshot: ExportSnapshot, directory: Path, progress: Callable[[int, i
             votes = counts[: len(LABELS)] if counts is not None else no_votes
             judgments += sum(votes)
             decision = decide(pair[0], votes, adjudication, bool(gold))
-            counter.add(decision)
-            writer.add(_export_pair(pair, _criteria_counts(counts, criteria)), decision)
+            if decision.judge_probability is None:  # the noise measured is people's
+                counter.add(decision)
+            written = writer.add(_export_pair(pair, _criteria_counts(counts, criteria)), decision) is None
+            judge_rows += written and decision.judge_probability is not None
             # Over the pairs the rules keep, as the counter's denominator (a shape may write fewer).
             if dawid_skene and decision.kept and decision.chosen is not None and not decision.adjudicated:
                 noise_sum += 1.0 - (posterior.get(pair[0]) or {}).get(decision.label, 0.0)
@@ -704,6 +781,7 @@ def _write(snapshot: ExportSnapshot, directory: Path, progress: Callable[[int, i
         eval_rows=by_split.get("eval", 0),
         files=[asdict(info) for info in files],
         judgments=judgments,
+        judge_rows=judge_rows,
         last_judgment_at=last_judgment,
         excluded_annotators=sorted(excluded),
         disagreement=disagreement.non_unanimous,

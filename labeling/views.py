@@ -36,6 +36,7 @@ from labeling.invitation_views import invitations_context
 from labeling.layouts import LAYOUTS, describe_mapping
 from labeling.models import ImportBatch, Membership, Pair, Project
 from labeling.progress import own_progress
+from labeling.signals import queue_order_changed
 from prefstudio.jobs import QueueUnavailable
 from prefstudio.roles import EXPORT, LABEL, REVIEW, requires
 
@@ -160,9 +161,12 @@ def project_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def project_edit(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for(request.user, slug, include_archived=True)
+    order_before = project.queue_order
     form = ProjectForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
         form.save()
+        if project.queue_order != order_before:  # the evaluation app ranks the pairs for the new order
+            queue_order_changed.send(sender=Project, project=project)
         messages.success(request, "Project saved.")
         return redirect(project)
     context = {"form": form, "project": project, "rubric": form["rubric"].value()}
