@@ -7,7 +7,9 @@ matrices beside the shared base weights, `set_adapter` picks one, `disable_adapt
 Prompts are rendered with the tokenizer's chat template and answered in batches of at most `batch_size`
 sequences, left-padded with an attention mask (transformers derives the position ids from the mask), with
 the KV cache, under `torch.inference_mode`. Greedy answers equal those of one prompt at a time without
-padding (tests/generation/test_local_backend.py): batching changes the speed, not the text.
+padding (tests/generation/test_local_backend.py): batching changes the speed, not the text. A judge's verdicts
+(`choice_probabilities`) run the head that all its prompts share once, and only the rest of each prompt in
+batches (bench/judge.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from jinja2 import TemplateError
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, DynamicCache, GenerationConfig
+from transformers.cache_utils import DynamicLayer
 
 from generation.backends.base import (
     Generation,
@@ -140,9 +143,15 @@ class LocalBackend:
         "tie"): shape (len(prompts), len(options)), rows summing to 1. Read from the next-token
         distribution after the prompt (chat template with its generation prompt): each option's first
         token's probability, renormalized over the options (so a verdict needs no parsing of free text).
-        One forward pass per `batch_size` prompts (left padding: the last position is every row's own).
-        ValueError when two options start with the same token; GenerationError names a bad prompt;
-        GenerationStopped (its `done` empty) when `should_stop` asks between batches."""
+
+        The tokens that all the prompts start with (a judge's instructions, rubric and criteria) are run
+        once, and their keys and values shared by every row; the rest of each prompt runs against them, in
+        one forward pass per `batch_size` prompts, longest first (less padding; an out-of-memory error comes
+        with the first batch). The result equals scoring each prompt alone, to float rounding
+        (tests/generation/test_local_backend.py). After each batch `on_progress(prompts done, prompts in
+        all)`; before each `should_stop()`: True raises GenerationStopped with `done` empty (the rows come
+        back together, in input order). ValueError when two options start with the same token;
+        GenerationError names a bad prompt."""
         firsts = []
         for option in options:
             ids = self.tokenizer(option, add_special_tokens=False).input_ids
@@ -153,19 +162,68 @@ class LocalBackend:
             raise ValueError(f"options {list(options)} must start with different tokens")
         selected = self._select(adapter)
         encoded = [self._encode(i, prompt, 1) for i, prompt in enumerate(prompts)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
         out = np.zeros((len(prompts), len(options)))
         with selected, torch.inference_mode():
-            for start in range(0, len(encoded), self.batch_size):
+            shared = shared_prefix_length(encoded) if len(encoded) > 1 else 0
+            prefix = self._prefix_cache(encoded[0][:shared]) if shared else None
+            if prefix is None:
+                shared = 0
+            for start in range(0, len(order), self.batch_size):
                 if should_stop is not None and should_stop():
                     raise GenerationStopped([])
-                batch = encoded[start : start + self.batch_size]
-                inputs = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
-                logits = self.model(**inputs).logits[:, -1, :].float()
+                batch = order[start : start + self.batch_size]
+                logits = self._last_logits([encoded[i][shared:] for i in batch], prefix)
                 picked = torch.log_softmax(logits, dim=-1)[:, firsts]
-                out[start : start + len(batch)] = torch.softmax(picked, dim=-1).cpu().numpy()
+                out[batch] = torch.softmax(picked, dim=-1).cpu().numpy()
                 if on_progress is not None:
                     on_progress(start + len(batch), len(encoded))
         return out
+
+    def _prefix_cache(self, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Every layer's (keys, values) for the token ids `ids`, one row: (1, kv heads, len(ids), head size).
+
+        None for a model whose cache is not plain full attention (sliding-window or linear-attention layers
+        keep other state than these tensors): its prompts run whole."""
+        input_ids = torch.tensor([ids], device=self.device)
+        cache = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1).cache
+        if not isinstance(cache, DynamicCache) or any(cache.is_sliding + cache.is_linear + cache.is_dummy):
+            return None
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _last_logits(
+        self, rows: list[list[int]], prefix: list[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> torch.Tensor:
+        """The next-token logits after each of `rows` (token ids that follow `prefix`, the `_prefix_cache`
+        of tokens every row starts with, or whole prompts when None): (len(rows), vocabulary), float32.
+
+        One forward pass. Rows are left-padded to the longest, so that the last position is every row's
+        own, and only its logits are computed (the full (rows, length, vocabulary) tensor is gigabytes). The
+        pads sit between the prefix and the row, masked out; the position ids count each row's own tokens
+        only, so every token has the position it has in its prompt alone.
+        """
+        width = max(len(row) for row in rows)
+        shared = prefix[0][0].shape[2] if prefix is not None else 0
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for r, row in enumerate(rows):
+            input_ids[r, width - len(row) :] = torch.tensor(row)
+            mask[r, shared + width - len(row) :] = 1
+        # A pad takes its left neighbour's position (or 0); it is masked out as a key, its output unused.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        cache = (
+            None if prefix is None else Cache(layers=[_SharedPrefix(keys, values) for keys, values in prefix])
+        )
+        output = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            cache=cache,
+            use_cache=cache is not None,
+            logits_to_keep=1,
+        )
+        return output.logits[:, -1, :].float()
 
     def _select(self, adapter: str | None) -> contextlib.AbstractContextManager:
         """Make `adapter` (None: the base model) the one that answers; a context to generate within."""
@@ -240,6 +298,35 @@ class LocalBackend:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             answers.append(Generation(text=text, tokens=len(tokens), finish_reason=reason))
         return answers
+
+
+class _SharedPrefix(DynamicLayer):
+    """One layer's keys and values of a prefix (one row: (1, kv heads, length, head size)) that every row of a
+    batch continues. `update` returns them repeated for the batch's rows, followed by the rows' own, and keeps
+    nothing: one forward pass reads the cache and none follows, so each layer's copy is freed as soon as its
+    attention is done (a DynamicCache would hold every layer's, batch x prompt length, to the end)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.keys, self.values, self.device, self.is_initialized = keys, values, keys.device, True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = key_states.shape[0]
+        keys = torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2)
+        values = torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2)
+        return keys, values
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading token ids all of `rows` (at least one) have in common, leaving every row at least
+    its last token of its own (the position whose logits are read)."""
+    first, shortest = rows[0], min(len(row) for row in rows)
+    length = 0
+    while length < shortest - 1 and all(row[length] == first[length] for row in rows):
+        length += 1
+    return length
 
 
 def stop_token_ids(tokenizer: Any, generation_config: GenerationConfig) -> list[int]:

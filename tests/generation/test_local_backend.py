@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -24,7 +25,7 @@ from generation.backends.base import (
     SamplingParams,
     as_messages,
 )
-from generation.backends.local import LocalBackend, stop_token_ids
+from generation.backends.local import LocalBackend, shared_prefix_length, stop_token_ids
 from tests.generation.conftest import save_random_adapter
 from tests.tiny_model import NO_SYSTEM_TEMPLATE, TOPIC_WORDS
 
@@ -273,3 +274,90 @@ def test_choice_probabilities_batched_equal_one_prompt_at_a_time(
     assert abs(tuned - probabilities).max() > 1e-3  # the adapter judges differently
     with pytest.raises(ValueError, match="must start with different tokens"):
         backend.choice_probabilities(PROMPTS[:1], ["A", "A"])
+
+
+def judging_prompts() -> list:
+    """Judging prompts of 8 pairs in both orders (evaluation.judges, with a rubric and criteria): every
+    prompt starts with the same long head, and their own tails differ in length."""
+    from evaluation.judges import judge_messages
+
+    def answer(i: int, size: int) -> str:
+        return " ".join(TOPIC_WORDS[(5 * i + k) % len(TOPIC_WORDS)] for k in range(size)) + "."
+
+    context = {
+        "rubric": "Prefer the correct answer; then the clear one. " * 3,
+        "criteria": [
+            {"name": "Correctness", "question": "Which is true?"},
+            {"name": "Tone", "question": "Kind?"},
+        ],
+    }
+    pairs = [(question(i % 4), answer(i, 2 + 3 * i), answer(i + 1, 1 + (5 * i) % 7)) for i in range(8)]
+    return [judge_messages(prompt=q, first=a, second=b, **context) for q, a, b in pairs] + [
+        judge_messages(prompt=q, first=b, second=a, **context) for q, a, b in pairs
+    ]
+
+
+@pytest.mark.parametrize("adapter", [None, "tuned"])
+def test_choice_probabilities_with_a_shared_prefix_equal_each_prompt_alone(
+    lively_model_dir: Path, adapter_dirs: dict[str, Path], adapter: str | None
+) -> None:
+    """The shared head is run once and the tails, left-padded in batches of 5 (longest first), against it:
+    each row equals a plain forward pass over its whole prompt alone, to 1e-5, with and without an adapter."""
+    options = ["A", "B", "tie"]
+    prompts = judging_prompts()
+    tokenizer = AutoTokenizer.from_pretrained(lively_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(lively_model_dir).eval()
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dirs[adapter])
+    firsts = [tokenizer(o, add_special_tokens=False).input_ids[0] for o in options]
+    encoded, expected = [], []
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template(as_messages(prompt), add_generation_prompt=True, tokenize=False)
+        encoded.append(tokenizer(text, add_special_tokens=False).input_ids)
+        with torch.inference_mode():
+            logits = model(torch.tensor([encoded[-1]])).logits[0, -1, firsts]
+        expected.append(torch.softmax(logits, -1).tolist())
+    # The comparison means something: a long shared head, tails of many lengths, verdicts that differ.
+    lengths = sorted((len(ids) for ids in encoded), reverse=True)
+    assert shared_prefix_length(encoded) > 60 and lengths[0] - lengths[-1] > 20
+    assert all(len(set(lengths[i : i + 5])) > 1 for i in range(0, 15, 5))  # every batch of 5 is padded
+    assert abs(np.array(expected) - np.array(expected).mean(0)).max() > 0.05
+
+    backend = LocalBackend(lively_model_dir, batch_size=5)
+    if adapter is not None:
+        backend.load_adapter(adapter, adapter_dirs[adapter])
+    for size in (5, 1, len(prompts)):
+        backend.batch_size = size
+        got = backend.choice_probabilities(prompts, options, adapter=adapter)
+        assert abs(got - np.array(expected)).max() < 1e-5, size
+    # Prompts sharing only the chat template's head, among them one a left-padded batch of differing lengths.
+    backend.batch_size = 4
+    mixed = [prompts[0], *PROMPTS[:5]]
+    alone = np.concatenate([backend.choice_probabilities([p], options, adapter=adapter) for p in mixed])
+    assert abs(backend.choice_probabilities(mixed, options, adapter=adapter) - alone).max() < 1e-5
+
+
+def test_choice_probabilities_report_progress_and_stop_between_batches(lively_model_dir: Path) -> None:
+    backend = LocalBackend(lively_model_dir, batch_size=4)
+    progress: list[tuple[int, int]] = []
+    backend.choice_probabilities(PROMPTS, ["A", "B"], on_progress=lambda *p: progress.append(p))
+    assert progress == [(4, 10), (8, 10), (10, 10)]
+    asked, progress = [], []
+    with pytest.raises(GenerationStopped) as stopped:
+        backend.choice_probabilities(
+            PROMPTS,
+            ["A", "B"],
+            on_progress=lambda *p: progress.append(p),
+            should_stop=lambda: asked.append(1) or len(asked) == 2,
+        )
+    assert stopped.value.done == [] and progress == [(4, 10)]
+
+
+def test_shared_prefix_length_leaves_every_row_a_token_of_its_own() -> None:
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 9], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2], [1, 2, 3]]) == 1
+    assert shared_prefix_length([[5], [5, 6]]) == 0
+    assert shared_prefix_length([[7, 8, 9]]) == 2
