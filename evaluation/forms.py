@@ -66,3 +66,40 @@ class RoundForm(forms.Form):
             except PromptFileError as exc:
                 self.add_error("prompt_file", str(exc))
         return data
+
+
+class JudgeForm(forms.Form):
+    """An AI judge over a project's pairs: which project, which model, the judging prompt, which pairs."""
+
+    project = forms.ModelChoiceField(
+        queryset=None, help_text="Whose pairs are judged, and whose people it is measured against."
+    )
+    model = forms.ChoiceField(choices=(), help_text="A base model, a tuned run, or an endpoint.")
+    name = forms.CharField(
+        max_length=120, required=False, help_text="How the judge is shown (default: the model's name)."
+    )
+    scope = forms.ChoiceField(choices=(), widget=forms.RadioSelect, initial="all")
+    template = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 16, "class": "mono"}), label="Judging prompt",
+        help_text="Filled in per pair and order: {rubric}, {criteria} (the project's), {prompt}, {first}, "
+        "{second}. It must ask for exactly one of A, B or tie: the verdict is read from the model's "
+        "probabilities of those answers (an endpoint without log-probabilities: its answer, strictly).",
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, projects: Any, models: list[tuple[str, str]], **kwargs: Any) -> None:
+        from evaluation.judges import DEFAULT_TEMPLATE
+        from evaluation.models import Judge
+
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = projects
+        self.fields["model"].choices = models
+        self.fields["scope"].choices = Judge.Scope.choices
+        self.fields["template"].initial = DEFAULT_TEMPLATE
+
+    def clean_template(self) -> str:
+        from evaluation.judge_jobs import check_template
+
+        try:
+            return check_template(self.cleaned_data["template"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc).removeprefix("template: ")) from None

@@ -11,8 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
-from rq.job import Callback
 
 from generation.models import GenerationJob
 from generation.registry import UnknownModel, resolve
@@ -188,17 +186,10 @@ def job_create(
 def job_enqueue(job: GenerationJob) -> None:
     """Put the job on the GPU queue; a queue that fails now leaves it queued with a note (jobs_reap
     enqueues it again)."""
-    try:
-        rq_job = jobs.enqueue(
-            settings.PREFSTUDIO_TRAINING_QUEUE, "generation.tasks.generate", job.pk,
-            job_timeout=settings.TRAINING_JOB_TIMEOUT, result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,
-            on_failure=Callback("generation.tasks.generation_job_failed"),
-        )  # fmt: skip
-    except jobs.QueueUnavailable as exc:
-        GenerationJob.objects.filter(pk=job.pk).update(error=f"{exc} ({exc.detail})")
-        return
-    GenerationJob.objects.filter(pk=job.pk).update(job_id=rq_job.id, error="", heartbeat_at=timezone.now())
-    job.job_id = rq_job.id
+    job_rows.enqueue(
+        GenerationJob, job, queue=settings.PREFSTUDIO_TRAINING_QUEUE, func="generation.tasks.generate",
+        on_failure="generation.tasks.generation_job_failed",
+    )  # fmt: skip
 
 
 def job_cancel(job: GenerationJob) -> GenerationJob:

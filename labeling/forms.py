@@ -565,14 +565,18 @@ class ExportForm(forms.Form):
         "source: judge in meta.",
     )  # fmt: skip
     judge_min_kappa = forms.FloatField(
-        min_value=-1, max_value=1, initial=0.6, label="Judge's κ with people at least",
+        min_value=-1, max_value=1, initial=0.6, required=False, label="Judge's κ with people at least",
         help_text="Cohen's κ between the judge and people's consensus on the pairs both labelled.",
     )  # fmt: skip
     judge_min_shared = forms.IntegerField(
-        min_value=1, initial=50, label="…on at least this many pairs", help_text="Pairs both labelled."
+        min_value=1,
+        initial=50,
+        required=False,
+        label="…on at least this many pairs",
+        help_text="Pairs both labelled.",
     )
     judge_min_probability = forms.FloatField(
-        min_value=0, max_value=1, initial=0.8, label="Judge's probability at least",
+        min_value=0, max_value=1, initial=0.8, required=False, label="Judge's probability at least",
         help_text="A pair is filled only where the judge's order-averaged probability of its label is at "
         "least this.",
     )  # fmt: skip
@@ -617,7 +621,9 @@ class ExportForm(forms.Form):
         numbers = [
             data.get(name) for name in ("judge_min_kappa", "judge_min_shared", "judge_min_probability")
         ]
-        if judge is not None and None not in numbers:
+        if judge is not None and None in numbers:
+            self.add_error("judge", "Give the judge's κ, shared pairs and probability thresholds.")
+        elif judge is not None:
             from evaluation.calibration import export_fill
 
             try:

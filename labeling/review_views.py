@@ -57,6 +57,7 @@ SORTABLE = {
 HEATMAP_CELL, HEATMAP_MIN_CELL, HEATMAP_FIT_WIDTH, HEATMAP_MARGIN = 34, 26, 1100, 110
 HEATMAP_HALF_WIDTH = 520  # wider than this, the heatmap takes the whole row instead of half of it
 NO_VARIATION_MARK = "n/v"
+JUDGE_SECTIONS_TTL = 3600  # seconds; the key changes with the report and the judges anyway
 HEATMAP_TITLE = "Pairwise Cohen's kappa between annotators"
 
 
@@ -115,6 +116,7 @@ def _dashboard_context(request: HttpRequest, project: Project, report: dict[str,
     return {
         "project": project,
         "report": report,
+        "judge_sections": _judge_sections(project, report),
         "annotators": annotators,
         "annotator_columns": ANNOTATOR_COLUMNS,
         "sort": sort,
@@ -128,6 +130,30 @@ def _dashboard_context(request: HttpRequest, project: Project, report: dict[str,
         "computed_today": timezone.localdate(computed_at) == timezone.localdate(),
         "refresh_seconds": review.refresh_seconds(),
     }
+
+
+def _judge_sections(project: Project, report: dict[str, Any], *, limit: int = 3) -> list[dict[str, Any]]:
+    """The calibration of the project's newest AI judges that have verdicts (evaluation's), measured
+    against the same people's consensus. Kept in the shared cache with the report it goes with: the
+    numbers follow the report's own refresh (and a judge's progress), not every page load."""
+    from evaluation.judge_jobs import human_labels
+    from evaluation.models import Judge
+    from evaluation.views import calibration_section
+
+    judges = list(Judge.objects.filter(project=project, done__gt=0).select_related("project")[:limit])
+    if not judges:
+        return []
+    versions = "-".join(f"{j.pk}.{j.done}.{j.state}" for j in judges)
+    key = f"review-judges:{project.pk}:{report['computed_at']}:{versions}"
+    shared = caches[shared_cache.ALIAS]
+    numbers = shared.get(key)
+    if numbers is None:
+        people = human_labels(project)
+        numbers = [
+            calibration_section(j, people=people, annotators=report["annotators"])["c"] for j in judges
+        ]
+        shared.set(key, numbers, JUDGE_SECTIONS_TTL)
+    return [calibration_section(j, numbers=c) for j, c in zip(judges, numbers, strict=True)]
 
 
 def _name(names: dict[int, str], user_id: int) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -193,3 +194,46 @@ def requeue(model: type[Row], pk: int, *, enqueue: Callable[[Row], None], what: 
         row.save(update_fields=["state", "cancel_requested_at", "finished_at", "error"])
         transaction.on_commit(lambda: enqueue(row))
     return row
+
+
+def device_name() -> str:
+    """Where a worker's model runs: "cuda:0" when torch sees a GPU, else "cpu" (imports torch)."""
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class LogTail:
+    """The last `lines` lines a job logged, kept on its row (`log_tail`) as they come: call it with a line.
+    Starts from what the row holds (a resumed job goes on from its earlier lines)."""
+
+    def __init__(self, model: type[JobRow], row: JobRow, *, lines: int = 40) -> None:
+        self.model, self.pk = model, row.pk
+        self.lines: deque[str] = deque(row.log_tail.splitlines()[-lines:], maxlen=lines)
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        self.model.objects.filter(pk=self.pk).update(log_tail=self.text)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def enqueue(model: type[Row], row: Row, *, queue: str, func: str, on_failure: str) -> None:
+    """Put the row's job (`func` with the row's id) on `queue`, with RQ's `on_failure` callback; a queue
+    that fails now leaves the row queued with a note in `error` (the reapers enqueue it again)."""
+    from rq.job import Callback
+
+    from prefstudio import jobs
+
+    try:
+        rq_job = jobs.enqueue(
+            queue, func, row.pk, job_timeout=settings.TRAINING_JOB_TIMEOUT, result_ttl=24 * 3600,
+            failure_ttl=7 * 24 * 3600, on_failure=Callback(on_failure),
+        )  # fmt: skip
+    except jobs.QueueUnavailable as exc:
+        model.objects.filter(pk=row.pk).update(error=f"{exc} ({exc.detail})")
+        return
+    model.objects.filter(pk=row.pk).update(job_id=rq_job.id, error="", heartbeat_at=timezone.now())
+    row.job_id = rq_job.id

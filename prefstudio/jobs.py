@@ -41,6 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 REAPERS = (
     "training.services.runs_reap",
     "generation.services.jobs_reap",
+    "evaluation.judge_jobs.judges_reap",
     "labeling.batches.uploads_sweep_now_and_then",
 )
 MAINTENANCE_SECONDS = 30

@@ -16,7 +16,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
 from api.tokens import create_token
-from evaluation.models import EvaluationRound
+from evaluation.models import EvaluationRound, Judge
 from generation.models import Endpoint, GenerationJob
 from labeling.invitations import invitation_create, invitation_token
 from labeling.models import Assignment, ExportSnapshot, Invitation, Judgment, Membership, Project
@@ -76,6 +76,11 @@ def concrete(route: str, project, batch, user=None) -> str:
                 project=project, defaults={"model_refs": ["base:a", "base:b"], "prompts_note": "t"}
             )
             path = path.replace("<int:round_id>", str(round_.pk))
+        if "<int:judge_id>" in path:
+            judge, _ = Judge.objects.get_or_create(
+                project=project, defaults={"name": "sample", "model_ref": "base:a", "template": "t"}
+            )
+            path = path.replace("<int:judge_id>", str(judge.pk))
         if "<int:endpoint_id>" in path:
             endpoint, _ = Endpoint.objects.get_or_create(
                 name="sample", base_url="http://x:8000/v1", model="m"
