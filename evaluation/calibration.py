@@ -157,6 +157,16 @@ def judge_qualifies(calibration: Mapping[str, Any], *, min_kappa: float, min_sha
     return calibration["shared"] >= min_shared and kappa is not None and kappa >= min_kappa
 
 
+def judge_agreement(judge: Judge) -> dict[str, Any]:
+    """Only what the export rule needs of `judge_calibration`: {"shared", "agreement"} (no intervals), so
+    that the export page's live preview does not gather lengths, criteria and disagreements each time."""
+    people = human_labels(judge.project)
+    rows = JudgeVerdict.objects.filter(judge=judge).exclude(label="").values_list("pair_id", "label")
+    shared = [(label, people[pk]) for pk, label in rows if people.get(pk) in judge_stats.LABELS]
+    agree = judge_stats.agreement_with_majority([j for j, _ in shared], [p for _, p in shared], n_boot=0)
+    return {"shared": len(shared), "agreement": agree}
+
+
 def export_fill(judge: Judge, *, min_kappa: float, min_shared: int, min_probability: float) -> Any:
     """The export rule letting `judge` fill the pairs people left unsettled (labeling.snapshots.
     JudgeFill), after checking the bar: its kappa with people's consensus at least `min_kappa` on at
@@ -165,7 +175,7 @@ def export_fill(judge: Judge, *, min_kappa: float, min_shared: int, min_probabil
 
     if judge.state != Judge.State.SUCCEEDED:
         raise ValueError(f"judge: “{judge.name}” has not finished ({judge.get_state_display().lower()})")
-    numbers = judge_calibration(judge, n_boot=0)
+    numbers = judge_agreement(judge)
     kappa = numbers["agreement"]["kappa"]["value"]
     if not judge_qualifies(numbers, min_kappa=min_kappa, min_shared=min_shared):
         measured = "undefined" if kappa is None else f"{kappa:.2f}"
