@@ -19,7 +19,7 @@ COPY --chown=prefstudio:prefstudio . .
 # collectstatic needs settings to load; these throwaway values never reach a running container.
 RUN DEBUG=false SECRET_KEY=collectstatic-only-$(python -c 'import secrets; print(secrets.token_hex(24))') \
     python manage.py collectstatic --noinput \
- && mkdir -p /app/var/media /app/var/artifacts && chown -R prefstudio:prefstudio /app/var
+ && mkdir -p /app/var/media /app/var/artifacts /app/var/cache && chown -R prefstudio:prefstudio /app/var
 
 USER prefstudio
 EXPOSE 8000

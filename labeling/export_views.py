@@ -6,7 +6,7 @@ Every view checks the export permission, then that the user leads the project (4
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -16,6 +16,7 @@ from labeling.access import project_for
 from labeling.consensus import ConsensusRules
 from labeling.forms import ExportForm
 from labeling.models import ExportSnapshot, Membership, Project
+from prefstudio import storage
 from prefstudio.jobs import QueueUnavailable
 from prefstudio.roles import EXPORT, requires
 
@@ -116,14 +117,18 @@ def _runs(snapshot: ExportSnapshot) -> list:
 
 @requires(EXPORT)
 @require_GET
-def export_download(request: HttpRequest, slug: str, export: str, name: str) -> FileResponse:
+def export_download(request: HttpRequest, slug: str, export: str, name: str) -> HttpResponse:
+    """The file streamed, or a redirect to a short-lived presigned URL (prefstudio.storage.serve)."""
     project = _project(request, slug)
-    path = snapshots.snapshot_file(_snapshot(project, export), name)
-    if path is None or not path.is_file():
+    stored = snapshots.snapshot_file(_snapshot(project, export), name)
+    if stored is None:
         raise Http404("No such file in this export.")
     filename = f"{project.slug}-{str(export)[:8]}-{name}"
     content_type = "application/x-ndjson" if name.endswith(".jsonl") else "application/vnd.apache.parquet"
-    return FileResponse(path.open("rb"), as_attachment=True, filename=filename, content_type=content_type)
+    try:
+        return storage.serve(storage.media(), stored, filename=filename, content_type=content_type)
+    except FileNotFoundError:
+        raise Http404("No such file in this export.") from None
 
 
 @requires(EXPORT)

@@ -49,7 +49,7 @@ from labeling import consensus, exporting
 from labeling.conversations import MESSAGES_MARK
 from labeling.models import ExportSnapshot, Judgment, Pair, Project
 from labeling.review import dawid_skene_posteriors, excluded_annotators
-from prefstudio import jobs
+from prefstudio import jobs, storage
 
 logger = logging.getLogger(__name__)
 
@@ -588,7 +588,7 @@ def snapshot_fail(snapshot: ExportSnapshot, message: str) -> None:
     ExportSnapshot.objects.filter(pk=snapshot.pk).exclude(state=ExportSnapshot.State.DONE).update(
         state=ExportSnapshot.State.FAILED, message=message, finished_at=timezone.now()
     )
-    shutil.rmtree(Path(settings.MEDIA_ROOT) / snapshot.directory, ignore_errors=True)
+    _remove_files(snapshot)
 
 
 def snapshot_check(snapshot: ExportSnapshot) -> None:
@@ -709,9 +709,9 @@ def snapshot_build(
     )
     if not claimed:
         return
-    directory = Path(settings.MEDIA_ROOT) / snapshot.directory
+    directory = _staging(snapshot)
     if rerun:
-        shutil.rmtree(directory, ignore_errors=True)
+        _remove_files(snapshot)
     try:
         _write(snapshot, directory, progress)
     except Exception as exc:
@@ -765,8 +765,7 @@ def _write(snapshot: ExportSnapshot, directory: Path, progress: Callable[[int, i
                 if progress is not None:
                     progress(done, snapshot.pairs_total)
         files = writer.close()
-    for info in files:
-        os.chmod(directory / info.name, 0o444)  # written once, never rewritten
+    _publish(snapshot, directory, [info.name for info in files])
     disagreement = counter.result()
     measured = disagreement.pairs > 0
     noise = noise_sum / disagreement.pairs if measured and dawid_skene else disagreement.label_noise
@@ -796,13 +795,39 @@ def snapshot_delete(snapshot: ExportSnapshot) -> None:
     runs = snapshot.runs.count()
     if runs:
         raise SnapshotInUse(f"{runs} training run{'s' if runs != 1 else ''} used this snapshot; it is kept.")
-    directory = Path(settings.MEDIA_ROOT) / snapshot.directory
     snapshot.delete()
+    _remove_files(snapshot)
+
+
+def snapshot_file(snapshot: ExportSnapshot, name: str) -> str | None:
+    """The storage name (prefstudio.storage.media()) of one of the snapshot's files by its name, None when
+    it has no such file."""
+    if snapshot.state != ExportSnapshot.State.DONE or name not in {f["name"] for f in snapshot.files}:
+        return None
+    return f"{snapshot.directory}/{name}"
+
+
+def _staging(snapshot: ExportSnapshot) -> Path:
+    """Where the snapshot's files are written: their place in a local media storage, otherwise a folder
+    under PREFSTUDIO_CACHE_DIR that they are uploaded from when whole."""
+    folder = storage.local_path(storage.media(), snapshot.directory)
+    return folder if folder is not None else storage.cache_dir("exports") / str(snapshot.uuid)
+
+
+def _publish(snapshot: ExportSnapshot, directory: Path, names: list[str]) -> None:
+    """Make the written files the snapshot's stored files: read-only in place on disk (written once, never
+    rewritten), or streamed up to the object store and the local copies removed."""
+    media = storage.media()
+    if storage.local_path(media, snapshot.directory) == directory:
+        for name in names:
+            os.chmod(directory / name, 0o444)
+        return
+    for name in names:
+        storage.upload(media, f"{snapshot.directory}/{name}", directory / name)
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def snapshot_file(snapshot: ExportSnapshot, name: str) -> Path | None:
-    """The path of one of the snapshot's files by its name, None when it has no such file."""
-    if snapshot.state != ExportSnapshot.State.DONE or name not in {f["name"] for f in snapshot.files}:
-        return None
-    return Path(settings.MEDIA_ROOT) / snapshot.directory / name
+def _remove_files(snapshot: ExportSnapshot) -> None:
+    """The snapshot's stored files and any local staging copy (a failed or deleted snapshot)."""
+    storage.delete_tree(storage.media(), snapshot.directory)
+    shutil.rmtree(_staging(snapshot), ignore_errors=True)

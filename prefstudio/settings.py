@@ -146,8 +146,41 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
 ARTIFACT_ROOT = env.path("ARTIFACT_ROOT", default=VAR_DIR / "artifacts")
+# Local copies of files that live in an object store: snapshots a worker trains on, the folder a run writes
+# before it uploads, adapters a worker generates with (prefstudio.storage). Safe to delete when idle.
+PREFSTUDIO_CACHE_DIR = env.path("PREFSTUDIO_CACHE_DIR", default=VAR_DIR / "cache")
+# Object storage (prefstudio.storage): django-storages' own S3 settings, read from the environment. With a
+# bucket named, imports and exports live under media/ and run artifacts under artifacts/ in that bucket
+# (AWS S3, MinIO, Ceph, R2), and a GPU host needs no disk shared with the web app.
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="") or None
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="") or None
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="") or None
+AWS_S3_ADDRESSING_STYLE = env.str("AWS_S3_ADDRESSING_STYLE", default="") or None
+AWS_S3_SIGNATURE_VERSION = "s3v4"
+AWS_S3_FILE_OVERWRITE = True  # our names are unique; a rewrite (a checkpoint) replaces the object
+AWS_DEFAULT_ACL = None  # private objects; people get them through a permission-checked view
+# A file opened whole (an import being read) spools to disk past this size instead of filling memory.
+AWS_S3_MAX_MEMORY_SIZE = env.int("AWS_S3_MAX_MEMORY_SIZE", default=16 * 2**20)
+# Downloads: streamed through the permission-checked view (default), or, with this on, that view answers
+# with a redirect to a presigned URL valid this many seconds (the bucket must be reachable by browsers).
+PREFSTUDIO_PRESIGNED_DOWNLOADS = env.bool("PREFSTUDIO_PRESIGNED_DOWNLOADS", default=False)
+PREFSTUDIO_DOWNLOAD_URL_SECONDS = env.int("PREFSTUDIO_DOWNLOAD_URL_SECONDS", default=300)
+if AWS_STORAGE_BUCKET_NAME:
+    _S3 = "storages.backends.s3.S3Storage"
+    _FILES = {
+        "default": {"BACKEND": _S3, "OPTIONS": {"location": "media"}},
+        "artifacts": {"BACKEND": _S3, "OPTIONS": {"location": "artifacts"}},
+    }
+else:
+    # Folders that follow MEDIA_ROOT and ARTIFACT_ROOT (also when a test overrides them).
+    _FILES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "artifacts": {"BACKEND": "prefstudio.storage.ArtifactStorage"},
+    }
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    **_FILES,
     # Compressed but not hashed: tests and runserver need no collectstatic manifest, and the few
     # static files we ship change rarely (WhiteNoise serves them with a short max-age).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

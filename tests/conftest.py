@@ -13,6 +13,7 @@ from django.core.cache import cache, caches
 from django.core.files.base import ContentFile
 
 from labeling.models import ImportBatch, Membership, Pair, Project
+from tests.s3 import s3, s3_endpoint  # noqa: F401 (fixtures for every test folder)
 from tests.tiny_model import build_tiny_model
 
 PASSWORD = "correct-horse-battery-staple"
@@ -34,6 +35,7 @@ def _private_files(settings, tmp_path):
     """Uploads, exports and training artifacts go to the test's own folder, never var/."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.PREFSTUDIO_CACHE_DIR = tmp_path / "cache"
 
 
 @pytest.fixture(autouse=True)

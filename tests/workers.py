@@ -49,6 +49,7 @@ def start_worker(queue: str, *, burst: bool = False, **env: str) -> subprocess.P
         "PREFSTUDIO_TRAINING_QUEUE": queue,
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
+        "PREFSTUDIO_CACHE_DIR": str(settings.PREFSTUDIO_CACHE_DIR),
         "TRAINING_HEARTBEAT_SECONDS": "1",
         "DEBUG": "true",
         **env,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from django.http import FileResponse, HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 from ninja.pagination import paginate
@@ -70,7 +70,7 @@ def export_get(request: HttpRequest, slug: str, uuid: UUID):
     response=responses({200: None}, 403, 404),
     openapi_extra={"responses": {200: {"description": "The file, as an attachment.", "content": FILES}}},
 )
-def export_download(request: HttpRequest, slug: str, uuid: UUID, name: str) -> FileResponse:
+def export_download(request: HttpRequest, slug: str, uuid: UUID, name: str) -> HttpResponse:
     """One of a done snapshot's files (`files[].name`), as the export page serves it."""
     require(request, EXPORT)
     return export_views.export_download(request, slug=slug, export=str(uuid), name=name)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.consensus import parse_share
 from labeling.models import ExportSnapshot, Project
 from labeling.snapshots import dropped_in_words, rules_for, snapshot_start
+from prefstudio import storage
 
 
 class Command(BaseCommand):
@@ -83,13 +82,12 @@ class Command(BaseCommand):
             raise CommandError(snapshot.message or "The export failed.")
         out: Path = options["out"]
         out.mkdir(parents=True, exist_ok=True)
-        root = Path(settings.MEDIA_ROOT) / snapshot.directory
         dropped = "; ".join(f"{words}: {n}" for _, words, n in dropped_in_words(snapshot.dropped))
         self.stdout.write(f"Snapshot {snapshot.uuid}: {snapshot.kept} of {snapshot.pairs_done} pairs kept; "
                           f"dropped: {dropped or 'none'}.")  # fmt: skip
         for info in snapshot.files:
             target = out / info["name"]
-            shutil.copyfile(root / info["name"], target)
+            storage.download(storage.media(), f"{snapshot.directory}/{info['name']}", target)
             self.stdout.write(f"  {target}  {info['rows']} rows  sha256 {info['sha256']}")
         if snapshot.suggested_label_smoothing is not None:
             measured = (
