@@ -207,6 +207,9 @@ class RunIn(_Strict):
     snapshot: UUID = Field(description="A done export in a preference shape, with an eval split.")
     base_model: str = Field(description="A name of the allow-list (PREFSTUDIO_BASE_MODELS).")
     config: TrainConfigIn = Field(default_factory=TrainConfigIn)  # type: ignore[valid-type]
+    processes: int | None = Field(
+        None, ge=1, le=64, description="Data-parallel processes (GPUs); none: the worker's GPUs, 1 on CPU."
+    )
 
 
 class RunOut(Schema):
@@ -215,6 +218,8 @@ class RunOut(Schema):
     snapshot: UUID
     base_model: str
     config: dict[str, Any]
+    processes: int | None = Field(description="Processes asked for; none: every GPU of the worker.")
+    world_size: int | None = Field(description="Processes the run trains with, once a worker started it.")
     state: JobState
     phase: str
     phase_done: int

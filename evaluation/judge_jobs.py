@@ -272,7 +272,7 @@ def _backend(spec: Any, log: job_rows.LogTail) -> tuple[Any, str | None]:
     log(f"Loading {spec.base_path}.")
     backend = LocalBackend(spec.base_path)
     if spec.adapter_name:
-        backend.load_adapter(spec.adapter_name, spec.adapter_path)
+        backend.load_adapter(spec.adapter_name, spec.local_adapter())
     return backend, spec.adapter_name
 
 

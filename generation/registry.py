@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generation.models import Endpoint
+from prefstudio import storage
 from training.models import TrainingRun
-from training.services import artifact_dir, base_models
+from training.services import artifact_dir, artifact_name, base_models, local_artifacts
 
 
 class UnknownModel(ValueError):
@@ -30,6 +31,14 @@ class LocalSpec:
     base_path: str
     adapter_path: str | None = None
     adapter_name: str | None = None
+    run_id: int | None = None  # the training run whose adapter it is
+
+    def local_adapter(self) -> str | None:
+        """`adapter_path` on this machine, the run's adapter downloaded there first when the artifacts
+        storage is remote (training.services.local_artifacts); None for a base model."""
+        if self.run_id is not None:
+            local_artifacts(TrainingRun.objects.get(pk=self.run_id))
+        return self.adapter_path
 
 
 @dataclass(frozen=True)
@@ -78,12 +87,12 @@ def resolve(ref: str, *, allow_paths: bool = False) -> Spec:
         models = base_models()
         if run.base_model not in models:
             raise UnknownModel(f"{ref}: its base model {run.base_model} is no longer on the allow-list")
-        adapter = artifact_dir(run)
-        if not (Path(adapter) / "adapter_config.json").is_file():
+        if not storage.artifacts().exists(f"{artifact_name(run)}/adapter_config.json"):
             raise UnknownModel(f"{ref}: the adapter of run {run.pk} is missing from the artifact storage")
         return LocalSpec(
             ref=f"run:{run.pk}", label=f"run {run.pk} ({run.base_model} + LoRA)",
-            base_path=models[run.base_model], adapter_path=str(adapter), adapter_name=f"run-{run.pk}",
+            base_path=models[run.base_model], adapter_path=str(artifact_dir(run)),
+            adapter_name=f"run-{run.pk}", run_id=run.pk,
         )  # fmt: skip
     if kind == "endpoint":
         endpoint = Endpoint.objects.filter(name=name).first()
@@ -108,7 +117,13 @@ def choices() -> list[tuple[str, str]]:
 def vllm_command(run: TrainingRun) -> str:
     """The `vllm serve` command that serves the run's base with its adapter as model `run-ID`."""
     base = base_models().get(run.base_model, run.base_model)
-    return (
-        f"vllm serve {base} --enable-lora --max-lora-rank {max(16, int(run.config.get('lora_r', 16)))} "
-        f"--lora-modules run-{run.pk}={artifact_dir(run)}"
-    )
+    rank = max(16, int(run.config.get("lora_r", 16)))
+    artifacts = storage.artifacts()
+    if storage.is_remote(artifacts):  # vLLM loads adapters from a local folder: copy the run's down first
+        source = storage.describe(artifacts, artifact_name(run)) + "/"
+        return (
+            f"aws s3 cp --recursive --exclude 'checkpoints/*' {source} run-{run.pk}/ && "
+            f"vllm serve {base} --enable-lora --max-lora-rank {rank} --lora-modules run-{run.pk}=run-{run.pk}"
+        )
+    serve = f"vllm serve {base} --enable-lora --max-lora-rank {rank}"
+    return f"{serve} --lora-modules run-{run.pk}={artifact_dir(run)}"

@@ -132,7 +132,7 @@ def _backend(spec: Any, backends: dict[str, Any], log: job_rows.LogTail) -> tupl
         log(f"Loading {spec.base_path}.")
         backend = backends[spec.base_path] = LocalBackend(spec.base_path)
     if spec.adapter_name and spec.adapter_name not in backend.adapters:
-        backend.load_adapter(spec.adapter_name, spec.adapter_path)
+        backend.load_adapter(spec.adapter_name, spec.local_adapter())
     return backend, spec.adapter_name
 
 

@@ -16,6 +16,22 @@ SYSTEM_TURNS = ("keep", "merge")
 SEED_MAX = 2**32 - 1  # transformers.set_seed seeds NumPy too, whose seeds stop here
 
 
+def effective_batch_words(batch_size: int, accumulation: int, processes: int | None) -> str:
+    """ "Effective batch: 16 pairs per optimizer step (4 per process × 2 processes × 2 accumulation steps)".
+    `processes` None: not known yet (the worker's GPUs, 1 on a CPU), said so."""
+    if processes:
+        total = batch_size * processes * accumulation
+        plural = ("es" if processes != 1 else "", "s" if accumulation != 1 else "")
+        return (
+            f"Effective batch: {total} pairs per optimizer step ({batch_size} per process × {processes} "
+            f"process{plural[0]} × {accumulation} accumulation step{plural[1]})."
+        )
+    return (
+        f"Effective batch: {batch_size * accumulation} pairs per optimizer step per process ({batch_size} × "
+        f"{accumulation} accumulation steps), times the worker's GPUs (1 process on a CPU)."
+    )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one DPO run. JSON-safe through `to_dict` / `from_dict`; invalid values raise

@@ -16,12 +16,16 @@ From Python (the web app's worker calls exactly this)::
 
 `Callbacks.on_progress(Progress)` follows every optimizer step (step, total_steps, epoch, tokens_per_second,
 eta_seconds, the step's metrics); `on_eval(step, metrics)` every evaluation; `on_log(line)` every log line;
-`should_stop()` is asked before every step. They run on the main process only.
+`should_stop()` is asked before every step; `on_checkpoint(folder)` follows each complete checkpoint and
+`on_outputs(output_dir)` the written adapter and run cards. They run on the main process only.
 
-From a shell: `python -m training.engine CONFIG.json [--resume]`, the JSON holding `train_file`,
-`output_dir`, optionally `eval_file`, and `TrainConfig` fields. `torchrun --nproc-per-node N -m
-training.engine CONFIG.json` trains data-parallel (DDP, NCCL on GPUs, gloo on CPU); `batch_size` is per
-process, so a micro-step takes `batch_size × N` pairs, and the losses equal one process's with that batch.
+From a shell: `python -m training.engine CONFIG.json [--resume] [--events PATH] [--stop-file PATH]`, the
+JSON holding `train_file`, `output_dir`, optionally `eval_file` and `display` (`Display`'s fields), and
+`TrainConfig` fields. `torchrun --nproc-per-node N -m training.engine CONFIG.json` trains data-parallel (DDP,
+NCCL on GPUs, gloo on CPU); `batch_size` is per process, so a micro-step takes `batch_size × N` pairs, and the
+losses equal one process's with that batch. `--events` makes rank 0 append every callback to PATH as a JSON
+line and end with a `result` line; `--stop-file` stops the run once that file exists. `training.launch`
+runs it so, as a child process, and behaves like `train`.
 
 A run:
 - Policy = base model + a fresh LoRA adapter (peft); reference = the same model with the adapter disabled,
@@ -62,6 +66,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -110,7 +115,8 @@ class Progress:
 
 @dataclass
 class Callbacks:
-    """Optional hooks for `train`; see the module docstring."""
+    """Optional hooks for `train`; see the module docstring. All run on the main process, in the training
+    loop's thread: keep them cheap (a slow hook slows every process, which wait for the main one)."""
 
     on_progress: Callable[[Progress], None] | None = None
     on_eval: Callable[[int, dict[str, float]], None] | None = None
@@ -120,6 +126,11 @@ class Callbacks:
     # What the run is doing before and between steps, with its own progress: (phase, done, total), where
     # phase is one of PHASES and done / total count pairs (reference, evaluating) or are 0 / 0.
     on_phase: Callable[[str, int, int], None] | None = None
+    # A checkpoint folder (output_dir/checkpoints/step-NNNNNN) once it is complete on disk; older ones
+    # beyond save_total_limit are already pruned.
+    on_checkpoint: Callable[[Path], None] | None = None
+    # output_dir once the adapter, tokenizer and run cards are written (stopped runs too).
+    on_outputs: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -848,8 +859,10 @@ def _loop(run: _Run, resume: bool) -> TrainResult:
             "preferred_0": run.preferred.get(0),
         }
         run.phase("saving")
-        saved = run.save_checkpoint(state).relative_to(run.output_dir)
-        run.log(f"checkpoint after step {step}: {saved}")
+        saved = run.save_checkpoint(state)
+        run.log(f"checkpoint after step {step}: {saved.relative_to(run.output_dir)}")
+        if dist.main and callbacks.on_checkpoint:
+            callbacks.on_checkpoint(saved)
         run.phase("training", step, total)
 
     status, final_metrics, started, tokens, steps_run = "finished", None, time.perf_counter(), 0, 0
@@ -909,6 +922,8 @@ def _loop(run: _Run, resume: bool) -> TrainResult:
         run.phase("saving")
         run.write_outputs(result)
     dist.barrier()
+    if dist.main and callbacks.on_outputs:  # after the barrier: the other processes need not wait for it
+        callbacks.on_outputs(run.output_dir)
     if result.share_change:
         run.log(result.share_change["words"])
     run.log(f"{status} after step {step}; adapter and run card in {run.display.path(run.output_dir)}")
@@ -934,17 +949,79 @@ def check_data(
     return {**check, "settings": settings, "seconds": round(time.perf_counter() - started, 2)}
 
 
+class _EventFile:
+    """Callbacks that append each call to a file as one JSON object a line, flushed (`main --events`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("a", encoding="utf-8")
+
+    def write(self, event: str, **fields: Any) -> None:
+        self.file.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+        self.file.flush()
+
+    def callbacks(self, should_stop: Callable[[], bool] | None) -> Callbacks:
+        return Callbacks(
+            on_progress=lambda progress: self.write("progress", **dataclasses.asdict(progress)),
+            on_eval=lambda step, metrics: self.write("eval", step=step, metrics=metrics),
+            on_log=lambda line: self.write("log", line=line),
+            should_stop=should_stop,
+            on_data=lambda report: self.write("data", report=report),
+            on_phase=lambda name, done, total: self.write("phase", name=name, done=done, total=total),
+            on_checkpoint=lambda path: self.write("checkpoint", path=path),
+            on_outputs=lambda path: self.write("outputs", path=path),
+        )
+
+
+def end_with_parent(sig: int, *, parent: int | None = None) -> None:
+    """Have the kernel send this process signal `sig` when its parent dies (Linux; nothing elsewhere).
+
+    Exits at once (SystemExit) if the parent has already gone: the process has been re-parented to init, or
+    its parent is not `parent` (a pid) when that is given.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1  # <sys/prctl.h>
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+    if os.getppid() == 1 or parent not in (None, os.getppid()):
+        raise SystemExit(f"pid {os.getpid()}: the parent process has gone; not starting")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.engine CONFIG.json [--resume | --check [--json] [--limit N]]`; exit status 0
-    finished (or a usable check), 3 stopped, 4 a check that finds nothing to train on."""
+    """`python -m training.engine CONFIG.json [--resume] [--events PATH] [--stop-file PATH] | CONFIG.json
+    --check [--json] [--limit N]`; exit status 0 finished (or a usable check), 3 stopped (0 with `--events`,
+    whose `result` line says which), 4 a check that finds nothing to train on.
+
+    The JSON may also hold `display`: `{"model", "model_source", "roots"}` as in `Display`.
+
+    `--events PATH`: rank 0 appends one JSON object a line (NaN as Python writes it), flushed, for every
+    callback: `{"event": "progress", <Progress fields>}`, `{"event": "eval", "step", "metrics"}`,
+    `{"event": "log", "line"}`, `{"event": "data", "report"}`, `{"event": "phase", "name", "done", "total"}`,
+    `{"event": "checkpoint", "path"}`, `{"event": "outputs", "path"}`; last `{"event": "result", <TrainResult
+    fields>}`, paths as strings. `--stop-file PATH`: `should_stop` says yes once PATH exists.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m training.engine", description="Run one DPO training job, or check its data."
     )
     parser.add_argument(
-        "config", type=Path, help="JSON: train_file, output_dir, optional eval_file, TrainConfig fields"
+        "config",
+        type=Path,
+        help="JSON: train_file, output_dir, optional eval_file and display, TrainConfig fields",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue after the latest checkpoint in output_dir"
+    )
+    parser.add_argument(
+        "--events",
+        type=Path,
+        help="append every callback of the main process to this file as one JSON object a line "
+        '({"event": "progress" | "eval" | "log" | "data" | "phase" | "checkpoint" | "outputs", ...}), then '
+        'the outcome ({"event": "result", ...TrainResult}); log lines go there instead of stdout, and a '
+        "stopped run exits 0",
+    )
+    parser.add_argument(
+        "--stop-file",
+        type=Path,
+        help="stop before the next step once this file exists (a checkpoint and the outputs are written)",
     )
     parser.add_argument(
         "--check",
@@ -960,6 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(spec, dict) or not needed <= spec.keys():
         parser.error(f"{args.config} must be a JSON object with {' and '.join(sorted(needed))}")
     paths = {key: spec.pop(key, None) for key in ("train_file", "eval_file", "output_dir")}
+    shown = spec.pop("display", None) or {}
     eval_file = Path(paths["eval_file"]) if paths["eval_file"] else None
     if args.check:
         config = TrainConfig.from_dict(spec)
@@ -968,16 +1046,37 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(check) if args.json else format_check(check))
         return 0 if check["usable"] else 4
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    result = train(
-        TrainConfig.from_dict(spec),
-        train_file=Path(paths["train_file"]),
-        eval_file=eval_file,
-        output_dir=Path(paths["output_dir"]),
-        resume=args.resume,
-    )
-    return 0 if result.status == "finished" else 3
+    display = Display(**{**shown, "roots": tuple(Path(root) for root in shown.get("roots", ()))})
+    if args.events and "LOCAL_RANK" in os.environ:
+        # A worker of an agent that was killed outright would wait in a collective for ever. (An agent asked
+        # to stop ends its workers itself.)
+        end_with_parent(signal.SIGKILL)
+    events = _EventFile(args.events) if args.events and int(os.environ.get("RANK", "0")) == 0 else None
+    stop_file = args.stop_file
+    should_stop = (lambda: stop_file.exists()) if stop_file else None
+    if events is None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    try:
+        result = train(
+            TrainConfig.from_dict(spec),
+            train_file=Path(paths["train_file"]),
+            eval_file=eval_file,
+            output_dir=Path(paths["output_dir"]),
+            callbacks=events.callbacks(should_stop) if events else Callbacks(should_stop=should_stop),
+            resume=args.resume,
+            display=display,
+        )
+        if events:
+            events.write("result", **dataclasses.asdict(result))
+    finally:
+        if events:
+            events.file.close()
+    return 0 if result.status == "finished" or args.events else 3
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    # Under torchrun, an uncaught exception also goes to this worker's error file (TORCHELASTIC_ERROR_FILE),
+    # from which the agent, and training.launch, tell which rank failed and why.
+    sys.exit(record(main)())

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from labeling.models import ExportSnapshot
-from training.config import LOSS_TYPES, SEED_MAX, TrainConfig
+from training.config import LOSS_TYPES, SEED_MAX, TrainConfig, effective_batch_words
 from training.services import base_models
 
 LOSS_HELP = {
@@ -21,6 +21,7 @@ LOSS_HELP = {
 # Far beyond the demo's 50 steps, short of weeks: a step takes seconds on a CPU, a fraction of one on a GPU.
 # Eval and save periods share the cap; one longer than the run only means none before its end.
 MAX_STEPS = 100_000
+MAX_PROCESSES = 64
 
 
 def snapshot_label(snapshot: ExportSnapshot) -> str:
@@ -84,6 +85,12 @@ class RunForm(forms.Form):
     gradient_accumulation_steps = forms.IntegerField(
         min_value=1, max_value=512, initial=1, help_text="Micro-steps per optimizer step."
     )
+    processes = forms.IntegerField(
+        min_value=1, max_value=MAX_PROCESSES, required=False, label="Processes (GPUs)",
+        help_text="Data-parallel processes, one per GPU, launched with torchrun on one worker host. Empty: "
+        "every GPU of the worker that takes the run (1 on a CPU). Each process takes its own batch, so a "
+        "step sees batch size × processes × accumulation steps pairs.",
+    )  # fmt: skip
     max_length = forms.IntegerField(
         min_value=16,
         max_value=32768,
@@ -134,6 +141,17 @@ class RunForm(forms.Form):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
         return data
+
+    def effective_batch(self) -> str:
+        """The pairs an optimizer step sees with the form's values (its initial ones until bound and valid),
+        in words (training.config.effective_batch_words)."""
+        data = getattr(self, "cleaned_data", None) or {}
+        fields = self.fields
+        return effective_batch_words(
+            data.get("batch_size") or fields["batch_size"].initial,
+            data.get("gradient_accumulation_steps") or fields["gradient_accumulation_steps"].initial,
+            data.get("processes"),
+        )
 
     def config(self, *, base_model: str) -> dict[str, Any]:
         """TrainConfig fields from the cleaned data."""

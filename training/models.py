@@ -33,6 +33,15 @@ class TrainingRun(JobRow):
     total_steps = models.PositiveIntegerField(default=0)
     tokens_per_second = models.FloatField(null=True, blank=True)
     artifact_path = models.CharField(max_length=500, blank=True, help_text="Relative to ARTIFACT_ROOT.")
+    processes = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Training processes asked for, one per GPU (torchrun); empty: every GPU of the worker's "
+        "host, 1 on a CPU.",
+    )
+    world_size = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Processes the run trains with, set when a worker starts it."
+    )
     initial_metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation at step 0.")
     final_metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation at the end.")
     data_report = models.JSONField(
@@ -74,6 +83,18 @@ class TrainingRun(JobRow):
             "saving": "saving a checkpoint or the adapter",
             "training": "training",
         }.get(name, name)
+
+    @property
+    def effective_batch(self) -> str:
+        """Pairs per optimizer step in words: per-process batch × processes × accumulation steps, with the
+        processes it trains with once started, else those asked for (config.effective_batch_words)."""
+        from training.config import effective_batch_words
+
+        return effective_batch_words(
+            int(self.config.get("batch_size", 1)),
+            int(self.config.get("gradient_accumulation_steps", 1)),
+            self.world_size or self.processes,
+        )
 
     @property
     def percent(self) -> int:

@@ -1,6 +1,11 @@
 """A training run on a worker: load the run, call the engine with callbacks that write progress and
 metrics to the run's row, keep a heartbeat, honour a cancel, save the outcome.
 
+With a remote artifacts storage (prefstudio.storage) the run is written in a local folder and mirrored to
+the object store after each checkpoint and at the end; a retry on another host downloads what was stored
+first and continues from the last checkpoint. A run of more than one process (one per GPU) runs the engine
+under torchrun in a child process (training.launch), with the same callbacks.
+
 Imports the engine (and so torch) only inside `execute`: the web process never loads it.
 """
 
@@ -16,9 +21,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from prefstudio import job_rows, jobs
+from prefstudio import job_rows, jobs, storage
 from training.models import RunMetric, TrainingRun
-from training.services import LOG_TAIL_LINES, artifact_dir, record_metric, split_files
+from training.services import LOG_TAIL_LINES, artifact_dir, artifact_name, record_metric, split_files
 
 # Progress rows are written at most this often (seconds), so that fast steps on a GPU do not turn
 # into a database write each; metrics are kept for every step regardless.
@@ -31,6 +36,23 @@ def _device_name() -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def _processes(run: TrainingRun) -> int:
+    """The processes the run trains with: those it asked for, else one per GPU of this host (1 on CPU).
+    Raises ValueError when it asks for more processes than this host has GPUs (each takes its own); on a
+    CPU any number runs (gloo), which the tests use."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not run.processes:
+        return max(1, gpus)
+    if gpus and run.processes > gpus:
+        raise ValueError(
+            f"The run asks for {run.processes} processes, one per GPU, and this worker's host has {gpus} "
+            "GPU(s). Queue it with fewer processes, or let a larger host's worker take it."
+        )
+    return run.processes
 
 
 class _Recorder:
@@ -100,35 +122,57 @@ def execute(run_id: int, *, worker: str = "", job_id: str = "") -> str:
     recorder = _Recorder(run)
     heartbeat.start()
     output = artifact_dir(run)
+    mirror = storage.Mirror(storage.artifacts(), artifact_name(run), output)
     try:
+        processes = _processes(run)
+        TrainingRun.objects.filter(pk=run.pk).update(world_size=processes)
         train_file, eval_file = split_files(run.snapshot)
+        if run.attempts > 1 and (pulled := mirror.pull()):
+            recorder.log(f"Downloaded {pulled} file(s) of the run (checkpoints) from the artifact storage.")
         resume = run.attempts > 1 and (output / "checkpoints").is_dir()
         verb = "Resuming" if resume else "Starting"
-        recorder.log(f"{verb} on {run.worker_host} ({run.device}), attempt {run.attempts}.")
-        result = train(
-            TrainConfig.from_dict(run.config),
-            train_file=train_file,
-            eval_file=eval_file,
-            output_dir=output,
-            callbacks=Callbacks(
+        where = f"{processes} processes" if processes > 1 else run.device
+        recorder.log(f"{verb} on {run.worker_host} ({where}), attempt {run.attempts}.")
+        engine_args: dict[str, Any] = {
+            "train_file": train_file,
+            "eval_file": eval_file,
+            "output_dir": output,
+            "callbacks": Callbacks(
                 on_progress=recorder.progress,
                 on_eval=recorder.evaluation,
                 on_log=recorder.log,
                 should_stop=recorder.should_stop,
                 on_data=recorder.data,
                 on_phase=recorder.phase,
+                on_checkpoint=lambda _path: mirror.push(),
+                on_outputs=lambda _path: mirror.push(),
             ),
-            resume=resume,
-            display=Display(
+            "resume": resume,
+            "display": Display(
                 model=run.base_model,
                 model_source=settings.PREFSTUDIO_BASE_MODELS.get(run.base_model),
-                roots=(Path(settings.MEDIA_ROOT), Path(settings.ARTIFACT_ROOT)),
+                roots=(
+                    Path(settings.MEDIA_ROOT),
+                    Path(settings.ARTIFACT_ROOT),
+                    Path(settings.PREFSTUDIO_CACHE_DIR) / "artifacts",
+                    Path(settings.PREFSTUDIO_CACHE_DIR),
+                ),
             ),
-        )
+        }
+        config = TrainConfig.from_dict(run.config)
+        if processes > 1:
+            from training.launch import launch
+
+            result = launch(config, processes=processes, **engine_args)
+        else:
+            result = train(config, **engine_args)
     except Exception as exc:
         recorder.log("".join(traceback.format_exception_only(exc)).strip())
         if jobs.will_retry(exc):  # taken up again from its checkpoint on a fresh connection
             raise
+        if getattr(exc, "stop_requested", False):  # a launched run that a cancel had to kill
+            _finish(run, recorder, state=TrainingRun.State.CANCELED, error=f"Stopped by force: {exc}")
+            return "canceled"
         _finish(run, recorder, state=TrainingRun.State.FAILED, error=_explain(exc))
         raise
     finally:
@@ -148,16 +192,20 @@ def _explain(exc: Exception) -> str:
     """The run's error in one line. A full disk says so and where: torch's checkpoint writer reports it
     as "unexpected pos ..." or "PytorchStreamWriter failed writing file", with no errno."""
     text = str(exc)
+    launched = type(exc).__name__ == "LaunchError"  # training.launch: a rank's failure, said in words
     full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if launched:
+        text = f"{text} {getattr(exc, 'error', '') or ''}"
+        full = f"[Errno {errno.ENOSPC}]" in text
     if not full and isinstance(exc, RuntimeError):
         full = ("unexpected pos" in text or "failed writing file" in text) and _disk_nearly_full()
     if full:
-        free = _free_bytes(Path(settings.ARTIFACT_ROOT))
+        free = _free_bytes(_work_root())
         return (
             f"The disk is full: the run could not write to {_storage_label()} ({free // 2**20} MiB free). "
             "Free some space, then Resume: it continues from the last checkpoint."
         )
-    return f"{type(exc).__name__}: {text}"
+    return str(exc) if launched else f"{type(exc).__name__}: {text}"
 
 
 def _free_bytes(path: Path) -> int:
@@ -167,10 +215,19 @@ def _free_bytes(path: Path) -> int:
 
 
 def _disk_nearly_full() -> bool:
-    return _free_bytes(Path(settings.ARTIFACT_ROOT)) < DISK_FULL_BYTES
+    return _free_bytes(_work_root()) < DISK_FULL_BYTES
+
+
+def _work_root() -> Path:
+    """The disk a run writes to: the artifact storage's folder, or the local cache of a remote one."""
+    if storage.is_remote(storage.artifacts()):
+        return Path(settings.PREFSTUDIO_CACHE_DIR)
+    return Path(settings.ARTIFACT_ROOT)
 
 
 def _storage_label() -> str:
+    if storage.is_remote(storage.artifacts()):
+        return "the local copy of the run (PREFSTUDIO_CACHE_DIR)"
     return "the artifact storage (ARTIFACT_ROOT)"
 
 

@@ -29,7 +29,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Callback, Job
 
 from labeling.models import ExportSnapshot
-from prefstudio import job_rows, jobs
+from prefstudio import job_rows, jobs, storage
 from training.config import TrainConfig
 from training.models import RunMetric, TrainingRun
 
@@ -75,15 +75,74 @@ def trainable_snapshots(projects: Any) -> Any:
     )
 
 
+def artifact_name(run: TrainingRun) -> str:
+    """The run's folder in the artifacts storage (prefstudio.storage.artifacts())."""
+    return f"runs/{run.pk}"
+
+
 def artifact_dir(run: TrainingRun) -> Path:
-    return Path(settings.ARTIFACT_ROOT) / "runs" / str(run.pk)
+    """The local folder the run is written in: its folder in a local artifacts storage, otherwise a working
+    copy under PREFSTUDIO_CACHE_DIR that the worker uploads from (prefstudio.storage.Mirror)."""
+    name = artifact_name(run)
+    folder = storage.local_path(storage.artifacts(), name)
+    return folder if folder is not None else Path(settings.PREFSTUDIO_CACHE_DIR) / "artifacts" / name
+
+
+def local_artifacts(run: TrainingRun) -> Path:
+    """`artifact_dir(run)` holding the run's adapter, tokenizer and run card (downloaded from a remote
+    artifacts storage when this machine lacks them or holds other sizes); checkpoints are not fetched."""
+    folder, artifacts = artifact_dir(run), storage.artifacts()
+    if storage.is_remote(artifacts):
+        for name in artifact_files(run):
+            stored = f"{artifact_name(run)}/{name}"
+            target = folder / name
+            if not (target.is_file() and target.stat().st_size == artifacts.size(stored)):
+                storage.download(artifacts, stored, target)
+    return folder
 
 
 def split_files(snapshot: ExportSnapshot) -> tuple[Path, Path | None]:
-    """The snapshot's train and eval files on disk."""
-    root = Path(settings.MEDIA_ROOT) / snapshot.directory
-    by_split = {f["split"]: root / f["name"] for f in snapshot.files}
+    """The snapshot's train and eval files on this machine's disk: where a local media storage keeps them,
+    or copies under PREFSTUDIO_CACHE_DIR/snapshots/<uuid>/ downloaded once from the object store."""
+    media, cache = storage.media(), ("snapshots", str(snapshot.uuid))
+    names = {f["split"]: f"{snapshot.directory}/{f['name']}" for f in snapshot.files}
+    by_split = {split: storage.local_copy(media, name, *cache) for split, name in names.items()}
     return by_split["train"], by_split.get("eval")
+
+
+def _check_files(snapshot: ExportSnapshot, limit: int) -> tuple[Path, Path | None]:
+    """The files the data check reads: `split_files`, except that from a remote storage only the first
+    `limit` lines of a JSONL file are fetched (all the check tokenizes), so the web process never downloads a
+    whole large snapshot; Parquet files come whole (their footer is at the end)."""
+    media = storage.media()
+    if not storage.is_remote(media) or any(not f["name"].endswith(".jsonl") for f in snapshot.files):
+        return split_files(snapshot)
+    folder = storage.cache_dir("data-check", str(snapshot.uuid), str(limit))
+    paths = {}
+    for info in snapshot.files:
+        target = folder / info["name"]
+        if not target.is_file():
+            stream = storage.open_stream(media, f"{snapshot.directory}/{info['name']}")
+            partial = target.with_name(f".{target.name}.partial")
+            try:
+                with partial.open("wb") as out:
+                    for _, line in zip(range(limit), _lines(stream), strict=False):
+                        out.write(line)
+            finally:
+                stream.close()
+            partial.replace(target)
+        paths[info["split"]] = target
+    return paths["train"], paths.get("eval")
+
+
+def _lines(stream: Any, chunk: int = storage.CHUNK) -> Any:
+    """The lines of a binary stream read in chunks (each with its newline)."""
+    rest = b""
+    while block := stream.read(chunk):
+        *lines, rest = (rest + block).split(b"\n")
+        yield from (line + b"\n" for line in lines)
+    if rest:
+        yield rest
 
 
 def _config(base_model: str, config: dict[str, Any]) -> TrainConfig:
@@ -121,7 +180,7 @@ def data_check(*, snapshot: ExportSnapshot, base_model: str, config: dict[str, A
         found = None
     if found is not None:
         return found
-    train_file, eval_file = split_files(snapshot)
+    train_file, eval_file = _check_files(snapshot, limit)
     spec = {"train_file": str(train_file), "eval_file": str(eval_file) if eval_file else None,
             **{f: getattr(checked, f) for f in fields}}  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
@@ -161,6 +220,7 @@ def run_create(
     base_model: str,
     config: dict[str, Any],
     check_data: bool = True,
+    processes: int | None = None,
 ) -> TrainingRun:
     """Record a run and enqueue it once the transaction commits. `config`: TrainConfig fields but
     `base_model`, which comes from the allow-list. Raises ValueError for an unknown base model, an invalid
@@ -169,6 +229,8 @@ def run_create(
     every pair before it trains). Raises prefstudio.jobs.QueueUnavailable, with nothing stored, when the
     training queue does not answer."""
     checked = _config(base_model, config).to_dict()
+    if processes is not None and processes < 1:
+        raise ValueError(f"processes: {processes}; at least 1 (or none: every GPU of the worker)")
     _require_queue()
     if check_data:
         check = data_check(snapshot=snapshot, base_model=base_model, config=config)
@@ -178,7 +240,7 @@ def run_create(
             )
     with transaction.atomic():
         run = TrainingRun.objects.create(
-            snapshot=snapshot, base_model=base_model, config=checked, created_by=user
+            snapshot=snapshot, base_model=base_model, config=checked, created_by=user, processes=processes
         )
         run.artifact_path = f"runs/{run.pk}"
         run.save(update_fields=["artifact_path"])
@@ -228,23 +290,31 @@ def run_resume(run: TrainingRun) -> TrainingRun:
     return job_rows.requeue(TrainingRun, run.pk, enqueue=run_enqueue, what="runs")
 
 
-def artifact_files(run: TrainingRun) -> list[Path]:
-    """What a run's download holds: the adapter, tokenizer and run card (not checkpoints or caches)."""
-    root = artifact_dir(run)
-    if not root.is_dir():
+def artifact_files(run: TrainingRun) -> list[str]:
+    """The file names a run's download holds: the adapter, tokenizer and run card (not checkpoints, caches
+    or partial writes), from the artifacts storage."""
+    try:
+        _, files = storage.artifacts().listdir(artifact_name(run))
+    except FileNotFoundError:
         return []
-    return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("reference_logps"))
+    return sorted(f for f in files if not f.startswith(("reference_logps", ".")))
 
 
 def checkpoint_step(run: TrainingRun) -> int:
     """The step a resumed run continues after: its latest complete checkpoint's, 0 when there is none (it
-    starts over). The engine resumes from the same folder (training.engine.restore_checkpoint)."""
-    root = artifact_dir(run) / "checkpoints"
-    found = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
-    if not found:
+    starts over). The engine resumes from the same folder (training.engine.restore_checkpoint), which the
+    worker first downloads from a remote artifacts storage."""
+    artifacts, folder = storage.artifacts(), f"{artifact_name(run)}/checkpoints"
+    try:
+        steps, _ = artifacts.listdir(folder)
+    except FileNotFoundError:
         return 0
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        return int(json.loads((found[-1] / "state.json").read_text())["step"])
+    for step in sorted((s for s in steps if s.startswith("step-")), reverse=True):
+        with (
+            contextlib.suppress(OSError, ValueError, KeyError),
+            artifacts.open(f"{folder}/{step}/state.json", "rb") as state,
+        ):
+            return int(json.loads(state.read())["step"])
     return 0
 
 
@@ -253,10 +323,11 @@ def full_data_report(run: TrainingRun) -> dict[str, Any]:
     the stored one (the first ids of each reason) where that file is gone."""
     from training.data import DATA_REPORT
 
-    path = artifact_dir(run) / DATA_REPORT
-    if path.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            return json.loads(path.read_text())
+    with (
+        contextlib.suppress(OSError, ValueError),
+        storage.artifacts().open(f"{artifact_name(run)}/{DATA_REPORT}", "rb") as report,
+    ):
+        return json.loads(report.read())
     return run.data_report or {}
 
 

@@ -19,7 +19,7 @@ from django_htmx.http import HttpResponseStopPolling
 from generation.registry import vllm_command
 from labeling.access import projects_for
 from labeling.models import Membership
-from prefstudio import charts
+from prefstudio import charts, storage
 from prefstudio.jobs import QueueUnavailable
 from prefstudio.roles import TRAIN, requires
 from training import services
@@ -92,6 +92,7 @@ def run_create(request: HttpRequest) -> HttpResponse:
                     user=request.user,
                     base_model=base_model,
                     config=form.config(base_model=base_model),
+                    processes=data.get("processes"),
                 )
                 return redirect(run)  # the run page says it is queued, until a worker starts it
         except (ValueError, QueueUnavailable) as exc:
@@ -282,15 +283,15 @@ class _Pipe:
         return data
 
 
-def _zip_stream(files: list, prefix: str) -> Iterator[bytes]:
+def _zip_stream(folder: str, files: list[str], prefix: str) -> Iterator[bytes]:
+    """A zip of the stored files `folder/<name>` as `prefix/<name>`, built while it is sent: each file read
+    from the artifacts storage in chunks, so memory holds one chunk whatever the sizes."""
     pipe = _Pipe()
+    artifacts = storage.artifacts()
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in files:
-            with (
-                path.open("rb") as source,
-                archive.open(f"{prefix}/{path.name}", "w", force_zip64=True) as target,
-            ):
-                while chunk := source.read(1 << 20):
+        for name in files:
+            with archive.open(f"{prefix}/{name}", "w", force_zip64=True) as target:
+                for chunk in storage.iter_chunks(artifacts, f"{folder}/{name}"):
                     target.write(chunk)
                     yield pipe.take()
             yield pipe.take()
@@ -305,7 +306,8 @@ def run_download(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     if run.state != TrainingRun.State.SUCCEEDED or not files:
         raise Http404("This run has no artifact to download.")
     name = f"prefstudio-run-{run.pk}"
-    response = StreamingHttpResponse(_zip_stream(files, name), content_type="application/zip")
+    stream = _zip_stream(services.artifact_name(run), files, name)
+    response = StreamingHttpResponse(stream, content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     return response
 

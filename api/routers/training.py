@@ -49,6 +49,7 @@ def run_create(request: HttpRequest, payload: RunIn):
         user=request.user,
         base_model=payload.base_model,
         config=payload.config.model_dump(),
+        processes=payload.processes,
     )
     return Status(201, run)
 

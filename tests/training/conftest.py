@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from django.conf import settings
+from django.core.files.base import ContentFile
 
 from labeling.models import ExportSnapshot, Project
+from prefstudio import storage
 from tests.tiny_model import preference_rows
 
 
@@ -40,11 +41,10 @@ def make_snapshot(project: Project, *, train: int = 32, evaluation: int = 8) -> 
         files=[{"name": "train.jsonl", "split": "train", "rows": train},
                {"name": "eval.jsonl", "split": "eval", "rows": evaluation}],
     )  # fmt: skip
-    folder = Path(settings.MEDIA_ROOT) / snapshot.directory
-    folder.mkdir(parents=True)
     for name, rows in (
         ("train.jsonl", preference_rows(train, seed=1)),
         ("eval.jsonl", preference_rows(evaluation, seed=2)),
-    ):
-        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ):  # through the storage API: a folder under MEDIA_ROOT, or the bucket of the `s3` fixture
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        storage.media().save(f"{snapshot.directory}/{name}", ContentFile(text.encode()))
     return snapshot

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from prefstudio import storage
 from training.models import TrainingRun
 from training.runner import execute
 
@@ -45,5 +46,6 @@ class Command(BaseCommand):
         if run.final_metrics:
             accuracy = run.final_metrics.get("rewards/accuracies")
             self.stdout.write(
-                f"Eval reward accuracy {accuracy:.3f}; artifact in ARTIFACT_ROOT/{run.artifact_path}"
+                f"Eval reward accuracy {accuracy:.3f}; "
+                f"artifact in {storage.describe(storage.artifacts(), run.artifact_path)}"
             )
