@@ -204,7 +204,8 @@ def delete_tree(storage: Storage, prefix: str) -> int:
 class Mirror:
     """Keeps the folder `prefix` of a storage equal to a local folder that a job writes into, uploading only
     files that changed since the last `push` (by size and modification time) and deleting stored files
-    that are gone locally (pruned checkpoints). Names starting with "." (partial writes) are skipped.
+    that are gone locally (pruned checkpoints). Names starting with "." (partial writes) are skipped; the
+    job may go on writing during a push (a launched run does): what changes meanwhile goes at the next.
     On a local storage whose folder is the local folder itself every call is a no-op."""
 
     def __init__(self, storage: Storage, prefix: str, folder: Path) -> None:
@@ -245,12 +246,15 @@ class Mirror:
         local = self._local_files()
         uploaded = 0
         for relative, path in sorted(local.items()):
-            stat = path.stat()
-            mark = (stat.st_size, stat.st_mtime_ns)
-            if self.sent.get(relative) != mark:
-                upload(self.storage, f"{self.prefix}/{relative}", path)
-                self.sent[relative] = mark
-                uploaded += 1
+            try:  # a file the job removes meanwhile (a pruned checkpoint) is left to the next push
+                stat = path.stat()
+                mark = (stat.st_size, stat.st_mtime_ns)
+                if self.sent.get(relative) != mark:
+                    upload(self.storage, f"{self.prefix}/{relative}", path)
+                    self.sent[relative] = mark
+                    uploaded += 1
+            except FileNotFoundError:
+                local.pop(relative)
         for name in walk(self.storage, self.prefix):
             relative = name[len(self.prefix) + 1 :]
             if relative not in local:

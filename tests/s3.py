@@ -49,6 +49,26 @@ def client(endpoint: str):
     )
 
 
+def start_moto(env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server (`moto_server`, beside this Python) on a free loopback port, answering; (process,
+    URL). `env`: its environment (TMPDIR is where it spools large objects). Raises RuntimeError when it
+    does not answer within 30 s."""
+    url = f"http://127.0.0.1:{_free_port()}"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not _answers(url):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.terminate()
+            raise RuntimeError(f"moto_server did not start on {url}")
+        time.sleep(0.1)
+    return server, url
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """The S3 server's URL: the one CI started, or moto_server started here for the session."""
@@ -56,18 +76,8 @@ def s3_endpoint():
     if given:
         yield given
         return
-    url = f"http://127.0.0.1:{_free_port()}"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, url = start_moto()
     try:
-        deadline = time.monotonic() + 30
-        while not _answers(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not start on {url}")
-            time.sleep(0.1)
         yield url
     finally:
         server.terminate()

@@ -11,6 +11,7 @@ from django.core.files.base import ContentFile
 from labeling.models import ExportSnapshot, Project
 from prefstudio import storage
 from tests.tiny_model import preference_rows
+from training.config import TrainConfig
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -25,6 +26,21 @@ def preference_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     train = write_jsonl(folder / "train.jsonl", preference_rows(64, seed=1))
     evaluation = write_jsonl(folder / "eval.jsonl", preference_rows(16, seed=2))
     return train, evaluation
+
+
+@pytest.fixture
+def config(tiny_model_dir: Path) -> TrainConfig:
+    """A fast engine configuration: small LoRA, no warmup, a learning rate high enough to move in a few
+    steps."""
+    return TrainConfig(
+        base_model=str(tiny_model_dir),
+        learning_rate=1e-2,
+        warmup_ratio=0.0,
+        lora_r=4,
+        lora_alpha=8,
+        eval_steps=0,
+        save_steps=0,
+    )
 
 
 @pytest.fixture

@@ -22,20 +22,6 @@ from training.engine import Callbacks, TrainConfig, load_model, sequence_logps, 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def config(tiny_model_dir: Path) -> TrainConfig:
-    """A fast configuration: small LoRA, no warmup, a learning rate high enough to move in a few steps."""
-    return TrainConfig(
-        base_model=str(tiny_model_dir),
-        learning_rate=1e-2,
-        warmup_ratio=0.0,
-        lora_r=4,
-        lora_alpha=8,
-        eval_steps=0,
-        save_steps=0,
-    )
-
-
 def _trl_trainer(config: TrainConfig, rows: list[dict], output_dir: Path, max_steps: int):
     """TRL's DPOTrainer set up as the engine is: same model, LoRA, seed, optimizer schedule and batch."""
     from datasets import Dataset

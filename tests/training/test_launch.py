@@ -25,18 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def config(tiny_model_dir: Path) -> TrainConfig:
-    """As test_engine.py's: small LoRA, no warmup, a learning rate that moves in a few steps."""
-    return TrainConfig(
-        base_model=str(tiny_model_dir),
-        learning_rate=1e-2,
-        warmup_ratio=0.0,
-        lora_r=4,
-        lora_alpha=8,
-        eval_steps=0,
-        save_steps=0,
-        batch_size=2,
-    )
+def config(config: TrainConfig) -> TrainConfig:
+    """The engine tests' configuration (tests/training/conftest.py) with 2 pairs a process per micro-step."""
+    return replace(config, batch_size=2)
 
 
 def _launched() -> list[psutil.Process]:
