@@ -15,7 +15,6 @@ from evaluation.calibration import judge_calibration
 from evaluation.forms import JudgeForm, RoundForm
 from evaluation.models import EvaluationRound, Judge
 from generation import registry
-from generation.views import _model_choices as model_choices
 from labeling.access import projects_for
 from labeling.models import Membership
 from prefstudio import charts
@@ -124,7 +123,8 @@ def judge_create(request: HttpRequest) -> HttpResponse:
     initial = {}
     if slug := request.GET.get("project"):
         initial["project"] = projects.filter(slug=slug).first()
-    form = JudgeForm(request.POST or None, initial=initial, projects=projects, models=model_choices(request))
+    models = registry.choices_for(request.user)
+    form = JudgeForm(request.POST or None, initial=initial, projects=projects, models=models)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

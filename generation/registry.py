@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from generation.models import Endpoint
 from prefstudio import storage
@@ -112,6 +113,22 @@ def choices() -> list[tuple[str, str]]:
         out.append((f"run:{run.pk}", f"run {run.pk}: {run.base_model} + LoRA"))
     out += [(f"endpoint:{e.name}", f"{e.name} (endpoint, {e.model})") for e in Endpoint.objects.all()]
     return out
+
+
+def choices_for(user: Any) -> list[tuple[str, str]]:
+    """`choices()` that `user` may call: all of them for admins (who train); for leads, base models,
+    endpoints and the runs trained on snapshots of the projects they lead."""
+    from labeling.access import projects_for
+    from labeling.models import Membership
+    from prefstudio.roles import TRAIN, user_can
+
+    found = choices()
+    if user_can(user, TRAIN):
+        return found
+    projects = projects_for(user, roles=(Membership.Role.LEAD,))
+    runs = TrainingRun.objects.filter(snapshot__project__in=projects).values_list("pk", flat=True)
+    own = {f"run:{pk}" for pk in runs}
+    return [(ref, label) for ref, label in found if not ref.startswith("run:") or ref in own]
 
 
 def vllm_command(run: TrainingRun) -> str:

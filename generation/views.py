@@ -32,21 +32,6 @@ def _jobs(request: HttpRequest) -> Any:
     return GenerationJob.objects.filter(project__in=_projects(request)).select_related("project", "batch")
 
 
-def _model_choices(request: HttpRequest) -> list[tuple[str, str]]:
-    """The models this user may call: all for admins; for leads, base models, endpoints and the runs
-    trained on their projects."""
-    choices = registry.choices()
-    if user_can(request.user, TRAIN):
-        return choices
-    own = {
-        f"run:{pk}"
-        for pk in TrainingRun.objects.filter(snapshot__project__in=_projects(request)).values_list(
-            "pk", flat=True
-        )
-    }
-    return [(ref, label) for ref, label in choices if not ref.startswith("run:") or ref in own]
-
-
 @requires(EXPORT)
 @require_GET
 def job_index(request: HttpRequest) -> HttpResponse:
@@ -65,7 +50,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
     projects = _projects(request)
     snapshots = ExportSnapshot.objects.filter(project__in=projects, state=ExportSnapshot.State.DONE)
     form = JobForm(request.POST or None, request.FILES or None, projects=projects, snapshots=snapshots)
-    form.fields["models"].choices = _model_choices(request)
+    form.fields["models"].choices = registry.choices_for(request.user)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         project = data["project"]

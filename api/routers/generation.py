@@ -13,9 +13,8 @@ from ninja.pagination import paginate
 from api.errors import responses
 from api.routers import LEADS, Pages, require
 from api.schemas import JobIn, JobOut
-from generation import services
+from generation import registry, services
 from generation.models import GenerationJob
-from generation.views import _model_choices
 from labeling.access import projects_for
 from labeling.models import ExportSnapshot, Project
 from prefstudio.roles import EXPORT
@@ -34,7 +33,7 @@ def job_create(request: HttpRequest, payload: JobIn):
     prompts, the eval prompts of one of its snapshots, or the prompts given."""
     require(request, EXPORT)
     project = get_object_or_404(projects_for(request.user, roles=LEADS), slug=payload.project)
-    allowed = {ref for ref, _ in _model_choices(request)}
+    allowed = {ref for ref, _ in registry.choices_for(request.user)}
     if refused := [ref for ref in payload.models if ref not in allowed]:
         raise ValueError(f"models: not a model you may call: {', '.join(refused)}")
     prompts, source = _prompts(project, payload)
