@@ -9,7 +9,6 @@ torch) only inside `execute`: the web process never loads them.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Iterable
@@ -25,8 +24,6 @@ from generation.registry import EndpointSpec, LocalSpec, UnknownModel, resolve
 from labeling import consensus
 from labeling.models import Adjudication, Pair, Project
 from prefstudio import job_rows, jobs
-
-logger = logging.getLogger(__name__)
 
 # Pairs judged per unit of work (twice as many prompts): verdicts are saved, progress written and a
 # cancel honoured between two chunks.
@@ -170,42 +167,26 @@ def judges_reap() -> int:
 def execute(judge_pk: int, *, worker: str = "", job_id: str = "") -> str:
     """Run the judge with this id to its end; a word on how it ended. A failure is written to the row,
     and the exception re-raised for RQ."""
-    judge = job_rows.claim(Judge, judge_pk, worker=worker, job_id=job_id, device=job_rows.device_name())
-    if judge is None:
-        return "not queued"
-    log = job_rows.LogTail(Judge, judge, lines=LOG_LINES)
-    log(f"{'Resuming' if judge.attempts > 1 else 'Starting'} on {judge.worker_host} ({judge.device}), "
-        f"attempt {judge.attempts}.")  # fmt: skip
     from generation.backends.base import GenerationStopped
 
-    try:
-        with job_rows.Heartbeat(Judge, judge.pk):
-            _judge_all(judge, log)
-    except GenerationStopped:
-        log("Canceled; the verdicts so far are kept.")
-        job_rows.finish(Judge, judge.pk, state=Judge.State.CANCELED, log_tail=log.text, **_counts(judge))
-        return "canceled"
-    except Exception as exc:
-        if jobs.will_retry(exc):
-            raise
-        logger.exception("judge %s failed", judge.pk)
-        reason = jobs.failure_reason(exc, what="The judge")
-        log(reason)
-        job_rows.finish(
-            Judge, judge.pk, state=Judge.State.FAILED, error=reason, log_tail=log.text, **_counts(judge)
-        )
-        raise
+    outcome = job_rows.run(
+        Judge, judge_pk, work=_work, what="The judge", stopped=(GenerationStopped,),
+        kept="the verdicts so far are kept", worker=worker, job_id=job_id, lines=LOG_LINES, counts=_counts,
+    )  # fmt: skip
+    if outcome == "succeeded":  # the queue order may follow this judge's verdicts
+        from evaluation.queue_order import rank_project
+
+        rank_project(Judge.objects.select_related("project").get(pk=judge_pk).project)
+    return outcome
+
+
+def _work(judge: Judge, log: job_rows.LogTail) -> dict[str, int]:
+    """Judge every pair in scope that has no verdict yet; the counts the row ends with."""
+    _judge_all(judge, log)
     counts = _counts(judge)
     log(f"Done: {counts['done']} pairs judged in both orders, {counts['inconsistent']} "
         f"position-inconsistent, {counts['unparseable']} unparseable.")  # fmt: skip
-    ended = job_rows.finish(
-        Judge, judge.pk, state=Judge.State.SUCCEEDED, log_tail=log.text, eta_seconds=0, **counts
-    )
-    if ended:
-        from evaluation.queue_order import rank_project
-
-        rank_project(judge.project)
-    return "succeeded"
+    return counts
 
 
 def _counts(judge: Judge) -> dict[str, int]:

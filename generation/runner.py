@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import random
 import time
 from itertools import combinations
@@ -19,9 +18,7 @@ from django.db.models import Count
 
 from generation.models import GenerationAnswer, GenerationJob
 from generation.registry import EndpointSpec, LocalSpec, resolve
-from prefstudio import job_rows, jobs
-
-logger = logging.getLogger(__name__)
+from prefstudio import job_rows
 
 # Prompts answered per unit of work: answers are saved, progress written and a cancel honoured between
 # two chunks.
@@ -32,36 +29,18 @@ LOG_LINES = 40
 def execute(job_pk: int, *, worker: str = "", job_id: str = "") -> str:
     """Run the generation job with this id to its end; a word on how it ended. A failure is written to
     the row, and the exception re-raised for RQ."""
-    job = job_rows.claim(GenerationJob, job_pk, worker=worker, job_id=job_id, device=job_rows.device_name())
-    if job is None:
-        return "not queued"
-    log = job_rows.LogTail(GenerationJob, job, lines=LOG_LINES)
-    log(f"{'Resuming' if job.attempts > 1 else 'Starting'} on {job.worker_host} ({job.device}), "
-        f"attempt {job.attempts}.")  # fmt: skip
     from generation.backends.base import GenerationStopped
 
-    try:
-        with job_rows.Heartbeat(GenerationJob, job.pk):
-            _answer_all(job, log)
-            made = _make_pairs(job, log) if job.kind != GenerationJob.Kind.PLAYGROUND else {}
-    except GenerationStopped:
-        log("Canceled; the answers so far are kept.")
-        job_rows.finish(GenerationJob, job.pk, state=GenerationJob.State.CANCELED, log_tail=log.text)
-        return "canceled"
-    except Exception as exc:
-        if jobs.will_retry(exc):
-            raise
-        logger.exception("generation job %s failed", job.pk)
-        reason = jobs.failure_reason(exc, what="The generation")
-        log(reason)
-        job_rows.finish(
-            GenerationJob, job.pk, state=GenerationJob.State.FAILED, error=reason, log_tail=log.text
-        )
-        raise
-    job_rows.finish(
-        GenerationJob, job.pk, state=GenerationJob.State.SUCCEEDED, log_tail=log.text, eta_seconds=0, **made
-    )
-    return "succeeded"
+    return job_rows.run(
+        GenerationJob, job_pk, work=_work, what="The generation", stopped=(GenerationStopped,),
+        kept="the answers so far are kept", worker=worker, job_id=job_id, lines=LOG_LINES,
+    )  # fmt: skip
+
+
+def _work(job: GenerationJob, log: job_rows.LogTail) -> dict[str, Any]:
+    """Answer every prompt not answered yet, then make the pairs (not for the playground)."""
+    _answer_all(job, log)
+    return _make_pairs(job, log) if job.kind != GenerationJob.Kind.PLAYGROUND else {}
 
 
 def _answered(job: GenerationJob, ref: str) -> set[int]:

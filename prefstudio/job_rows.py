@@ -4,7 +4,8 @@ job machinery does with it, in one place.
 The row is the truth about a job: RQ carries the job, but its registries expire, so state, heartbeat,
 cancel flag, attempts, error and log tail are written here as the job goes. A job type is a model that
 inherits `JobRow` (adding its own progress and results) and a runner that calls `claim`, runs a
-`Heartbeat`, asks `cancel_requested` between units of work and ends with `finish` or `fail`; `reap_lost`
+`Heartbeat`, asks `cancel_requested` between units of work and ends with `finish` or `fail` (`run` does all
+of it around a function that does the work: generation jobs and judges use it); `reap_lost`
 fails the rows whose worker went silent (prefstudio.jobs runs it every MAINTENANCE_SECONDS on every
 worker, and the pages run it as they poll).
 """
@@ -218,6 +219,59 @@ class LogTail:
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+def run(
+    model: type[Row],
+    pk: int,
+    *,
+    work: Callable[[Row, LogTail], dict[str, Any]],
+    what: str,
+    stopped: tuple[type[BaseException], ...],
+    kept: str,
+    worker: str = "",
+    job_id: str = "",
+    lines: int = 40,
+    counts: Callable[[Row], dict[str, Any]] | None = None,
+) -> str:
+    """Run the job of the row with this id on this worker to its end, around `work(row, log)`; a word on how
+    it ended: "not queued", "canceled", "succeeded" (or "already ended" when a reaper ended it meanwhile).
+
+    Claims the row (`claim`, with this host's device), logs the start, keeps a `Heartbeat` while `work` runs,
+    and ends the row: succeeded with the fields `work` returns; canceled, saying that `kept` ("the answers so
+    far are kept"), when `work` raises one of `stopped`; failed with `jobs.failure_reason(exc, what=what)`
+    for any other exception, which is re-raised for RQ (its failure callback), unless the job machinery will
+    retry it (a lost database connection), when it is re-raised with the row left running. `counts(row)`
+    adds fields to the canceled and failed endings (what was done before the stop).
+    """
+    import logging
+
+    from prefstudio import jobs
+
+    row = claim(model, pk, worker=worker, job_id=job_id, device=device_name())
+    if row is None:
+        return "not queued"
+    log = LogTail(model, row, lines=lines)
+    log(f"{'Resuming' if row.attempts > 1 else 'Starting'} on {row.worker_host} ({row.device}), "
+        f"attempt {row.attempts}.")  # fmt: skip
+    so_far = counts or (lambda _row: {})
+    try:
+        with Heartbeat(model, row.pk):
+            fields = work(row, log)
+    except stopped:
+        log(f"Canceled; {kept}.")
+        finish(model, row.pk, state=JobRow.State.CANCELED, log_tail=log.text, **so_far(row))
+        return "canceled"
+    except Exception as exc:
+        if jobs.will_retry(exc):
+            raise
+        logging.getLogger(model.__module__).exception("%s %s failed", model.__name__, row.pk)
+        reason = jobs.failure_reason(exc, what=what)
+        log(reason)
+        finish(model, row.pk, state=JobRow.State.FAILED, error=reason, log_tail=log.text, **so_far(row))
+        raise
+    ended = finish(model, row.pk, state=JobRow.State.SUCCEEDED, log_tail=log.text, eta_seconds=0, **fields)
+    return "succeeded" if ended else "already ended"
 
 
 def enqueue(model: type[Row], row: Row, *, queue: str, func: str, on_failure: str) -> None:
