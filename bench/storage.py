@@ -230,7 +230,7 @@ def measure(spec: dict) -> dict:
     if remote and directory.exists():
         raise SystemExit(f"{spec}: the staging folder {directory} was left behind")
     storage.delete_tree(media, snapshot.directory)
-    shutil.rmtree(storage.cache_dir("snapshots", str(key)), ignore_errors=True)
+    shutil.rmtree(storage.cache_dir("media", snapshot.directory), ignore_errors=True)
     mb, seconds = total_bytes / 2**20, phases.seconds
     write_s = seconds["encode"] + seconds["publish"]
     read_s = seconds["split_files"] + seconds["iter_chunks"] + seconds["serve"]

@@ -280,10 +280,12 @@ def serve(storage: Storage, name: str, *, filename: str, content_type: str) -> H
             expire=settings.PREFSTUDIO_DOWNLOAD_URL_SECONDS,
         )
         return HttpResponseRedirect(url)
-    size = storage.size(name)
-    response = FileResponse(
-        open_stream(storage, name), as_attachment=True, filename=filename, content_type=content_type
-    )
+    if is_remote(storage) and hasattr(storage, "transfer_config"):
+        stored = _s3_object(storage, name)  # one HEAD: its length; then one GET streams it
+        size, stream = stored.content_length, stored.get()["Body"]
+    else:
+        size, stream = storage.size(name), storage.open(name, "rb")
+    response = FileResponse(stream, as_attachment=True, filename=filename, content_type=content_type)
     response["Content-Length"] = str(size)
     response.block_size = CHUNK  # FileResponse's default is 4 KiB reads
     return response

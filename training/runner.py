@@ -151,11 +151,11 @@ def execute(run_id: int, *, worker: str = "", job_id: str = "") -> str:
             "display": Display(
                 model=run.base_model,
                 model_source=settings.PREFSTUDIO_BASE_MODELS.get(run.base_model),
-                roots=(
+                roots=(  # a worker's copies of stored files keep their storage names under these
                     Path(settings.MEDIA_ROOT),
                     Path(settings.ARTIFACT_ROOT),
+                    Path(settings.PREFSTUDIO_CACHE_DIR) / "media",
                     Path(settings.PREFSTUDIO_CACHE_DIR) / "artifacts",
-                    Path(settings.PREFSTUDIO_CACHE_DIR),
                 ),
             ),
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import subprocess
@@ -103,8 +104,9 @@ def local_artifacts(run: TrainingRun) -> Path:
 
 def split_files(snapshot: ExportSnapshot) -> tuple[Path, Path | None]:
     """The snapshot's train and eval files on this machine's disk: where a local media storage keeps them,
-    or copies under PREFSTUDIO_CACHE_DIR/snapshots/<uuid>/ downloaded once from the object store."""
-    media, cache = storage.media(), ("snapshots", str(snapshot.uuid))
+    or copies under PREFSTUDIO_CACHE_DIR/media/<the snapshot's folder>/ downloaded once from the object store
+    (so that, relative to that root, a copy has the stored file's name)."""
+    media, cache = storage.media(), ("media", snapshot.directory)
     names = {f["split"]: f"{snapshot.directory}/{f['name']}" for f in snapshot.files}
     by_split = {split: storage.local_copy(media, name, *cache) for split, name in names.items()}
     return by_split["train"], by_split.get("eval")
@@ -123,26 +125,16 @@ def _check_files(snapshot: ExportSnapshot, limit: int) -> tuple[Path, Path | Non
         target = folder / info["name"]
         if not target.is_file():
             stream = storage.open_stream(media, f"{snapshot.directory}/{info['name']}")
+            lines = stream.iter_lines(keepends=True) if hasattr(stream, "iter_lines") else stream
             partial = target.with_name(f".{target.name}.partial")
             try:
                 with partial.open("wb") as out:
-                    for _, line in zip(range(limit), _lines(stream), strict=False):
-                        out.write(line)
+                    out.writelines(itertools.islice(lines, limit))
             finally:
                 stream.close()
             partial.replace(target)
         paths[info["split"]] = target
     return paths["train"], paths.get("eval")
-
-
-def _lines(stream: Any, chunk: int = storage.CHUNK) -> Any:
-    """The lines of a binary stream read in chunks (each with its newline)."""
-    rest = b""
-    while block := stream.read(chunk):
-        *lines, rest = (rest + block).split(b"\n")
-        yield from (line + b"\n" for line in lines)
-    if rest:
-        yield rest
 
 
 def _config(base_model: str, config: dict[str, Any]) -> TrainConfig:

@@ -221,7 +221,10 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "evaluation": _latest_evaluation(run),
         "data": [(name, report, _reasons(report)) for name, report in (run.data_report or {}).items()],
         "queue_name": services.queue_name(),
-        "resume_from": services.checkpoint_step(run) if run.resumable or run.attempts else None,
+        # Shown by the Resume button and by a queued retry's notice: not read on a running run's polls.
+        "resume_from": services.checkpoint_step(run)
+        if run.resumable or (run.state == TrainingRun.State.QUEUED and run.attempts)
+        else None,
     }
     if request.htmx:
         response = render(request, "training/run_detail.html#run-status", context)

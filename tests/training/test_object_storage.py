@@ -257,7 +257,9 @@ def test_a_run_resumed_on_a_host_without_its_files_downloads_the_last_checkpoint
     redone = sorted(run.metrics.filter(kind="train", created_at__gte=before).values_list("step", flat=True))
     assert redone == list(range(stopped_at + 1, 7))
     assert "Downloaded" in run.log_tail and "Resuming" in run.log_tail
-    assert (tmp_path / "second-host" / "snapshots").is_dir()  # the snapshot came down to this host too
+    copy = tmp_path / "second-host" / "media" / run.snapshot.directory / "train.jsonl"
+    assert copy.is_file()  # the snapshot came down to this host too, under its stored name
+    assert f"{run.snapshot.directory}/train.jsonl" in json.dumps(run.data_report)  # named as stored
 
 
 def test_the_local_filesystem_stays_the_default(settings, tmp_path):
@@ -280,4 +282,4 @@ def test_the_web_data_check_fetches_only_the_rows_it_reads_from_the_bucket(s3, s
     cache = Path(settings.PREFSTUDIO_CACHE_DIR)
     fetched = cache / "data-check" / str(snapshot.uuid) / "5" / "train.jsonl"
     assert len(fetched.read_text().splitlines()) == 5
-    assert not (cache / "snapshots").exists()  # the whole snapshot never came down to the web process
+    assert not (cache / "media").exists()  # the whole snapshot never came down to the web process

@@ -392,3 +392,18 @@ def test_the_run_form_bounds_the_seed_and_the_steps_and_accepts_the_bounds(tiny_
         assert TrainConfig.from_dict(edge.config(base_model="tiny")).seed == edge.cleaned_data["seed"]
     with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\]"):
         TrainConfig(base_model="tiny", seed=2**32)
+
+
+@pytest.mark.django_db
+def test_a_running_runs_polls_read_no_checkpoint_from_storage(tiny_base, project, admin_user, monkeypatch):
+    """The resume step is read (a listing and a file, from a bucket maybe) only where the page shows it."""
+    run = create_run(project, admin_user, tiny_base)
+    TrainingRun.objects.filter(pk=run.pk).update(state="running", attempts=1, heartbeat_at=timezone.now())
+    read = []
+    monkeypatch.setattr(services, "checkpoint_step", lambda r: read.append(r.pk) or 0)
+    client = Client()
+    client.force_login(admin_user)
+    assert client.get(run.get_absolute_url(), HTTP_HX_REQUEST="true").status_code == 200
+    assert read == []
+    TrainingRun.objects.filter(pk=run.pk).update(state="failed")
+    assert b"Resume from the start" in client.get(run.get_absolute_url()).content and read == [run.pk]
