@@ -259,7 +259,16 @@ def in_parallel(count: int, request: Callable[[int], object]) -> list:
 USED_UP = "This invitation to Alpha was already used 3 times."
 
 
+@pytest.fixture
+def _threads_need_postgres():
+    """Real threads racing for one invitation: PostgreSQL's row locks decide (as in CI). SQLite, the
+    zero-setup default of `make test`, locks whole tables across the threads' connections instead."""
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent joins are decided by PostgreSQL's row locks; SQLite locks whole tables")
+
+
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_threads_need_postgres")
 def test_parallel_accepts_by_signed_in_users_fill_the_invitation_exactly(
     project, admin_user, make_user, settings
 ):
@@ -280,6 +289,7 @@ def test_parallel_accepts_by_signed_in_users_fill_the_invitation_exactly(
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_threads_need_postgres")
 def test_parallel_sign_ups_fill_the_invitation_exactly_and_refuse_the_rest_as_used_up(
     project, admin_user, settings
 ):
@@ -299,6 +309,7 @@ def test_parallel_sign_ups_fill_the_invitation_exactly_and_refuse_the_rest_as_us
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("_threads_need_postgres")
 def test_a_double_click_to_join_counts_one_use(project, admin_user, annotator, other_project):
     invitation = make(other_project, admin_user, max_uses=5)
 
